@@ -1,0 +1,44 @@
+//! The `consistent-hash` built-in placer: SipHash-2-4 + jump consistent hash with optional
+//! bounded loads. The algorithm is [`order`]; on `wasm32` this crate also exports it as a
+//! `placerd:placer` component (see `wit/placer.wit`).
+
+pub mod order;
+
+// wit-bindgen's generated export glue is `unsafe` FFI (the canonical ABI); the code
+// written here is safe Rust.
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod component {
+    use crate::order::{Config, Load};
+    use std::cell::RefCell;
+
+    wit_bindgen::generate!({ world: "placer", path: "../../wit" });
+
+    thread_local!(static CONFIG: RefCell<Config> = RefCell::new(Config::default()));
+    thread_local!(static LOADS: RefCell<Vec<Load>> = const { RefCell::new(Vec::new()) });
+
+    struct ConsistentHash;
+
+    impl Guest for ConsistentHash {
+        fn configure(config: Vec<(String, String)>) -> Result<(), String> {
+            let parsed = Config::parse(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            CONFIG.set(parsed);
+            Ok(())
+        }
+
+        fn set_runners(_generation: u64, _runners: Vec<Runner>) {}
+
+        fn place(call: Call, load: Vec<RunnerLoad>) -> Vec<u32> {
+            let config = CONFIG.with_borrow(|c| *c);
+            LOADS.with_borrow_mut(|loads| {
+                loads.clear();
+                loads.extend(load.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }));
+                let mut out = Vec::with_capacity(loads.len());
+                crate::order::order(&config, call.slot_key.as_bytes(), loads, &mut out);
+                out
+            })
+        }
+    }
+
+    export!(ConsistentHash);
+}

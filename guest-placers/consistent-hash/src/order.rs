@@ -1,0 +1,310 @@
+//! Consistent-hash ordering (DESIGN §3), free of any Wasm or host dependency so it is
+//! unit-tested natively.
+//!
+//! `slot-key` → SipHash-2-4 (Fn's keys) → jump consistent hash (Lamping & Veach 2014) →
+//! that runner first, then the following runners in ring order. Optional bounded loads
+//! (Mirrokni et al. 2018) move runners already above `max_load_factor` × average to the
+//! back, keeping affinity for every key whose runner has room.
+
+use core::hash::Hasher;
+use siphasher::sip::SipHasher24;
+
+/// SipHash key half `k0` used by Fn's consistent-hash placer.
+pub const K0: u64 = 0;
+/// SipHash key half `k1` used by Fn's consistent-hash placer ("LaryBoat").
+pub const K1: u64 = 0x4c61_7279_426f_6174;
+
+/// Which jump-hash arithmetic to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// The paper's floating-point step: balanced, minimal movement.
+    #[default]
+    Paper,
+    /// Fn's Go code: the step uses integer division. Never picks index 1 first and loads
+    /// some runners ~3x the average, but it is what a running Fn LB does.
+    Fn,
+}
+
+/// The placer's `config` table, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Config {
+    /// Jump-hash arithmetic; `variant = "paper" | "fn"`.
+    pub variant: Variant,
+    /// Bounded loads: `max_load_factor = "1.25"`. `None` means plain consistent hashing.
+    pub max_load_factor: Option<f64>,
+}
+
+impl Config {
+    /// Parses the `config` table handed to `configure`.
+    ///
+    /// # Errors
+    /// A message naming the key for an unknown key or a bad value.
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
+        let mut config = Config::default();
+        for (key, value) in pairs {
+            match key {
+                "variant" => {
+                    config.variant = match value {
+                        "paper" => Variant::Paper,
+                        "fn" => Variant::Fn,
+                        _ => return Err(format!("variant: expected \"paper\" or \"fn\", got {value:?}")),
+                    }
+                }
+                "max_load_factor" => {
+                    let factor: f64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("max_load_factor: expected a number, got {value:?}"))?;
+                    if !factor.is_finite() || factor < 1.0 {
+                        return Err(format!("max_load_factor: must be a number >= 1.0, got {value:?}"));
+                    }
+                    config.max_load_factor = Some(factor);
+                }
+                _ => {
+                    return Err(format!("unknown key `{key}` (consistent-hash takes `variant` and `max_load_factor`)"));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// What the algorithm needs to know of one runner's live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Calls this host has placed on the runner and not finished.
+    pub in_flight: u32,
+    /// False while the runner is down or ejected.
+    pub healthy: bool,
+}
+
+/// SipHash-2-4 of `key` with Fn's keys.
+pub fn key_hash(key: &[u8]) -> u64 {
+    let mut hasher = SipHasher24::new_with_keys(K0, K1);
+    hasher.write(key);
+    hasher.finish()
+}
+
+/// Jump consistent hash: the bucket in `0..buckets` for `key` (0 when `buckets` is 0).
+pub fn jump(mut key: u64, buckets: u32, variant: Variant) -> u32 {
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < i64::from(buckets) {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = match variant {
+            Variant::Paper => ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64,
+            // Go: `(b + 1) * int64((1<<31)/(key>>33)+1)`. Go panics when key>>33 == 0
+            // (p = 2^-31); we take the divisor as 1 instead, which ends the loop at `b`.
+            Variant::Fn => {
+                let step = (1u64 << 31).checked_div(key >> 33).unwrap_or(1u64 << 31) + 1;
+                (b + 1).saturating_mul(step as i64)
+            }
+        };
+    }
+    b.max(0) as u32
+}
+
+/// Orders the runners for one call with affinity key `slot_key`.
+///
+/// Unhealthy runners are left out unless all are unhealthy (then all are offered). With
+/// `max_load_factor`, a runner whose in-flight count would exceed
+/// `ceil(factor × (total + 1) / n)` goes behind the runners that have room, still in ring
+/// order, so the call lands on the next runner clockwise that is not overloaded.
+///
+/// `out` is cleared and filled, so a caller can reuse its allocation.
+pub fn order(config: &Config, slot_key: &[u8], loads: &[Load], out: &mut Vec<u32>) {
+    out.clear();
+    let n = loads.len();
+    if n == 0 {
+        return;
+    }
+    let first = jump(key_hash(slot_key), n as u32, config.variant) as usize;
+    let any_healthy = loads.iter().any(|l| l.healthy);
+    let usable = |i: usize| !any_healthy || loads[i].healthy;
+    let ring = (0..n).map(|k| (first + k) % n).filter(|&i| usable(i));
+
+    let Some(factor) = config.max_load_factor else {
+        out.extend(ring.map(|i| i as u32));
+        return;
+    };
+    let (count, total) =
+        (0..n).filter(|&i| usable(i)).fold((0u64, 0u64), |(c, t), i| (c + 1, t + u64::from(loads[i].in_flight)));
+    let cap = (factor * (total + 1) as f64 / count as f64).ceil() as u64;
+    let has_room = |i: usize| u64::from(loads[i].in_flight) < cap;
+    out.extend(ring.clone().filter(|&i| has_room(i)).map(|i| i as u32));
+    out.extend(ring.filter(|&i| !has_room(i)).map(|i| i as u32));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn first(key: &str, n: u32, variant: Variant) -> u32 {
+        jump(key_hash(key.as_bytes()), n, variant)
+    }
+
+    fn idle(n: usize) -> Vec<Load> {
+        vec![Load { in_flight: 0, healthy: true }; n]
+    }
+
+    fn order_of(config: &Config, key: &str, loads: &[Load]) -> Vec<u32> {
+        let mut out = Vec::new();
+        order(config, key.as_bytes(), loads, &mut out);
+        out
+    }
+
+    #[test]
+    fn golden_vectors_paper() {
+        assert_eq!(first("fn-0000", 10, Variant::Paper), 5);
+        assert_eq!(first("my-app/hello", 3, Variant::Paper), 1);
+        assert_eq!(first("", 8, Variant::Paper), 6);
+        assert_eq!(first("fn", 2, Variant::Paper), 1);
+    }
+
+    #[test]
+    fn golden_vectors_fn() {
+        assert_eq!(first("fn-0000", 10, Variant::Fn), 9);
+        assert_eq!(first("my-app/hello", 3, Variant::Fn), 2);
+        assert_eq!(first("", 8, Variant::Fn), 6);
+        assert_eq!(first("fn", 2, Variant::Fn), 0);
+    }
+
+    #[test]
+    fn siphash_matches_the_reference_vector() {
+        // SipHash-2-4 paper, appendix A: key 00..0f, message 00..0e.
+        let mut h = SipHasher24::new_with_keys(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        h.write(&(0u8..15).collect::<Vec<_>>());
+        assert_eq!(h.finish(), 0xa129_ca61_49be_45e5);
+    }
+
+    #[test]
+    fn fn_variant_never_picks_index_one_first() {
+        for n in 2..12 {
+            for k in 0..2_000 {
+                assert_ne!(first(&format!("fn-{k:04}"), n, Variant::Fn), 1, "n={n} k={k}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_maps_to_zero_in_fn_variant_with_two_runners() {
+        for k in 0..1_000 {
+            assert_eq!(first(&format!("key-{k}"), 2, Variant::Fn), 0);
+        }
+    }
+
+    #[test]
+    fn order_is_the_jump_bucket_then_ring_order() {
+        let o = order_of(&Config::default(), "fn-0000", &idle(10));
+        assert_eq!(o, vec![5, 6, 7, 8, 9, 0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn hundred_thousand_keys_over_ten_runners_are_balanced() {
+        let mut counts = [0u32; 10];
+        for k in 0..100_000 {
+            counts[first(&format!("app-{k}/fn"), 10, Variant::Paper) as usize] += 1;
+        }
+        let max = f64::from(*counts.iter().max().unwrap_or(&0));
+        assert!(max / 10_000.0 <= 1.05, "max/avg = {} {counts:?}", max / 10_000.0);
+    }
+
+    #[test]
+    fn fn_variant_is_visibly_unbalanced() {
+        let mut counts = [0u32; 10];
+        for k in 0..100_000 {
+            counts[first(&format!("app-{k}/fn"), 10, Variant::Fn) as usize] += 1;
+        }
+        let max = f64::from(*counts.iter().max().unwrap_or(&0));
+        assert!(max / 10_000.0 > 2.0, "{counts:?}");
+        assert_eq!(counts[1], 0);
+    }
+
+    #[test]
+    fn growing_ten_to_eleven_moves_few_keys_and_only_to_the_new_runner() {
+        let keys = 100_000;
+        let mut moved = 0;
+        for k in 0..keys {
+            let key = format!("app-{k}/fn");
+            let (before, after) = (first(&key, 10, Variant::Paper), first(&key, 11, Variant::Paper));
+            if before != after {
+                assert_eq!(after, 10, "key {key} moved {before} -> {after}");
+                moved += 1;
+            }
+        }
+        let share = f64::from(moved) / f64::from(keys);
+        assert!(share <= 1.0 / 11.0 + 0.01, "moved {share}");
+        assert!(share > 0.05, "the new runner got almost nothing: {share}");
+    }
+
+    #[test]
+    fn bounded_loads_skip_a_runner_above_factor_times_average() {
+        let config = Config { max_load_factor: Some(1.25), ..Config::default() };
+        let mut loads = idle(10);
+        assert_eq!(order_of(&config, "fn-0000", &loads)[0], 5);
+        // 10 in flight on runner 5, average 1.1 after this call: 5 is pushed to the back.
+        loads[5].in_flight = 10;
+        let o = order_of(&config, "fn-0000", &loads);
+        assert_eq!(o, vec![6, 7, 8, 9, 0, 1, 2, 3, 4, 5]);
+        // Everyone equally busy: nobody is over the bound, affinity holds.
+        let even = vec![Load { in_flight: 4, healthy: true }; 10];
+        assert_eq!(order_of(&config, "fn-0000", &even)[0], 5);
+        // Without the factor, load is ignored.
+        assert_eq!(order_of(&Config::default(), "fn-0000", &loads)[0], 5);
+    }
+
+    #[test]
+    fn unhealthy_runners_are_left_out_unless_all_are() {
+        let mut loads = idle(4);
+        loads[1].healthy = false;
+        let o = order_of(&Config::default(), "my-app/hello", &loads[..3]);
+        assert_eq!(o, vec![2, 0]);
+        let down = vec![Load { in_flight: 0, healthy: false }; 3];
+        assert_eq!(order_of(&Config::default(), "my-app/hello", &down), vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn config_parsing_names_the_bad_key() {
+        assert_eq!(
+            Config::parse([("variant", "fn"), ("max_load_factor", "1.5")]),
+            Ok(Config { variant: Variant::Fn, max_load_factor: Some(1.5) })
+        );
+        assert!(Config::parse([("variant", "ring")]).is_err_and(|e| e.contains("variant")));
+        assert!(Config::parse([("max_load_factor", "0.5")]).is_err_and(|e| e.contains("max_load_factor")));
+        assert!(Config::parse([("max_load_factor", "NaN")]).is_err());
+        assert!(Config::parse([("replicas", "3")]).is_err_and(|e| e.contains("replicas")));
+    }
+
+    proptest! {
+        #[test]
+        fn removing_the_last_runner_remaps_only_its_keys(key: Vec<u8>, n in 2u32..200) {
+            let h = key_hash(&key);
+            let (before, after) = (jump(h, n, Variant::Paper), jump(h, n - 1, Variant::Paper));
+            if before != n - 1 {
+                prop_assert_eq!(before, after);
+            }
+        }
+
+        #[test]
+        fn output_is_always_a_valid_order(
+            key: Vec<u8>,
+            loads in proptest::collection::vec((0u32..50, any::<bool>()), 0..64),
+            factor in proptest::option::of(1.0f64..4.0),
+            fn_variant: bool,
+        ) {
+            let loads: Vec<Load> = loads.into_iter().map(|(in_flight, healthy)| Load { in_flight, healthy }).collect();
+            let config = Config { variant: if fn_variant { Variant::Fn } else { Variant::Paper }, max_load_factor: factor };
+            let mut out = Vec::new();
+            order(&config, &key, &loads, &mut out);
+            let mut seen = vec![false; loads.len()];
+            for &i in &out {
+                prop_assert!((i as usize) < loads.len());
+                prop_assert!(!seen[i as usize]);
+                seen[i as usize] = true;
+            }
+            let healthy = loads.iter().filter(|l| l.healthy).count();
+            prop_assert_eq!(out.len(), if healthy == 0 { loads.len() } else { healthy });
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Validation with sample calls: what `placerd check` prints and what a reload runs before
+//! it publishes a version (DESIGN §9).
+
+use super::error::LoadError;
+use super::fault::FaultKind;
+use super::version::PlacerVersion;
+use super::{Call, CallKind, Runner, RunnerLoad};
+use crate::runner::RunnerSet;
+
+/// Sample calls after the printed ones, to catch placers that leak or fail only later.
+const SOAK_CALLS: u64 = 200;
+
+/// What a successful check saw.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// The sample runner set used.
+    pub runners: RunnerSet,
+    /// Each sample call and the order the placer gave it.
+    pub orders: Vec<(Call, Vec<u32>)>,
+    /// Calls made in all (samples, soak, membership change).
+    pub calls: u64,
+}
+
+/// A synthetic runner set of `n` runners in two zones, as the check and reload use.
+pub fn sample_runners(generation: u64, n: usize) -> RunnerSet {
+    let runners = (0..n)
+        .map(|i| Runner {
+            address: format!("10.0.0.{}:8080", i + 1),
+            labels: vec![("zone".into(), if i % 2 == 0 { "a".into() } else { "b".into() })],
+        })
+        .collect();
+    RunnerSet { generation, runners }
+}
+
+/// Synthetic calls: distinct apps and functions, sync and detached, with extensions.
+pub fn sample_calls(count: u64) -> Vec<Call> {
+    (0..count)
+        .map(|seq| {
+            let app = format!("app-{}", seq % 3);
+            let fn_id = format!("{app}/fn-{seq}");
+            Call {
+                id: format!("01CHECK{seq:019}"),
+                app_id: app,
+                slot_key: fn_id.clone(),
+                fn_id,
+                kind: if seq % 4 == 3 { CallKind::Detached } else { CallKind::Sync },
+                seq,
+                random: seq.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                extensions: vec![("check".into(), "1".into())],
+            }
+        })
+        .collect()
+}
+
+fn sample_loads(n: usize, seq: u64) -> Vec<RunnerLoad> {
+    (0..n)
+        .map(|i| RunnerLoad {
+            in_flight: ((seq as usize + i * 7) % 5) as u32,
+            reported_active: (i % 3) as u32,
+            recent_refusals: 0,
+            healthy: true,
+        })
+        .collect()
+}
+
+impl PlacerVersion {
+    /// Runs sample placements and checks every order is valid: indices in range, no
+    /// repeats, no longer than the set. Five printed samples on 5 runners, a soak of
+    /// [`SOAK_CALLS`] calls, then a membership change to 3 runners.
+    ///
+    /// # Errors
+    /// [`LoadError::Validation`] naming the sample and what was wrong (fault or order).
+    pub fn check(&self) -> Result<CheckReport, LoadError> {
+        let fail = |reason: String| LoadError::Validation { placer: self.name().to_string(), reason };
+        let mut calls = 0;
+        let mut run = |set: &RunnerSet, call: &Call| -> Result<Vec<u32>, LoadError> {
+            calls += 1;
+            let loads = sample_loads(set.len(), call.seq);
+            // The budget is wall-clock time: on a busy machine a good placer can be
+            // preempted past it. Give a timed-out sample one more try on a fresh instance;
+            // a placer that really loops times out twice.
+            let order = match self.place_raw(call, set, &loads) {
+                Err(FaultKind::Timeout) => self.place_raw(call, set, &loads),
+                other => other,
+            }
+            .map_err(|kind| fail(format!("place faulted on sample call {} ({}): {kind}", call.seq, call.fn_id)))?;
+            validate_order(&order, set.len()).map_err(|why| {
+                fail(format!("sample call {} ({}) got order {}: {why}", call.seq, call.fn_id, preview(&order)))
+            })?;
+            Ok(order)
+        };
+
+        let set = sample_runners(1, 5);
+        let mut orders = Vec::new();
+        for call in sample_calls(5) {
+            let order = run(&set, &call)?;
+            orders.push((call, order));
+        }
+        for call in sample_calls(5 + SOAK_CALLS).into_iter().skip(5) {
+            run(&set, &call)?;
+        }
+        let smaller = sample_runners(2, 3);
+        for call in sample_calls(5) {
+            run(&smaller, &call)?;
+        }
+        Ok(CheckReport { runners: set, orders, calls })
+    }
+}
+
+/// Why `order` is not a valid order of `n` runners, if it is not.
+fn validate_order(order: &[u32], n: usize) -> Result<(), String> {
+    if order.len() > n {
+        return Err(format!("{} entries for {n} runners", order.len()));
+    }
+    let mut seen = vec![false; n];
+    for &i in order {
+        match seen.get_mut(i as usize) {
+            None => return Err(format!("index {i} is out of range for {n} runners")),
+            Some(true) => return Err(format!("index {i} appears twice")),
+            Some(slot) => *slot = true,
+        }
+    }
+    Ok(())
+}
+
+/// The first entries of a possibly huge order, for error messages.
+fn preview(order: &[u32]) -> String {
+    if order.len() <= 8 { format!("{order:?}") } else { format!("{:?}... ({} entries)", &order[..8], order.len()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_order_names_the_problem() {
+        assert!(validate_order(&[2, 0, 1], 3).is_ok());
+        assert!(validate_order(&[], 3).is_ok());
+        assert_eq!(validate_order(&[0, 3], 3), Err("index 3 is out of range for 3 runners".into()));
+        assert_eq!(validate_order(&[1, 1], 3), Err("index 1 appears twice".into()));
+        assert_eq!(validate_order(&[0, 1, 2, 0], 3), Err("4 entries for 3 runners".into()));
+    }
+}

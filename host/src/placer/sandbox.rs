@@ -1,0 +1,313 @@
+//! The sandbox one placer instance runs in.
+//!
+//! WASI is linked because a `wasm32-wasip2` guest's std imports a few `wasi:cli`/`wasi:io`
+//! interfaces, but the context grants nothing: no preopened directories, no network, no
+//! environment, no args, empty stdin. Guest stdout/stderr and the `log` import go to
+//! `tracing`, line by line, truncated and rate limited per placer version so a chatty or
+//! hostile guest cannot flood the host's logs. Memory is capped per instance (all memories
+//! together) by [`MemoryLimiter`].
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings;
+
+/// Longest guest log line kept; the rest is cut.
+const MAX_LINE: usize = 1024;
+/// Guest log lines let through per placer version per second (log import, stdout and
+/// stderr together).
+const LINES_PER_SECOND: u32 = 20;
+/// Tables, instances and memories a component instance may create. A Rust guest uses one
+/// memory and a handful of tables and core instances.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+const MAX_INSTANCES: usize = 64;
+const MAX_TABLES: usize = 64;
+const MAX_MEMORIES: usize = 8;
+
+/// State of one placer instance's `Store`.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    log: Arc<GuestLog>,
+}
+
+impl HostState {
+    pub(crate) fn new(memory_limit: usize, log: Arc<GuestLog>) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestOutput { log: log.clone(), stream: "stdout" })
+            .stderr(GuestOutput { log: log.clone(), stream: "stderr" })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory_limit), log }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The `types` interface has no functions; the bindings still want it implemented.
+impl bindings::placerd::placer::types::Host for HostState {}
+
+impl bindings::PlacerImports for HostState {
+    fn log(&mut self, level: u8, message: String) {
+        self.log.line("log", level, message.as_bytes());
+    }
+}
+
+/// Caps the total linear memory of one instance and remembers whether it refused a grow,
+/// so a trap that follows is reported as a memory fault.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    used: usize,
+    pub(crate) refused: bool,
+}
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> Self {
+        MemoryLimiter { limit, used: 0, refused: false }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit || maximum.is_some_and(|max| desired > max) {
+            self.refused = true;
+            return Ok(false);
+        }
+        self.used = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// The log sink of one placer version: truncates lines and lets through at most
+/// [`LINES_PER_SECOND`], then reports how many it dropped.
+#[derive(Debug)]
+pub(crate) struct GuestLog {
+    placer: Arc<str>,
+    window: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    emitted: u32,
+    dropped: u64,
+}
+
+impl GuestLog {
+    pub(crate) fn new(placer: Arc<str>) -> Self {
+        GuestLog { placer, window: Mutex::new(Window { start: Instant::now(), emitted: 0, dropped: 0 }) }
+    }
+
+    /// Decides whether one more line may go out now. Returns `(allowed, dropped_before)`,
+    /// where `dropped_before` counts lines suppressed in the window that just ended.
+    fn admit(&self, now: Instant) -> (bool, u64) {
+        let Ok(mut w) = self.window.lock() else {
+            return (false, 0);
+        };
+        let mut dropped_before = 0;
+        if now.duration_since(w.start) >= Duration::from_secs(1) {
+            dropped_before = w.dropped;
+            *w = Window { start: now, emitted: 0, dropped: 0 };
+        }
+        if w.emitted < LINES_PER_SECOND {
+            w.emitted += 1;
+            (true, dropped_before)
+        } else {
+            w.dropped += 1;
+            (false, dropped_before)
+        }
+    }
+
+    /// Emits one guest line at `level` (0 error, 1 warn, 2 info, 3 debug, else trace).
+    pub(crate) fn line(&self, stream: &str, level: u8, bytes: &[u8]) {
+        let (allowed, dropped) = self.admit(Instant::now());
+        let placer = &*self.placer;
+        if dropped > 0 {
+            tracing::warn!(placer, dropped, "guest log lines dropped by the rate limit");
+        }
+        if !allowed {
+            return;
+        }
+        let cut = &bytes[..bytes.len().min(MAX_LINE)];
+        let message = String::from_utf8_lossy(cut);
+        let message = message.trim_end();
+        match level {
+            0 => tracing::error!(target: "placerd::guest", placer, stream, "{message}"),
+            1 => tracing::warn!(target: "placerd::guest", placer, stream, "{message}"),
+            2 => tracing::info!(target: "placerd::guest", placer, stream, "{message}"),
+            3 => tracing::debug!(target: "placerd::guest", placer, stream, "{message}"),
+            _ => tracing::trace!(target: "placerd::guest", placer, stream, "{message}"),
+        }
+    }
+}
+
+/// Guest stdout or stderr: whole lines go to [`GuestLog`] at info (stdout) or warn (stderr).
+struct GuestOutput {
+    log: Arc<GuestLog>,
+    stream: &'static str,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.writer())
+    }
+}
+
+impl GuestOutput {
+    fn writer(&self) -> LineWriter {
+        let level = if self.stream == "stderr" { 1 } else { 2 };
+        LineWriter { log: self.log.clone(), stream: self.stream, level, line: Vec::new() }
+    }
+}
+
+/// Splits a byte stream into lines for [`GuestLog`]; a line longer than [`MAX_LINE`] is
+/// emitted cut and the rest of it discarded, so the buffer stays small.
+struct LineWriter {
+    log: Arc<GuestLog>,
+    stream: &'static str,
+    level: u8,
+    line: Vec<u8>,
+}
+
+impl LineWriter {
+    fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (part, rest, newline) = match bytes.iter().position(|b| *b == b'\n') {
+                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                None => (bytes, &[][..], false),
+            };
+            let room = (MAX_LINE + 1).saturating_sub(self.line.len());
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            if newline {
+                self.log.line(self.stream, self.level, &self.line);
+                self.line.clear();
+            }
+            bytes = rest;
+        }
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.log.line(self.stream, self.level, &self.line);
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut().push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_budget_admits_a_burst_then_drops_and_reports() {
+        let log = GuestLog::new("p".into());
+        let t0 = Instant::now();
+        let admitted = (0..100).filter(|_| log.admit(t0).0).count();
+        assert_eq!(admitted, LINES_PER_SECOND as usize);
+        let (allowed, dropped) = log.admit(t0 + Duration::from_millis(1001));
+        assert!(allowed);
+        assert_eq!(dropped, 100 - u64::from(LINES_PER_SECOND));
+    }
+
+    #[test]
+    fn memory_limiter_counts_all_memories_together() {
+        let mut l = MemoryLimiter::new(10);
+        assert!(l.memory_growing(0, 6, None).unwrap_or(false));
+        assert!(!l.memory_growing(0, 6, None).unwrap_or(true));
+        assert!(l.refused);
+        assert!(l.memory_growing(6, 10, None).unwrap_or(false));
+        assert!(!l.memory_growing(10, 11, None).unwrap_or(true));
+    }
+
+    #[test]
+    fn line_writer_splits_lines_and_caps_length() {
+        let log = Arc::new(GuestLog::new("p".into()));
+        let mut w = LineWriter { log, stream: "stdout", level: 2, line: Vec::new() };
+        w.push(b"one\ntw");
+        assert_eq!(w.line, b"tw");
+        w.push(&vec![b'x'; 5000]);
+        assert_eq!(w.line.len(), MAX_LINE + 1);
+        w.push(b"\n");
+        assert!(w.line.is_empty());
+    }
+}

@@ -1,0 +1,293 @@
+//! One loaded placer version, its pool of warm instances and the placement call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{Placer, PlacerPre};
+use super::error::{LoadError, PlaceError};
+use super::fault::{FaultKind, FaultState, OnFault};
+use super::order::{fallback_order, sanitize};
+use super::runtime::{SandboxLimits, root_cause};
+use super::sandbox::{GuestLog, HostState};
+use super::{Call, RunnerLoad};
+use crate::runner::RunnerSet;
+
+/// Where a placer version came from (shown by the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacerSource {
+    /// Embedded in the binary.
+    Builtin,
+    /// A file in `placers_dir` (or given to `placerd check`).
+    File(std::path::PathBuf),
+    /// Pushed through `PUT /admin/placers/{name}`.
+    Admin,
+}
+
+/// Who produced a call's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacedBy {
+    /// The placer component.
+    Guest {
+        /// Entries the host dropped from the guest's output (out of range, repeated, past
+        /// the set size).
+        cleaned: usize,
+    },
+    /// The native naive order, because the placer faulted or is quarantined.
+    Fallback(FaultKind),
+}
+
+/// A call's order of runners and who produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Indices into the runner set, most preferred first; valid and without repeats.
+    pub order: Vec<u32>,
+    /// The guest, or the fallback and why.
+    pub by: PlacedBy,
+}
+
+/// A warm instance: its store, its bindings and the runner generation it has been told.
+struct Warm {
+    store: Store<HostState>,
+    placer: Placer,
+    generation: Option<u64>,
+}
+
+/// A compiled placer with its config: immutable once built. A reload builds a new version
+/// and swaps it in; calls keep the `Arc` of the version they started with.
+pub struct PlacerVersion {
+    name: Arc<str>,
+    source: PlacerSource,
+    sha256: String,
+    loaded_at: SystemTime,
+    config: Vec<(String, String)>,
+    pre: PlacerPre<HostState>,
+    engine: Engine,
+    limits: SandboxLimits,
+    log: Arc<GuestLog>,
+    idle: Mutex<Vec<Warm>>,
+    faults: Mutex<FaultState>,
+    /// Instances built so far (a trapped instance is replaced, never reused).
+    instances_created: AtomicU64,
+    /// `set-runners` calls so far: once per instance per runner generation.
+    set_runners_calls: AtomicU64,
+}
+
+impl std::fmt::Debug for PlacerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlacerVersion")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A guest call that faulted: the fault, and the raw cause for logs.
+type GuestResult<T> = Result<T, FaultKind>;
+
+impl PlacerVersion {
+    pub(crate) fn new(
+        name: &str,
+        source: PlacerSource,
+        sha256: String,
+        config: Vec<(String, String)>,
+        pre: PlacerPre<HostState>,
+        engine: Engine,
+        limits: SandboxLimits,
+    ) -> Self {
+        let name: Arc<str> = name.into();
+        PlacerVersion {
+            log: Arc::new(GuestLog::new(name.clone())),
+            name,
+            source,
+            sha256,
+            loaded_at: SystemTime::now(),
+            config,
+            pre,
+            engine,
+            limits,
+            idle: Mutex::new(Vec::new()),
+            faults: Mutex::new(FaultState::new(limits.fault_policy)),
+            instances_created: AtomicU64::new(0),
+            set_runners_calls: AtomicU64::new(0),
+        }
+    }
+
+    /// The placer's name (`NAME` of `NAME.wasm`, or the built-in's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it came from.
+    pub fn source(&self) -> &PlacerSource {
+        &self.source
+    }
+
+    /// Hex SHA-256 of the component bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// The `config` table handed to `configure`.
+    pub fn config(&self) -> &[(String, String)] {
+        &self.config
+    }
+
+    /// Instances built so far.
+    pub fn instances_created(&self) -> u64 {
+        self.instances_created.load(Ordering::Relaxed)
+    }
+
+    /// `set-runners` calls made so far.
+    pub fn set_runners_calls(&self) -> u64 {
+        self.set_runners_calls.load(Ordering::Relaxed)
+    }
+
+    /// True while this version is quarantined after repeated faults.
+    pub fn quarantined(&self) -> bool {
+        self.faults.lock().is_ok_and(|f| f.quarantined(Instant::now()))
+    }
+
+    /// Builds the first instance (running `configure`) and keeps it warm.
+    pub(crate) fn warm_up(&self) -> Result<(), LoadError> {
+        let warm = self.instantiate().map_err(|kind| match kind {
+            FaultKind::Instantiate(message) if message.starts_with(CONFIGURE_PREFIX) => LoadError::Configure {
+                placer: self.name.to_string(),
+                message: message[CONFIGURE_PREFIX.len()..].to_string(),
+            },
+            kind => LoadError::Validation { placer: self.name.to_string(), reason: format!("instantiate: {kind}") },
+        })?;
+        self.check_in(warm);
+        Ok(())
+    }
+
+    /// Orders `set`'s runners for `call`, given one [`RunnerLoad`] per runner.
+    ///
+    /// Runs the guest under the sandbox limits and cleans its output. When the guest
+    /// faults or the version is quarantined, the order is the native naive order
+    /// ([`PlacedBy::Fallback`]), unless `on_placer_fault = "reject"`.
+    ///
+    /// # Errors
+    /// [`PlaceError::Rejected`] when the placer faulted and the policy is reject.
+    pub fn place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> Result<Placement, PlaceError> {
+        debug_assert_eq!(set.len(), loads.len(), "one load per runner");
+        let fault = if self.quarantined() {
+            FaultKind::Quarantined
+        } else {
+            match self.place_raw(call, set, loads) {
+                Ok(mut order) => {
+                    let cleaned = sanitize(&mut order, set.len());
+                    if cleaned > 0 {
+                        tracing::debug!(placer = &*self.name, cleaned, "dropped invalid indices from a placer's order");
+                    }
+                    return Ok(Placement { order, by: PlacedBy::Guest { cleaned } });
+                }
+                Err(kind) => kind,
+            }
+        };
+        match self.limits.on_fault {
+            OnFault::Fallback => {
+                Ok(Placement { order: fallback_order(call.seq, loads), by: PlacedBy::Fallback(fault) })
+            }
+            OnFault::Reject => Err(PlaceError::Rejected { placer: self.name.to_string(), kind: fault }),
+        }
+    }
+
+    /// One guest `place` call on a pooled instance, uncleaned. Records success or fault
+    /// for quarantine. Used by [`PlacerVersion::place`] and by validation, which needs
+    /// to see the raw order.
+    pub(crate) fn place_raw(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
+        let result = self.try_place(call, set, loads);
+        if let Ok(mut faults) = self.faults.lock() {
+            match &result {
+                Ok(_) => faults.record_success(),
+                Err(kind) => {
+                    let name = &*self.name;
+                    tracing::warn!(placer = name, fault = %kind, call_id = %call.id, "placer fault");
+                    if let Some(period) = faults.record_fault(Instant::now()) {
+                        tracing::error!(
+                            placer = name,
+                            seconds = period.as_secs_f64(),
+                            "placer quarantined after repeated faults"
+                        );
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
+        let mut warm = self.check_out()?;
+        if warm.generation != Some(set.generation) {
+            warm.store.set_epoch_deadline(self.limits.setup_ticks());
+            let told = warm.placer.call_set_runners(&mut warm.store, set.generation, &set.runners);
+            self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
+            told.map_err(|e| classify(&warm.store, &e))?;
+            warm.generation = Some(set.generation);
+        }
+        warm.store.set_epoch_deadline(self.limits.place_ticks());
+        // On error the instance is dropped here, never returned to the pool.
+        let order = warm.placer.call_place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
+        self.check_in(warm);
+        Ok(order)
+    }
+
+    fn check_out(&self) -> GuestResult<Warm> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match pooled {
+            Some(warm) => Ok(warm),
+            None => self.instantiate(),
+        }
+    }
+
+    fn check_in(&self, warm: Warm) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.limits.max_idle_instances
+        {
+            idle.push(warm);
+        }
+    }
+
+    /// A fresh instance: new store with the memory limiter, instantiate and `configure`,
+    /// all under the setup budget.
+    fn instantiate(&self) -> GuestResult<Warm> {
+        let mut store = Store::new(&self.engine, HostState::new(self.limits.memory_limit_bytes, self.log.clone()));
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        // Set before instantiating: the epoch has long advanced past the default deadline.
+        store.set_epoch_deadline(self.limits.setup_ticks());
+        self.instances_created.fetch_add(1, Ordering::Relaxed);
+        let placer = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
+            FaultKind::Trap(msg) => FaultKind::Instantiate(msg),
+            kind => kind,
+        })?;
+        match placer.call_configure(&mut store, &self.config) {
+            Ok(Ok(())) => Ok(Warm { store, placer, generation: None }),
+            Ok(Err(message)) => Err(FaultKind::Instantiate(format!("{CONFIGURE_PREFIX}{message}"))),
+            Err(e) => Err(classify(&store, &e)),
+        }
+    }
+}
+
+/// Marks an instantiate fault that is the guest's `configure` error.
+const CONFIGURE_PREFIX: &str = "configure: ";
+
+/// Names a guest error: timeout, memory cap, or another trap with its message.
+fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> FaultKind {
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        FaultKind::Timeout
+    } else if store.data().limiter.refused {
+        FaultKind::MemoryCap
+    } else {
+        FaultKind::Trap(root_cause(e))
+    }
+}

@@ -1,0 +1,80 @@
+//! `placerd check` as a user runs it: the real binary on the built-ins and the fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("PLACERD_FIXTURES_DIR")).join(format!("{name}.wasm"))
+}
+
+/// Runs `placerd check ARGS`, killing it if it outlives `limit` (check must never hang).
+fn check(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_placerd"))
+        .arg("check")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn placerd");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("placerd check {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn builtins_pass_and_print_their_orders() {
+    for name in ["naive", "consistent-hash"] {
+        let out = check(&["--builtin", name], Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with(&format!("ok: placer `{name}`")), "{stdout}");
+        assert_eq!(stdout.lines().filter(|l| l.contains(" -> [")).count(), 5, "{stdout}");
+    }
+    let out = check(
+        &["--builtin", "consistent-hash", "--config", "variant=fn", "--config", "max_load_factor=1.25"],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn each_bad_fixture_is_rejected_with_a_one_line_reason() {
+    for (name, reason) in [
+        ("loops-forever", "timeout"),
+        ("traps", "unreachable"),
+        ("eats-memory", "memory"),
+        ("wrong-world", "missing export function `set-runners`, `place`"),
+        ("bad-indices", "out of range"),
+        ("configure-error", "rejected its config"),
+    ] {
+        let path = fixture(name);
+        let out = check(&[path.to_str().expect("utf-8 path")], Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name} printed {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.starts_with("placerd: check failed: placer `"), "{name}: {stderr}");
+        assert!(stderr.contains(reason), "{name}: expected {reason:?} in {stderr}");
+    }
+}
+
+#[test]
+fn unreadable_and_non_wasm_files_are_rejected() {
+    let out = check(&["/nonexistent/x.wasm"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/x.wasm"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm junk").expect("write");
+    let out = check(&[junk.to_str().expect("utf-8")], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid WebAssembly component"));
+}

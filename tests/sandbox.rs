@@ -1,0 +1,310 @@
+//! The placer runtime against real components: the built-ins and the misbehaving fixtures
+//! in `tests/fixtures/placers/`, built for wasm32-wasip2 by the host's build script.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use placerd::placer::{
+    BUILTINS, Call, CallKind, FaultKind, FaultPolicy, LoadError, OnFault, PlaceError, PlacedBy, PlacerRuntime,
+    PlacerSource, PlacerVersion, RunnerLoad, SandboxLimits, builtin, fallback_order,
+};
+use placerd::runner::RunnerSet;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("PLACERD_FIXTURES_DIR")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn runtime(limits: SandboxLimits) -> PlacerRuntime {
+    PlacerRuntime::new(limits).expect("engine")
+}
+
+/// Quarantine out of the way, for tests that fault on purpose many times.
+fn no_quarantine() -> SandboxLimits {
+    SandboxLimits {
+        fault_policy: FaultPolicy { quarantine_after: u32::MAX, ..FaultPolicy::default() },
+        ..SandboxLimits::default()
+    }
+}
+
+fn load(rt: &PlacerRuntime, name: &str, bytes: &[u8]) -> Arc<PlacerVersion> {
+    rt.load(name, PlacerSource::Builtin, bytes, Vec::new()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn call(seq: u64, key: &str) -> Call {
+    Call {
+        id: format!("call-{seq}"),
+        app_id: "app".into(),
+        fn_id: key.into(),
+        kind: CallKind::Sync,
+        slot_key: key.into(),
+        seq,
+        random: seq.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        extensions: Vec::new(),
+    }
+}
+
+fn surviving(seq: u64) -> Call {
+    Call { extensions: vec![("survive".into(), "1".into())], ..call(seq, "k") }
+}
+
+fn idle(n: usize) -> Vec<RunnerLoad> {
+    vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true }; n]
+}
+
+fn set(generation: u64, n: usize) -> RunnerSet {
+    RunnerSet::from_addresses(generation, (0..n).map(|i| format!("127.0.0.1:{}", 9000 + i)))
+}
+
+#[test]
+fn builtins_load_and_pass_check() {
+    let rt = runtime(SandboxLimits::default());
+    for (name, bytes) in BUILTINS {
+        let version = load(&rt, name, bytes);
+        let report = version.check().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.orders.len(), 5);
+        assert!(report.orders.iter().all(|(_, order)| order.len() == 5), "{name}: {:?}", report.orders);
+        assert_eq!(version.sha256().len(), 64);
+    }
+}
+
+#[test]
+fn wasm_consistent_hash_gives_the_native_order() {
+    use consistent_hash::order::{Config, Load, Variant, order};
+    let rt = runtime(SandboxLimits::default());
+    let bytes = builtin("consistent-hash").expect("embedded");
+    for (config, native) in [
+        (vec![], Config::default()),
+        (vec![("variant".into(), "fn".into())], Config { variant: Variant::Fn, max_load_factor: None }),
+        (
+            vec![("max_load_factor".into(), "1.25".into())],
+            Config { variant: Variant::Paper, max_load_factor: Some(1.25) },
+        ),
+    ] {
+        let version = rt.load("consistent-hash", PlacerSource::Builtin, bytes, config).expect("load");
+        let runners = set(1, 10);
+        for k in 0..2_000u64 {
+            let key = format!("app/fn-{k}");
+            let loads: Vec<RunnerLoad> = (0..10)
+                .map(|i| RunnerLoad {
+                    in_flight: ((k + i * 3) % 7) as u32,
+                    reported_active: 0,
+                    recent_refusals: 0,
+                    healthy: (k + i) % 11 != 0,
+                })
+                .collect();
+            let placed = version.place(&call(k, &key), &runners, &loads).expect("fallback policy");
+            assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+            let native_loads: Vec<Load> =
+                loads.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }).collect();
+            let mut expected = Vec::new();
+            order(&native, key.as_bytes(), &native_loads, &mut expected);
+            assert_eq!(placed.order, expected, "key {key} with {native:?}");
+        }
+    }
+}
+
+#[test]
+fn wasm_naive_is_round_robin() {
+    let rt = runtime(SandboxLimits::default());
+    let version = load(&rt, "naive", builtin("naive").expect("embedded"));
+    let runners = set(1, 7);
+    let mut first = [0u32; 7];
+    for seq in 0..700 {
+        let placed = version.place(&call(seq, "k"), &runners, &idle(7)).expect("placed");
+        assert_eq!(placed.order, fallback_order(seq, &idle(7)));
+        first[placed.order[0] as usize] += 1;
+    }
+    assert_eq!(first, [100; 7]);
+}
+
+#[test]
+fn set_runners_is_called_only_when_the_generation_changes() {
+    let rt = runtime(SandboxLimits::default());
+    let version = load(&rt, "consistent-hash", builtin("consistent-hash").expect("embedded"));
+    for seq in 0..100 {
+        version.place(&call(seq, "k"), &set(1, 8), &idle(8)).expect("placed");
+    }
+    assert_eq!(version.set_runners_calls(), 1);
+    for seq in 0..100 {
+        let placed = version.place(&call(seq, "k"), &set(2, 3), &idle(3)).expect("placed");
+        assert_eq!(placed.order.len(), 3);
+    }
+    assert_eq!(version.set_runners_calls(), 2);
+    assert_eq!(version.instances_created(), 1, "one warm instance serves sequential calls");
+}
+
+#[test]
+fn endless_loop_is_stopped_within_budget_and_gets_the_fallback_order() {
+    let limits = no_quarantine();
+    let rt = runtime(limits);
+    let version = load(&rt, "loops-forever", &fixture("loops-forever"));
+    let runners = set(1, 4);
+    let mut elapsed = Vec::new();
+    for seq in 0..7 {
+        let started = Instant::now();
+        let placed = version.place(&call(seq, "k"), &runners, &idle(4)).expect("fallback policy");
+        elapsed.push(started.elapsed());
+        assert_eq!(placed.by, PlacedBy::Fallback(FaultKind::Timeout));
+        assert_eq!(placed.order, fallback_order(seq, &idle(4)));
+    }
+    elapsed.sort();
+    let median = elapsed[elapsed.len() / 2];
+    // Enforcement bound, not a speed target: the median of 7 tolerates one preempted run.
+    assert!(median <= limits.budget + Duration::from_millis(2), "median {median:?} of {elapsed:?}");
+    assert!(median >= limits.budget - Duration::from_millis(1), "stopped before its budget: {elapsed:?}");
+}
+
+#[test]
+fn trapped_instance_is_never_reused() {
+    let rt = runtime(no_quarantine());
+    let version = load(&rt, "traps", &fixture("traps"));
+    let runners = set(1, 1_000);
+    let loads = idle(1_000);
+    let order = |c: Call| version.place(&c, &runners, &loads).expect("fallback policy");
+    // Surviving calls return how many calls this instance has seen.
+    assert_eq!(order(surviving(0)).order, vec![0]);
+    assert_eq!(order(surviving(1)).order, vec![1]);
+    let trapped = order(call(2, "k"));
+    assert!(
+        matches!(&trapped.by, PlacedBy::Fallback(FaultKind::Trap(msg)) if msg.contains("unreachable")),
+        "{trapped:?}"
+    );
+    assert_eq!(version.instances_created(), 1);
+    // A fresh instance: its own counter starts again at 0.
+    assert_eq!(order(surviving(3)).order, vec![0]);
+    assert_eq!(version.instances_created(), 2);
+    assert_eq!(order(surviving(4)).order, vec![1]);
+}
+
+#[test]
+fn reject_policy_fails_the_call_instead_of_falling_back() {
+    let rt = runtime(SandboxLimits { on_fault: OnFault::Reject, ..no_quarantine() });
+    let version = load(&rt, "traps", &fixture("traps"));
+    let err = version.place(&call(0, "k"), &set(1, 3), &idle(3)).expect_err("rejected");
+    assert!(matches!(&err, PlaceError::Rejected { placer, kind: FaultKind::Trap(_) } if placer == "traps"), "{err:?}");
+}
+
+#[test]
+fn five_faults_quarantine_then_the_guest_is_tried_again() {
+    let period = Duration::from_millis(300);
+    let policy = FaultPolicy { quarantine_after: 5, quarantine_base: period, quarantine_max: period * 4 };
+    let rt = runtime(SandboxLimits { fault_policy: policy, ..SandboxLimits::default() });
+    let version = load(&rt, "traps", &fixture("traps"));
+    let (runners, loads) = (set(1, 1_000), idle(1_000));
+    for seq in 0..5 {
+        let placed = version.place(&call(seq, "k"), &runners, &loads).expect("fallback");
+        assert!(matches!(placed.by, PlacedBy::Fallback(FaultKind::Trap(_))));
+    }
+    assert!(version.quarantined());
+    let created = version.instances_created();
+    // Even a call that would succeed is not sent to the guest while quarantined.
+    let placed = version.place(&surviving(5), &runners, &loads).expect("fallback");
+    assert_eq!(placed.by, PlacedBy::Fallback(FaultKind::Quarantined));
+    assert_eq!(placed.order, fallback_order(5, &loads));
+    assert_eq!(version.instances_created(), created);
+    std::thread::sleep(period + Duration::from_millis(50));
+    let placed = version.place(&surviving(6), &runners, &loads).expect("placed");
+    assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+    assert!(!version.quarantined());
+}
+
+#[test]
+fn wrong_world_is_rejected_at_load_naming_what_is_missing() {
+    let rt = runtime(SandboxLimits::default());
+    let err = rt.load("wrong-world", PlacerSource::Builtin, &fixture("wrong-world"), Vec::new()).expect_err("rejected");
+    let text = err.to_string();
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{text}");
+    assert!(text.contains("`set-runners`") && text.contains("`place`") && !text.contains("`configure`"), "{text}");
+}
+
+#[test]
+fn garbage_and_half_written_components_are_rejected_at_load() {
+    let rt = runtime(SandboxLimits::default());
+    let whole = builtin("naive").expect("embedded");
+    for (what, bytes) in [
+        ("garbage", b"definitely not wasm".to_vec()),
+        ("half", whole[..whole.len() / 2].to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        let err = rt.load("broken", PlacerSource::Builtin, &bytes, Vec::new()).expect_err(what);
+        assert!(matches!(err, LoadError::Compile { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("`broken`"), "{err}");
+    }
+}
+
+#[test]
+fn configure_error_is_a_load_error_with_the_guests_message() {
+    let rt = runtime(SandboxLimits::default());
+    let config = vec![("colour".to_string(), "blue".to_string())];
+    let err =
+        rt.load("configure-error", PlacerSource::Builtin, &fixture("configure-error"), config).expect_err("rejected");
+    let text = err.to_string();
+    assert!(matches!(err, LoadError::Configure { .. }), "{text}");
+    assert!(text.contains("fixture refuses every config") && text.contains("colour"), "{text}");
+}
+
+#[test]
+fn builtin_config_errors_name_the_key() {
+    let rt = runtime(SandboxLimits::default());
+    let bytes = builtin("consistent-hash").expect("embedded");
+    let config = vec![("max_load_factor".to_string(), "lots".to_string())];
+    let err = rt.load("consistent-hash", PlacerSource::Builtin, bytes, config).expect_err("rejected");
+    assert!(err.to_string().contains("max_load_factor"), "{err}");
+}
+
+#[test]
+fn bad_indices_are_cleaned() {
+    // A generous budget: the million-entry answer takes the guest a few ms to build.
+    let rt = runtime(SandboxLimits { budget: Duration::from_millis(500), ..no_quarantine() });
+    let version = load(&rt, "bad-indices", &fixture("bad-indices"));
+    let (runners, loads) = (set(1, 4), idle(4));
+    let place = |seq| version.place(&call(seq, "k"), &runners, &loads).expect("placed");
+    assert_eq!(place(0), placerd::placer::Placement { order: vec![0, 1], by: PlacedBy::Guest { cleaned: 3 } });
+    assert_eq!(place(1).order, vec![1, 0]);
+    let million = place(2);
+    assert_eq!(million.order, vec![0, 1, 2, 3]);
+    assert_eq!(million.by, PlacedBy::Guest { cleaned: 999_996 });
+    assert!(version.check().is_err_and(|e| e.to_string().contains("out of range")));
+}
+
+#[test]
+fn memory_growth_is_refused_at_the_cap() {
+    let rt = runtime(SandboxLimits { memory_limit_bytes: 4 << 20, ..no_quarantine() });
+    let version = load(&rt, "eats-memory", &fixture("eats-memory"));
+    let (runners, loads) = (set(1, 3), idle(3));
+    let faults: Vec<u64> = (0..40)
+        .filter(|&seq| {
+            let placed = version.place(&call(seq, "k"), &runners, &loads).expect("fallback");
+            placed.by == PlacedBy::Fallback(FaultKind::MemoryCap)
+        })
+        .collect();
+    // 256 KiB a call on top of the guest's ~1.1 MiB start: the cap is hit every ~11 calls.
+    assert!(faults.len() >= 3, "faults at {faults:?}");
+    assert!(version.check().is_err_and(|e| e.to_string().contains("memory")));
+}
+
+#[test]
+fn concurrent_calls_share_the_pool() {
+    // The epoch budget is wall-clock time: with 4 threads on a 2-core machine, next to the
+    // other tests, a thread can be preempted mid-call for longer than 5 ms. This test is
+    // about the pool, so give it room.
+    let rt = runtime(SandboxLimits { budget: Duration::from_millis(250), ..SandboxLimits::default() });
+    let version = load(&rt, "consistent-hash", builtin("consistent-hash").expect("embedded"));
+    let runners = set(1, 64);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (version, runners) = (&version, &runners);
+            s.spawn(move || {
+                for seq in 0..2_000 {
+                    let placed =
+                        version.place(&call(seq, &format!("fn-{t}-{seq}")), runners, &idle(64)).expect("placed");
+                    assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+                    assert_eq!(placed.order.len(), 64);
+                }
+            });
+        }
+    });
+    assert!(version.instances_created() <= 4, "{}", version.instances_created());
+}

@@ -1,0 +1,63 @@
+//! Host memory stays bounded while a placer keeps hitting its memory cap (its own test
+//! binary, so no other test's allocations move the RSS figures).
+
+use std::path::Path;
+
+use placerd::placer::{
+    Call, CallKind, FaultKind, FaultPolicy, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, SandboxLimits,
+};
+use placerd::runner::RunnerSet;
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    kb * 1024
+}
+
+#[test]
+fn host_rss_stays_bounded_over_ten_thousand_capped_calls() {
+    let limits = SandboxLimits {
+        fault_policy: FaultPolicy { quarantine_after: u32::MAX, ..FaultPolicy::default() },
+        ..SandboxLimits::default()
+    };
+    let rt = PlacerRuntime::new(limits).expect("engine");
+    let bytes = std::fs::read(Path::new(env!("PLACERD_FIXTURES_DIR")).join("eats-memory.wasm")).expect("fixture");
+    let version = rt.load("eats-memory", PlacerSource::Builtin, &bytes, Vec::new()).expect("load");
+    let runners = RunnerSet::from_addresses(1, ["127.0.0.1:1", "127.0.0.1:2"]);
+    let loads = vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true }; 2];
+    let mut memory_faults = 0;
+    let mut baseline = 0;
+    for seq in 0..10_000u64 {
+        let call = Call {
+            id: format!("c{seq}"),
+            app_id: "a".into(),
+            fn_id: "f".into(),
+            kind: CallKind::Sync,
+            slot_key: "f".into(),
+            seq,
+            random: seq,
+            extensions: Vec::new(),
+        };
+        let placed = version.place(&call, &runners, &loads).expect("fallback policy");
+        if placed.by == PlacedBy::Fallback(FaultKind::MemoryCap) {
+            memory_faults += 1;
+        }
+        if seq == 500 {
+            baseline = rss_bytes();
+        }
+    }
+    let end = rss_bytes();
+    // 16 MiB cap / 256 KiB a call: every instance dies after ~60 calls.
+    assert!(memory_faults >= 100, "only {memory_faults} memory faults");
+    let growth = end.saturating_sub(baseline);
+    eprintln!(
+        "RSS after 500 calls {} MiB, after 10,000 {} MiB, {memory_faults} instances hit the cap",
+        baseline >> 20,
+        end >> 20
+    );
+    assert!(growth < 48 << 20, "RSS grew {} MiB (from {} MiB)", growth >> 20, baseline >> 20);
+}
