@@ -32,7 +32,8 @@ fn check(args: &[&str], limit: Duration) -> Output {
 #[test]
 fn builtins_pass_and_print_their_orders() {
     for name in ["naive", "consistent-hash"] {
-        let out = check(&["--builtin", name], Duration::from_secs(60));
+        // A roomy budget: the 5 ms default is wall-clock and these run beside other tests.
+        let out = check(&["--builtin", name, "--budget-ms", "200"], Duration::from_secs(60));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{name}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.starts_with(&format!("ok: placer `{name}`")), "{stdout}");
@@ -56,7 +57,10 @@ fn each_bad_fixture_is_rejected_with_a_one_line_reason() {
         ("configure-error", "rejected its config"),
     ] {
         let path = fixture(name);
-        let out = check(&[path.to_str().expect("utf-8 path")], Duration::from_secs(60));
+        // The loop runs under the default budget (check must not hang); the others get a
+        // roomy one so a preempted trap is not misreported as a timeout.
+        let budget = if name == "loops-forever" { "5" } else { "200" };
+        let out = check(&[path.to_str().expect("utf-8 path"), "--budget-ms", budget], Duration::from_secs(60));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(out.stdout.is_empty(), "{name} printed {}", String::from_utf8_lossy(&out.stdout));

@@ -20,12 +20,16 @@ fn runtime(limits: SandboxLimits) -> PlacerRuntime {
     PlacerRuntime::new(limits).expect("engine")
 }
 
+/// The epoch budget is wall-clock time, and the tests of this binary run in parallel on a
+/// small machine: a guest preempted for more than 5 ms would time out. Tests that are not
+/// about the budget get a roomy one so they cannot flake.
+fn roomy() -> SandboxLimits {
+    SandboxLimits { budget: Duration::from_millis(500), ..SandboxLimits::default() }
+}
+
 /// Quarantine out of the way, for tests that fault on purpose many times.
 fn no_quarantine() -> SandboxLimits {
-    SandboxLimits {
-        fault_policy: FaultPolicy { quarantine_after: u32::MAX, ..FaultPolicy::default() },
-        ..SandboxLimits::default()
-    }
+    SandboxLimits { fault_policy: FaultPolicy { quarantine_after: u32::MAX, ..FaultPolicy::default() }, ..roomy() }
 }
 
 fn load(rt: &PlacerRuntime, name: &str, bytes: &[u8]) -> Arc<PlacerVersion> {
@@ -59,7 +63,7 @@ fn set(generation: u64, n: usize) -> RunnerSet {
 
 #[test]
 fn builtins_load_and_pass_check() {
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     for (name, bytes) in BUILTINS {
         let version = load(&rt, name, bytes);
         let report = version.check().unwrap_or_else(|e| panic!("{e}"));
@@ -72,7 +76,7 @@ fn builtins_load_and_pass_check() {
 #[test]
 fn wasm_consistent_hash_gives_the_native_order() {
     use consistent_hash::order::{Config, Load, Variant, order};
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     let bytes = builtin("consistent-hash").expect("embedded");
     for (config, native) in [
         (vec![], Config::default()),
@@ -107,7 +111,7 @@ fn wasm_consistent_hash_gives_the_native_order() {
 
 #[test]
 fn wasm_naive_is_round_robin() {
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     let version = load(&rt, "naive", builtin("naive").expect("embedded"));
     let runners = set(1, 7);
     let mut first = [0u32; 7];
@@ -121,7 +125,7 @@ fn wasm_naive_is_round_robin() {
 
 #[test]
 fn set_runners_is_called_only_when_the_generation_changes() {
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     let version = load(&rt, "consistent-hash", builtin("consistent-hash").expect("embedded"));
     for seq in 0..100 {
         version.place(&call(seq, "k"), &set(1, 8), &idle(8)).expect("placed");
@@ -137,7 +141,7 @@ fn set_runners_is_called_only_when_the_generation_changes() {
 
 #[test]
 fn endless_loop_is_stopped_within_budget_and_gets_the_fallback_order() {
-    let limits = no_quarantine();
+    let limits = SandboxLimits { budget: SandboxLimits::default().budget, ..no_quarantine() };
     let rt = runtime(limits);
     let version = load(&rt, "loops-forever", &fixture("loops-forever"));
     let runners = set(1, 4);
@@ -190,7 +194,7 @@ fn reject_policy_fails_the_call_instead_of_falling_back() {
 fn five_faults_quarantine_then_the_guest_is_tried_again() {
     let period = Duration::from_millis(300);
     let policy = FaultPolicy { quarantine_after: 5, quarantine_base: period, quarantine_max: period * 4 };
-    let rt = runtime(SandboxLimits { fault_policy: policy, ..SandboxLimits::default() });
+    let rt = runtime(SandboxLimits { fault_policy: policy, ..roomy() });
     let version = load(&rt, "traps", &fixture("traps"));
     let (runners, loads) = (set(1, 1_000), idle(1_000));
     for seq in 0..5 {
@@ -212,7 +216,7 @@ fn five_faults_quarantine_then_the_guest_is_tried_again() {
 
 #[test]
 fn wrong_world_is_rejected_at_load_naming_what_is_missing() {
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     let err = rt.load("wrong-world", PlacerSource::Builtin, &fixture("wrong-world"), Vec::new()).expect_err("rejected");
     let text = err.to_string();
     assert!(matches!(err, LoadError::WrongWorld { .. }), "{text}");
@@ -221,7 +225,7 @@ fn wrong_world_is_rejected_at_load_naming_what_is_missing() {
 
 #[test]
 fn garbage_and_half_written_components_are_rejected_at_load() {
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     let whole = builtin("naive").expect("embedded");
     for (what, bytes) in [
         ("garbage", b"definitely not wasm".to_vec()),
@@ -236,7 +240,7 @@ fn garbage_and_half_written_components_are_rejected_at_load() {
 
 #[test]
 fn configure_error_is_a_load_error_with_the_guests_message() {
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     let config = vec![("colour".to_string(), "blue".to_string())];
     let err =
         rt.load("configure-error", PlacerSource::Builtin, &fixture("configure-error"), config).expect_err("rejected");
@@ -247,7 +251,7 @@ fn configure_error_is_a_load_error_with_the_guests_message() {
 
 #[test]
 fn builtin_config_errors_name_the_key() {
-    let rt = runtime(SandboxLimits::default());
+    let rt = runtime(roomy());
     let bytes = builtin("consistent-hash").expect("embedded");
     let config = vec![("max_load_factor".to_string(), "lots".to_string())];
     let err = rt.load("consistent-hash", PlacerSource::Builtin, bytes, config).expect_err("rejected");
@@ -257,7 +261,7 @@ fn builtin_config_errors_name_the_key() {
 #[test]
 fn bad_indices_are_cleaned() {
     // A generous budget: the million-entry answer takes the guest a few ms to build.
-    let rt = runtime(SandboxLimits { budget: Duration::from_millis(500), ..no_quarantine() });
+    let rt = runtime(no_quarantine());
     let version = load(&rt, "bad-indices", &fixture("bad-indices"));
     let (runners, loads) = (set(1, 4), idle(4));
     let place = |seq| version.place(&call(seq, "k"), &runners, &loads).expect("placed");
@@ -287,10 +291,7 @@ fn memory_growth_is_refused_at_the_cap() {
 
 #[test]
 fn concurrent_calls_share_the_pool() {
-    // The epoch budget is wall-clock time: with 4 threads on a 2-core machine, next to the
-    // other tests, a thread can be preempted mid-call for longer than 5 ms. This test is
-    // about the pool, so give it room.
-    let rt = runtime(SandboxLimits { budget: Duration::from_millis(250), ..SandboxLimits::default() });
+    let rt = runtime(roomy());
     let version = load(&rt, "consistent-hash", builtin("consistent-hash").expect("embedded"));
     let runners = set(1, 64);
     std::thread::scope(|s| {

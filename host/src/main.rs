@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use placerd::config::FileConfig;
 use placerd::placer::{BUILTINS, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
+use placerd::runner::reference::{self, RunnerHandle, RunnerOptions, RunnerStats};
+use tokio::net::TcpListener;
 
 /// placerd: a WebAssembly-pluggable placement engine.
 #[derive(Debug, Parser)]
@@ -18,6 +23,48 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the proxy.
+    Serve {
+        /// placerd.toml (every key optional).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Validate the config and exit.
+        #[arg(long)]
+        check_config: bool,
+        /// Client listener (overrides `listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// A runner address (repeatable; overrides `runners.static`).
+        #[arg(long = "runner", value_name = "HOST:PORT")]
+        runners: Vec<String>,
+        /// Placers folder (overrides `placers_dir`).
+        #[arg(long)]
+        placers_dir: Option<PathBuf>,
+        /// Default placer (overrides `default_placer`).
+        #[arg(long)]
+        default_placer: Option<String>,
+    },
+    /// Run the proxy with three reference runners on loopback and print curl lines to try.
+    Demo {
+        /// Client listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Default placer.
+        #[arg(long, default_value = "consistent-hash")]
+        default_placer: String,
+    },
+    /// Run a reference runner (echo/sleep handlers, busy refusals, /v1/status).
+    Runner {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: String,
+        /// Calls executed at once; more are refused with `503` + `Fn-Runner-Busy: 1`.
+        #[arg(long, default_value_t = 64)]
+        max_concurrency: u32,
+        /// Name sent in the `Fn-Runner` header (defaults to the listen address).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Validate a placer component and print the orders it gives sample calls.
     ///
     /// Checks the world (exports configure, set-runners, place), runs configure, set-runners
@@ -57,6 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Check { .. } => "error",
+        _ => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -76,6 +124,46 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve { config, check_config, listen, runners, placers_dir, default_placer } => {
+            let mut file = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str::<FileConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                None => FileConfig::default(),
+            };
+            if let Some(listen) = listen {
+                file.listen = listen;
+            }
+            if !runners.is_empty() {
+                file.runners.static_ = runners;
+            }
+            if let Some(dir) = placers_dir {
+                file.placers_dir = dir.display().to_string();
+            }
+            if let Some(placer) = default_placer {
+                file.default_placer = placer;
+            }
+            let where_ = config.map_or("command line".to_string(), |p| p.display().to_string());
+            let config = file.validate().with_context(|| format!("invalid config ({where_})"))?;
+            if check_config {
+                println!("config ok: {} runners, default placer `{}`", config.runners.len(), config.default_placer);
+                return Ok(());
+            }
+            tokio_runtime()?.block_on(async move {
+                let listener =
+                    TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
+                placerd::serve(listener, config, ctrl_c()).await
+            })
+        }
+        Command::Demo { listen, default_placer } => tokio_runtime()?.block_on(demo(listen, default_placer)),
+        Command::Runner { listen, max_concurrency, name } => tokio_runtime()?.block_on(async move {
+            let listener = TcpListener::bind(&listen).await.with_context(|| format!("listen on {listen}"))?;
+            let options = RunnerOptions { max_concurrency, name: name.unwrap_or_else(|| listen.clone()) };
+            tracing::info!(%listen, max_concurrency, "reference runner serving");
+            reference::serve(listener, options, Arc::new(RunnerStats::default()), ctrl_c()).await;
+            Ok(())
+        }),
         Command::Check { file, builtin: name, config, budget_ms, memory_limit_bytes } => {
             let limits = SandboxLimits {
                 budget: Duration::from_millis(budget_ms),
@@ -85,6 +173,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             check(file, name, config, limits)
         }
     }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}
+
+async fn demo(listen: String, default_placer: String) -> anyhow::Result<()> {
+    let mut runners = Vec::new();
+    for i in 1..=3 {
+        let handle = RunnerHandle::spawn(RunnerOptions { max_concurrency: 4, name: format!("runner-{i}") }).await?;
+        runners.push(handle);
+    }
+    let placers_dir = PathBuf::from("placers");
+    std::fs::create_dir_all(&placers_dir).with_context(|| format!("creating {}", placers_dir.display()))?;
+    let file = FileConfig {
+        listen: listen.clone(),
+        default_placer,
+        placers_dir: placers_dir.display().to_string(),
+        runners: placerd::config::FileRunners {
+            static_: runners.iter().map(|r| r.addr.to_string()).collect(),
+            ..Default::default()
+        },
+        ..FileConfig::default()
+    };
+    let config = file.validate()?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listen on {listen}"))?;
+    let addresses: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
+    println!("placerd demo: proxy on http://{listen}, runners {}", addresses.join(", "));
+    println!(
+        "placers: built-in naive and consistent-hash (default `{}`), plus {}/*.wasm at start",
+        config.default_placer,
+        placers_dir.display()
+    );
+    println!();
+    println!("try:");
+    println!(
+        "  curl -si -X POST http://{listen}/invoke/hello -d 'hi'              # same fn -> same runner (see Fn-Runner)"
+    );
+    println!("  curl -si -X POST http://{listen}/invoke/other -d 'hi'              # another fn may land elsewhere");
+    println!("  curl -si http://{listen}/t/myapp/slow?ms=500                     # an HTTP trigger that sleeps 500 ms");
+    println!("  curl -si -X POST -H 'Fn-Call-Type: detached' http://{listen}/invoke/bg   # 202 + call id");
+    println!(
+        "  for i in $(seq 6); do curl -s -X POST http://{listen}/t/app/x?ms=2000 & done; wait   # 3x4 slots: refusals move calls"
+    );
+    println!();
+    println!("Ctrl-C stops everything.");
+    placerd::serve(listener, config, ctrl_c()).await?;
+    drop(runners);
+    Ok(())
 }
 
 fn check(

@@ -75,8 +75,8 @@ pub struct PlacerRuntime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: SandboxLimits,
-    /// Held for its `Drop`: stops the epoch thread with the runtime.
-    _ticker: Ticker,
+    /// Shared with every loaded version: the epoch thread runs while any of them lives.
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for PlacerRuntime {
@@ -105,7 +105,7 @@ impl PlacerRuntime {
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
-        Ok(PlacerRuntime { engine, linker, limits, _ticker: ticker })
+        Ok(PlacerRuntime { engine, linker, limits, ticker: Arc::new(ticker) })
     }
 
     /// The limits every version loaded from this runtime runs under.
@@ -154,7 +154,16 @@ impl PlacerRuntime {
             compile_ms = started.elapsed().as_millis() as u64,
             "compiled placer"
         );
-        let version = PlacerVersion::new(name, source, sha256, config, pre, self.engine.clone(), self.limits);
+        let version = PlacerVersion::new(
+            name,
+            source,
+            sha256,
+            config,
+            pre,
+            self.engine.clone(),
+            self.limits,
+            self.ticker.clone(),
+        );
         version.warm_up()?;
         Ok(Arc::new(version))
     }
@@ -197,7 +206,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Advances the engine's epoch every [`TICK`] on its own thread, against absolute
 /// deadlines so sleep overshoot does not accumulate.
-struct Ticker {
+pub(crate) struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }

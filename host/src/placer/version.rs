@@ -10,7 +10,7 @@ use super::bindings::{Placer, PlacerPre};
 use super::error::{LoadError, PlaceError};
 use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
-use super::runtime::{SandboxLimits, root_cause};
+use super::runtime::{SandboxLimits, Ticker, root_cause};
 use super::sandbox::{GuestLog, HostState};
 use super::{Call, RunnerLoad};
 use crate::runner::RunnerSet;
@@ -73,6 +73,8 @@ pub struct PlacerVersion {
     instances_created: AtomicU64,
     /// `set-runners` calls so far: once per instance per runner generation.
     set_runners_calls: AtomicU64,
+    /// Keeps the epoch ticker running while this version can run guest code.
+    _ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for PlacerVersion {
@@ -89,6 +91,7 @@ impl std::fmt::Debug for PlacerVersion {
 type GuestResult<T> = Result<T, FaultKind>;
 
 impl PlacerVersion {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: &str,
         source: PlacerSource,
@@ -97,6 +100,7 @@ impl PlacerVersion {
         pre: PlacerPre<HostState>,
         engine: Engine,
         limits: SandboxLimits,
+        ticker: Arc<Ticker>,
     ) -> Self {
         let name: Arc<str> = name.into();
         PlacerVersion {
@@ -113,6 +117,7 @@ impl PlacerVersion {
             faults: Mutex::new(FaultState::new(limits.fault_policy)),
             instances_created: AtomicU64::new(0),
             set_runners_calls: AtomicU64::new(0),
+            _ticker: ticker,
         }
     }
 

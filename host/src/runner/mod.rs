@@ -32,3 +32,11 @@ impl RunnerSet {
         self.runners.is_empty()
     }
 }
+
+pub mod client;
+pub mod pool;
+pub mod reference;
+pub mod status;
+
+pub use client::{Forward, RunnerBody};
+pub use pool::{RunnerState, StaticPool};

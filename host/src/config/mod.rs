@@ -1,0 +1,367 @@
+//! Configuration: a serde mirror of `placerd.toml` ([`FileConfig`], every key optional,
+//! unknown keys rejected) validated into the internal [`Config`] of durations and addresses.
+//! Parsing takes a `&str`; only `main` reads files.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::placer::{OnFault, SandboxLimits};
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML did not parse or has an unknown key / wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A key has a value placerd cannot use.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The offending key, dotted.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `placerd.toml` as written. Each field documents its TOML key and default.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// `listen = "127.0.0.1:8080"`: the client-facing HTTP listener.
+    pub listen: String,
+    /// `admin_listen = "127.0.0.1:9090"`: admin API and /metrics.
+    pub admin_listen: String,
+    /// `admin_token_file = ""`: bearer token for admin writes.
+    pub admin_token_file: String,
+    /// `default_placer = "consistent-hash"`.
+    pub default_placer: String,
+    /// `placers_dir = "placers"`: NAME.wasm becomes placer NAME.
+    pub placers_dir: String,
+    /// `max_body_bytes = 6291456`: larger request bodies get 413.
+    pub max_body_bytes: u64,
+    /// `retry_all_delay_ms = 10`: wait after every runner refused, before asking again.
+    pub retry_all_delay_ms: u64,
+    /// `placer_timeout_ms = 360000`: how long a sync call may wait to be placed.
+    pub placer_timeout_ms: u64,
+    /// `detached_placer_timeout_ms = 30000`: the same for detached calls.
+    pub detached_placer_timeout_ms: u64,
+    /// `placer_budget_ms = 5`: CPU budget of one `place` call.
+    pub placer_budget_ms: u64,
+    /// `placer_memory_limit_bytes = 16777216`: memory cap per placer instance.
+    pub placer_memory_limit_bytes: u64,
+    /// `on_placer_fault = "fallback"` or `"reject"`.
+    pub on_placer_fault: String,
+    /// `status_interval_ms = 1000`: runner status polling period.
+    pub status_interval_ms: u64,
+    /// `connect_timeout_ms = 1000`: runner TCP connect timeout.
+    pub connect_timeout_ms: u64,
+    /// `[runners]`.
+    pub runners: FileRunners,
+    /// `[placers.NAME.config]` tables, handed to `configure`.
+    pub placers: BTreeMap<String, FilePlacer>,
+    /// `[[routes]]`, first match wins.
+    pub routes: Vec<FileRoute>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            admin_token_file: String::new(),
+            default_placer: "consistent-hash".into(),
+            placers_dir: "placers".into(),
+            max_body_bytes: 6 << 20,
+            retry_all_delay_ms: 10,
+            placer_timeout_ms: 360_000,
+            detached_placer_timeout_ms: 30_000,
+            placer_budget_ms: 5,
+            placer_memory_limit_bytes: 16 << 20,
+            on_placer_fault: "fallback".into(),
+            status_interval_ms: 1_000,
+            connect_timeout_ms: 1_000,
+            runners: FileRunners::default(),
+            placers: BTreeMap::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[runners]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileRunners {
+    /// `static = ["127.0.0.1:9001"]`.
+    #[serde(rename = "static")]
+    pub static_: Vec<String>,
+    /// `file = ""`: not supported yet (issue 8).
+    pub file: String,
+    /// `dns = ""`: not supported yet (issue 8).
+    pub dns: String,
+}
+
+/// `[placers.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilePlacer {
+    /// `[placers.NAME.config]`: string values handed to `configure`.
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileRoute {
+    /// `app = "billing"`.
+    pub app: Option<String>,
+    /// `fn = "billing/charge"`.
+    #[serde(rename = "fn")]
+    pub fn_: Option<String>,
+    /// `placer = "naive"`.
+    pub placer: String,
+}
+
+/// One validated route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Matches calls of this app, if set.
+    pub app: Option<String>,
+    /// Matches calls of this fn id, if set.
+    pub fn_id: Option<String>,
+    /// The placer for matching calls.
+    pub placer: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client-facing listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Placer used when no route matches.
+    pub default_placer: String,
+    /// Folder of user placers.
+    pub placers_dir: PathBuf,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// Wait after a full pass of refusals.
+    pub retry_all_delay: Duration,
+    /// Placement deadline of sync calls.
+    pub placer_timeout: Duration,
+    /// Placement deadline of detached calls.
+    pub detached_placer_timeout: Duration,
+    /// Runner status polling period.
+    pub status_interval: Duration,
+    /// Runner connect timeout.
+    pub connect_timeout: Duration,
+    /// Sandbox limits for placers.
+    pub sandbox: SandboxLimits,
+    /// Static runner addresses, in index order.
+    pub runners: Vec<String>,
+    /// `configure` tables by placer name.
+    pub placer_config: BTreeMap<String, Vec<(String, String)>>,
+    /// Routes, first match wins.
+    pub routes: Vec<Route>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        FileConfig::default().validate().unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key that is unknown, mistyped or invalid.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        file.validate()
+    }
+
+    /// The placer for a call of `app_id` / `fn_id`: the first matching route, else the
+    /// default.
+    pub fn placer_for(&self, app_id: &str, fn_id: &str) -> &str {
+        self.routes
+            .iter()
+            .find(|r| r.app.as_deref().is_none_or(|a| a == app_id) && r.fn_id.as_deref().is_none_or(|f| f == fn_id))
+            .map_or(&self.default_placer, |r| &r.placer)
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| invalid(key, format!("expected an IP:port address, got {value:?}")))
+}
+
+fn ms(key: &str, value: u64, min: u64) -> Result<Duration, ConfigError> {
+    if value < min {
+        return Err(invalid(key, format!("must be at least {min}, got {value}")));
+    }
+    Ok(Duration::from_millis(value))
+}
+
+impl FileConfig {
+    /// Checks every value and builds the internal [`Config`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let on_fault = match self.on_placer_fault.as_str() {
+            "fallback" => OnFault::Fallback,
+            "reject" => OnFault::Reject,
+            other => {
+                return Err(invalid("on_placer_fault", format!("expected \"fallback\" or \"reject\", got {other:?}")));
+            }
+        };
+        if !self.runners.file.is_empty() {
+            return Err(invalid("runners.file", "runner files are not supported yet; use runners.static"));
+        }
+        if !self.runners.dns.is_empty() {
+            return Err(invalid("runners.dns", "DNS discovery is not supported yet; use runners.static"));
+        }
+        let mut runners = Vec::new();
+        for (i, runner) in self.runners.static_.iter().enumerate() {
+            let key = format!("runners.static[{i}]");
+            let valid =
+                runner.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(invalid(&key, format!("expected host:port, got {runner:?}")));
+            }
+            if runners.contains(runner) {
+                return Err(invalid(&key, format!("{runner} is listed twice")));
+            }
+            runners.push(runner.clone());
+        }
+        let mut placer_config = BTreeMap::new();
+        for (name, placer) in self.placers {
+            let mut pairs = Vec::new();
+            for (key, value) in placer.config {
+                let value = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => {
+                        return Err(invalid(
+                            &format!("placers.{name}.config.{key}"),
+                            "expected a string, number or boolean",
+                        ));
+                    }
+                };
+                pairs.push((key, value));
+            }
+            placer_config.insert(name, pairs);
+        }
+        let mut routes = Vec::new();
+        for (i, route) in self.routes.into_iter().enumerate() {
+            if route.placer.is_empty() {
+                return Err(invalid(&format!("routes[{i}].placer"), "missing"));
+            }
+            if route.app.is_none() && route.fn_.is_none() {
+                return Err(invalid(&format!("routes[{i}]"), "needs `app`, `fn` or both"));
+            }
+            routes.push(Route { app: route.app, fn_id: route.fn_, placer: route.placer });
+        }
+        if self.default_placer.is_empty() {
+            return Err(invalid("default_placer", "must name a placer"));
+        }
+        let max_body_bytes =
+            usize::try_from(self.max_body_bytes).map_err(|_| invalid("max_body_bytes", "too large"))?;
+        if max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be at least 1"));
+        }
+        let memory = usize::try_from(self.placer_memory_limit_bytes)
+            .ok()
+            .filter(|m| *m >= 2 << 20)
+            .ok_or_else(|| invalid("placer_memory_limit_bytes", "must be at least 2097152 (2 MiB)"))?;
+        Ok(Config {
+            listen: addr("listen", &self.listen)?,
+            admin_listen: addr("admin_listen", &self.admin_listen)?,
+            default_placer: self.default_placer,
+            placers_dir: PathBuf::from(self.placers_dir),
+            max_body_bytes,
+            retry_all_delay: ms("retry_all_delay_ms", self.retry_all_delay_ms, 1)?,
+            placer_timeout: ms("placer_timeout_ms", self.placer_timeout_ms, 1)?,
+            detached_placer_timeout: ms("detached_placer_timeout_ms", self.detached_placer_timeout_ms, 1)?,
+            status_interval: ms("status_interval_ms", self.status_interval_ms, 10)?,
+            connect_timeout: ms("connect_timeout_ms", self.connect_timeout_ms, 1)?,
+            sandbox: SandboxLimits {
+                budget: ms("placer_budget_ms", self.placer_budget_ms, 1)?,
+                memory_limit_bytes: memory,
+                on_fault,
+                ..SandboxLimits::default()
+            },
+            runners,
+            placer_config,
+            routes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::from_toml("").expect("valid");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.default_placer, "consistent-hash");
+        assert_eq!(c.max_body_bytes, 6_291_456);
+        assert_eq!(c.retry_all_delay, Duration::from_millis(10));
+        assert_eq!(c.placer_timeout, Duration::from_secs(360));
+        assert_eq!(c.detached_placer_timeout, Duration::from_secs(30));
+        assert_eq!(c.sandbox.budget, Duration::from_millis(5));
+        assert_eq!(c.sandbox.memory_limit_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let c = Config::from_toml(
+            r#"
+            listen = "127.0.0.1:8080"
+            on_placer_fault = "reject"
+            [runners]
+            static = ["127.0.0.1:9001", "127.0.0.1:9002"]
+            [placers.consistent-hash.config]
+            max_load_factor = "1.25"
+            [[routes]]
+            app = "billing"
+            placer = "naive"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.runners.len(), 2);
+        assert_eq!(c.sandbox.on_fault, OnFault::Reject);
+        assert_eq!(c.placer_config["consistent-hash"], vec![("max_load_factor".into(), "1.25".into())]);
+        assert_eq!(c.placer_for("billing", "billing/x"), "naive");
+        assert_eq!(c.placer_for("shop", "shop/x"), "consistent-hash");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (toml, key) in [
+            ("lisen = \"x\"", "lisen"),
+            ("listen = \"nowhere\"", "listen"),
+            ("retry_all_delay_ms = 0", "retry_all_delay_ms"),
+            ("on_placer_fault = \"explode\"", "on_placer_fault"),
+            ("[runners]\nstatic = [\"no-port\"]", "runners.static[0]"),
+            ("[runners]\nstatic = [\"a:1\", \"a:1\"]", "runners.static[1]"),
+            ("[[routes]]\nplacer = \"naive\"", "routes[0]"),
+            ("max_body_bytes = \"big\"", "max_body_bytes"),
+        ] {
+            let err = Config::from_toml(toml).expect_err(toml).to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+}

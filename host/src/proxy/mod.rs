@@ -1,0 +1,308 @@
+//! The client-facing HTTP server (DESIGN §7): request → call → placement → runner response.
+//!
+//! Routes: `POST /invoke/{fn_id}` and `/t/{app}/{path...}` (fn id `{app}/{first segment}`);
+//! `Fn-App-Id` / `Fn-Fn-Id` override; anything else is a JSON 404. The body is buffered up
+//! to `max_body_bytes` (413 above, no runner contacted), hop-by-hop headers are stripped
+//! both ways, `Fn-*` headers are added, and the runner's response streams back. If the
+//! client goes away, hyper drops the call's future: placement stops and no further runner
+//! is tried (logged as 499).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::lifecycle::{self, Timing};
+use crate::placer::{Call, CallKind};
+use crate::reload::Registry;
+use crate::runner::{Forward, StaticPool};
+
+/// The response body type of the proxy.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Everything a request needs, shared by all connections.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Validated config.
+    pub config: Arc<Config>,
+    /// The runners.
+    pub pool: Arc<StaticPool>,
+    /// The placers.
+    pub placers: Arc<Registry>,
+    seq: AtomicU64,
+}
+
+impl Proxy {
+    /// A proxy over `pool` with the placers of `placers`.
+    pub fn new(config: Arc<Config>, pool: Arc<StaticPool>, placers: Arc<Registry>) -> Self {
+        Proxy { config, pool, placers, seq: AtomicU64::new(0) }
+    }
+
+    /// Handles one client request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, hyper::Error> {
+        let started = Instant::now();
+        let Some((app_id, fn_id)) = route(&req) else {
+            let status =
+                if is_known_path(req.uri().path()) { StatusCode::METHOD_NOT_ALLOWED } else { StatusCode::NOT_FOUND };
+            let message = if status == StatusCode::NOT_FOUND { "no such route" } else { "method not allowed" };
+            return Ok(json_error(status, message));
+        };
+        let (parts, body) = req.into_parts();
+        let limit = self.config.max_body_bytes;
+        let declared =
+            parts.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Ok(json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body over {limit} bytes")));
+        }
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Ok(json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body over {limit} bytes")));
+            }
+            Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"))),
+        };
+
+        let kind = match parts.headers.get("fn-call-type").map(HeaderValue::as_bytes) {
+            Some(b"detached") => CallKind::Detached,
+            _ => CallKind::Sync,
+        };
+        let call = Call {
+            id: ulid(),
+            slot_key: header_str(&parts.headers, "fn-slot-hash").unwrap_or(&fn_id).to_string(),
+            app_id,
+            fn_id,
+            kind,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            random: fastrand::u64(..),
+            extensions: extensions(&parts.headers),
+        };
+        let placer_name = self.config.placer_for(&call.app_id, &call.fn_id).to_string();
+        let Some(placer) = self.placers.get(&placer_name).or_else(|| {
+            tracing::warn!(placer = %placer_name, "route names an unknown placer; using the default");
+            self.placers.get(&self.config.default_placer)
+        }) else {
+            return Ok(json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("no placer named `{placer_name}`")));
+        };
+        let timeout = match kind {
+            CallKind::Detached => self.config.detached_placer_timeout,
+            CallKind::Sync => self.config.placer_timeout,
+        };
+        let forward = Forward {
+            method: parts.method.clone(),
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            headers: forward_headers(&parts.headers, &call, timeout),
+            body,
+        };
+        let timing = Timing {
+            retry_all_delay: self.config.retry_all_delay,
+            placer_timeout: timeout,
+            detached: kind == CallKind::Detached,
+        };
+
+        let span = tracing::info_span!("call", call_id = %call.id, app = %call.app_id, r#fn = %call.fn_id, placer = %placer_name, sha256 = &placer.sha256()[..12]);
+        let _entered = span.enter();
+        let mut log = AccessLog { call_id: call.id.clone(), method: parts.method.clone(), started, done: false };
+        drop(_entered);
+        let cancel = CancellationToken::new();
+        let outcome = lifecycle::place(&*self.pool, &*self.pool, &*placer, &call, &forward, timing, &cancel).await;
+        log.done = true;
+        let response = match outcome.result {
+            Ok(response) => {
+                let (mut head, body) = response.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                if let Ok(v) = HeaderValue::from_str(&call.id) {
+                    head.headers.insert("fn-call-id", v);
+                }
+                if kind == CallKind::Detached && head.status == StatusCode::ACCEPTED {
+                    drop(body);
+                    let mut r = json(StatusCode::ACCEPTED, serde_json::json!({ "call_id": call.id }).to_string());
+                    r.headers_mut().insert("fn-call-id", head.headers["fn-call-id"].clone());
+                    r
+                } else {
+                    Response::from_parts(head, body.boxed())
+                }
+            }
+            Err(e) => {
+                let mut r = json_error(e.status(), &e.to_string());
+                if let Ok(v) = HeaderValue::from_str(&call.id) {
+                    r.headers_mut().insert("fn-call-id", v);
+                }
+                r
+            }
+        };
+        tracing::info!(
+            target: "placerd::access",
+            call_id = %call.id, method = %parts.method, path = %parts.uri.path(), status = response.status().as_u16(),
+            placer = %placer_name, attempts = outcome.attempts, busy = outcome.busy, runner = outcome.runner.as_deref().unwrap_or("-"),
+            placement_ms = outcome.placement_time.as_secs_f64() * 1e3, total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "call"
+        );
+        Ok(response)
+    }
+}
+
+/// Logs a 499 if the client goes away before the call completes (hyper drops the future).
+struct AccessLog {
+    call_id: String,
+    method: Method,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::info!(target: "placerd::access", call_id = %self.call_id, method = %self.method, status = 499u16,
+                total_ms = self.started.elapsed().as_secs_f64() * 1e3, "call cancelled by the client");
+        }
+    }
+}
+
+/// `(app_id, fn_id)` for a routable request.
+fn route(req: &Request<Incoming>) -> Option<(String, String)> {
+    let path = req.uri().path();
+    let (mut app, mut fn_id) = if let Some(fn_id) = path.strip_prefix("/invoke/") {
+        if req.method() != Method::POST || fn_id.is_empty() || fn_id.contains('/') {
+            return None;
+        }
+        (String::new(), fn_id.to_string())
+    } else if let Some(rest) = path.strip_prefix("/t/") {
+        let mut segments = rest.splitn(3, '/');
+        let app = segments.next().filter(|a| !a.is_empty())?;
+        let first = segments.next().unwrap_or("");
+        (app.to_string(), format!("{app}/{first}"))
+    } else {
+        return None;
+    };
+    if let Some(a) = header_str(req.headers(), "fn-app-id") {
+        app = a.to_string();
+    }
+    if let Some(f) = header_str(req.headers(), "fn-fn-id") {
+        fn_id = f.to_string();
+    }
+    Some((app, fn_id))
+}
+
+fn is_known_path(path: &str) -> bool {
+    path.starts_with("/invoke/")
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+}
+
+/// `Fn-Ext-Key: value` headers become extensions `("key", "value")`.
+fn extensions(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.as_str().strip_prefix("fn-ext-")?;
+            Some((key.to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect()
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn forward_headers(original: &HeaderMap, call: &Call, timeout: Duration) -> HeaderMap {
+    let mut headers = original.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(hyper::header::CONTENT_LENGTH);
+    let kind = match call.kind {
+        CallKind::Sync => "sync",
+        CallKind::Detached => "detached",
+    };
+    let deadline = humantime::format_rfc3339_millis(SystemTime::now() + timeout).to_string();
+    for (name, value) in [
+        ("fn-call-id", call.id.as_str()),
+        ("fn-app-id", &call.app_id),
+        ("fn-fn-id", &call.fn_id),
+        ("fn-call-type", kind),
+        ("fn-deadline", &deadline),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    headers
+}
+
+fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A JSON error `{"message": ...}` with `status`.
+pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    json(status, serde_json::json!({ "message": message }).to_string())
+}
+
+/// A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, 26 characters.
+fn ulid() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let value = (ms & ((1 << 48) - 1)) << 80 | (fastrand::u128(..) & ((1 << 80) - 1));
+    (0..26).rev().map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulids_are_26_chars_and_sort_by_time() {
+        let a = ulid();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = ulid();
+        assert_eq!(a.len(), 26);
+        assert!(a < b, "{a} {b}");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

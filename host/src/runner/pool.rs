@@ -1,0 +1,160 @@
+//! The static runner pool: membership from config, per-runner live state (in-flight,
+//! reported load, refusals, status health) and keep-alive connections.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
+
+use super::RunnerSet;
+use crate::lifecycle::{PoolError, RunnerPool};
+use crate::placer::RunnerLoad;
+
+/// Idle keep-alive connections kept per runner.
+const MAX_IDLE_CONNECTIONS: usize = 64;
+
+/// Live state of one runner.
+#[derive(Debug)]
+pub struct RunnerState {
+    /// `host:port`.
+    pub address: String,
+    /// Calls placed on it by this host and not finished (feeds `runner-load.in-flight`).
+    in_flight: AtomicU32,
+    /// `active_request_count` from its last status.
+    reported_active: AtomicU32,
+    /// False while status polling fails.
+    status_ok: AtomicBool,
+    /// Busy refusals in the current one-second window.
+    refusals: Mutex<(Instant, u32)>,
+    /// Idle HTTP/1.1 connections (some may still be finishing a response).
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl RunnerState {
+    fn new(address: String) -> Self {
+        RunnerState {
+            address,
+            in_flight: AtomicU32::new(0),
+            reported_active: AtomicU32::new(0),
+            status_ok: AtomicBool::new(true),
+            refusals: Mutex::new((Instant::now(), 0)),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls in flight on this runner from this host.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call in flight until the guard drops.
+    pub(crate) fn track(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub(crate) fn record_refusal(&self) {
+        if let Ok(mut w) = self.refusals.lock() {
+            let now = Instant::now();
+            if now.duration_since(w.0) >= Duration::from_secs(1) {
+                *w = (now, 0);
+            }
+            w.1 += 1;
+        }
+    }
+
+    fn recent_refusals(&self) -> u32 {
+        self.refusals.lock().map_or(0, |w| if w.0.elapsed() < Duration::from_secs(1) { w.1 } else { 0 })
+    }
+
+    pub(crate) fn set_status(&self, ok: bool, active: u32) {
+        self.status_ok.store(ok, Ordering::Relaxed);
+        if ok {
+            self.reported_active.store(active, Ordering::Relaxed);
+        }
+    }
+
+    /// A ready idle connection, dropping closed ones.
+    pub(crate) fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().ok()?;
+        idle.retain(|c| !c.is_closed());
+        let i = idle.iter().position(|c| c.is_ready())?;
+        Some(idle.swap_remove(i))
+    }
+
+    /// Returns a connection; it becomes ready again once its response body is read.
+    pub(crate) fn checkin(&self, conn: SendRequest<Full<Bytes>>) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE_CONNECTIONS
+            && !conn.is_closed()
+        {
+            idle.push(conn);
+        }
+    }
+
+    fn load(&self) -> RunnerLoad {
+        RunnerLoad {
+            in_flight: self.in_flight(),
+            reported_active: self.reported_active.load(Ordering::Relaxed),
+            recent_refusals: self.recent_refusals(),
+            healthy: self.status_ok.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Decrements a runner's in-flight count when dropped (with the response body).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<RunnerState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A fixed list of runners from `runners.static`.
+#[derive(Debug)]
+pub struct StaticPool {
+    set: Arc<RunnerSet>,
+    states: Vec<Arc<RunnerState>>,
+    /// TCP connect timeout for runner connections.
+    pub(crate) connect_timeout: Duration,
+}
+
+impl StaticPool {
+    /// A pool of `addresses`, in index order.
+    pub fn new(addresses: &[String], connect_timeout: Duration) -> Self {
+        StaticPool {
+            set: Arc::new(RunnerSet::from_addresses(1, addresses.iter().cloned())),
+            states: addresses.iter().map(|a| Arc::new(RunnerState::new(a.clone()))).collect(),
+            connect_timeout,
+        }
+    }
+
+    /// The live state of runner `index`.
+    pub fn state(&self, index: usize) -> Option<&Arc<RunnerState>> {
+        self.states.get(index)
+    }
+
+    /// Every runner's state, in index order.
+    pub fn states(&self) -> &[Arc<RunnerState>] {
+        &self.states
+    }
+}
+
+impl RunnerPool for StaticPool {
+    fn snapshot(&self) -> Result<Arc<RunnerSet>, PoolError> {
+        if self.set.is_empty() {
+            return Err(PoolError::User("no runners configured".into()));
+        }
+        Ok(self.set.clone())
+    }
+
+    fn loads(&self, set: &RunnerSet) -> Vec<RunnerLoad> {
+        debug_assert_eq!(set.generation, self.set.generation);
+        self.states.iter().map(|s| s.load()).collect()
+    }
+}

@@ -1,0 +1,260 @@
+//! placerd end to end: the real proxy on a loopback port, reference runners on loopback
+//! ports, the real Wasm placers (DESIGN §4, §6, §7).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use placerd::config::Config;
+use placerd::runner::reference::{RunnerHandle, RunnerOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Placerd {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Placerd {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn runner(max_concurrency: u32, name: &str) -> RunnerHandle {
+    RunnerHandle::spawn(RunnerOptions { max_concurrency, name: name.into() }).await.expect("runner")
+}
+
+async fn start(runners: Vec<String>, placer: &str, tweak: impl FnOnce(&mut Config)) -> Placerd {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config =
+        Config { runners, default_placer: placer.into(), placers_dir: dir.path().join("placers"), ..Config::default() };
+    config.sandbox.budget = Duration::from_millis(200); // wall clock; tests share 2 cores
+    tweak(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        placerd::serve(listener, config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve");
+    });
+    // Serving starts after the placers are compiled and checked: wait for it, so tests
+    // time calls, not start-up.
+    assert_eq!(send(addr, "GET", "/ready-probe", &[], b"").await.status, StatusCode::NOT_FOUND);
+    Placerd { addr, stop: Some(stop), _dir: dir }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = sender
+        .send_request(req.body(Full::new(Bytes::copy_from_slice(body))).expect("request"))
+        .await
+        .expect("response");
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status: head.status, headers: head.headers, body }
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+    r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[tokio::test]
+async fn naive_spreads_calls_evenly_over_runners() {
+    let runners = [runner(8, "a").await, runner(8, "b").await, runner(8, "c").await];
+    let p = start(runners.iter().map(|r| r.addr.to_string()).collect(), "naive", |_| {}).await;
+    for i in 0..30 {
+        let r = send(p.addr, "POST", "/invoke/hello", &[], format!("call {i}").as_bytes()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, format!("call {i}").as_bytes());
+        assert_eq!(header(&r, "fn-call-id").len(), 26);
+    }
+    let counts: Vec<usize> = runners.iter().map(|r| r.stats.ledger().len()).collect();
+    assert_eq!(counts, vec![10, 10, 10]);
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_a_function_on_one_runner() {
+    let runners = [runner(8, "a").await, runner(8, "b").await, runner(8, "c").await];
+    let p = start(runners.iter().map(|r| r.addr.to_string()).collect(), "consistent-hash", |_| {}).await;
+    let mut served_by = HashSet::new();
+    for _ in 0..100 {
+        let r = send(p.addr, "POST", "/t/shop/checkout", &[], b"{}").await;
+        assert_eq!(r.status, StatusCode::OK);
+        served_by.insert(header(&r, "fn-runner").to_string());
+    }
+    assert_eq!(served_by.len(), 1, "{served_by:?}");
+}
+
+#[tokio::test]
+async fn a_busy_runner_refuses_and_the_call_runs_on_the_next_without_executing_there() {
+    let (busy, free) = (runner(0, "busy").await, runner(8, "free").await);
+    let p = start(vec![busy.addr.to_string(), free.addr.to_string()], "naive", |_| {}).await;
+    for _ in 0..20 {
+        let r = send(p.addr, "POST", "/invoke/f", &[], b"x").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(header(&r, "fn-runner"), "free");
+    }
+    assert!(busy.stats.received() >= 10, "the busy runner was asked: {}", busy.stats.received());
+    assert!(busy.stats.ledger().is_empty(), "refused calls must not execute: {:?}", busy.stats.ledger());
+    assert_eq!(free.stats.ledger().len(), 20);
+}
+
+#[tokio::test]
+async fn a_runner_refusing_connections_is_skipped() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    }; // closed again: connections are refused
+    let live = runner(8, "live").await;
+    let p = start(vec![dead.to_string(), live.addr.to_string()], "naive", |_| {}).await;
+    for _ in 0..10 {
+        let r = send(p.addr, "POST", "/invoke/f", &[], b"x").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(live.stats.ledger().len(), 10);
+}
+
+#[tokio::test]
+async fn a_runner_dying_mid_call_gives_502_and_the_call_is_never_resent() {
+    let (a, b) = (runner(64, "a").await, runner(64, "b").await);
+    let p = start(vec![a.addr.to_string(), b.addr.to_string()], "naive", |_| {}).await;
+    let mut ids = HashSet::new();
+    for _ in 0..200 {
+        let r = send(p.addr, "POST", "/t/app/crash?die=1", &[], b"payload").await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
+        ids.insert(header(&r, "fn-call-id").to_string());
+    }
+    assert_eq!(ids.len(), 200);
+    let (la, lb) = (a.stats.ledger(), b.stats.ledger());
+    for id in &ids {
+        let runs = la.get(id).copied().unwrap_or(0) + lb.get(id).copied().unwrap_or(0);
+        assert_eq!(runs, 1, "call {id} executed {runs} times");
+    }
+}
+
+#[tokio::test]
+async fn all_runners_refusing_gives_503_at_the_placer_timeout() {
+    let (a, b) = (runner(0, "a").await, runner(0, "b").await);
+    let p = start(vec![a.addr.to_string(), b.addr.to_string()], "naive", |c| {
+        c.placer_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let started = Instant::now();
+    let r = send(p.addr, "POST", "/invoke/f", &[], b"x").await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&r.body).contains("server too busy"), "{:?}", r.body);
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed <= Duration::from_millis(300 + 12 + 50), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_during_placement_is_never_placed() {
+    let only = runner(1, "only").await;
+    let p = start(vec![only.addr.to_string()], "naive", |_| {}).await;
+    // Occupy the runner's one slot for 1.5 s.
+    let occupant = tokio::spawn(send(p.addr, "POST", "/t/app/slow?ms=1500", &[], b"first"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A second call is refused and keeps being re-placed; then its client goes away.
+    let mut stream = TcpStream::connect(p.addr).await.expect("connect");
+    stream
+        .write_all(b"POST /t/app/second HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\nsecond")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(only.stats.received() >= 3, "the second call was being placed");
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let received_after_cancel = only.stats.received();
+    let first = occupant.await.expect("task");
+    assert_eq!(first.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(only.stats.received(), received_after_cancel, "placement went on after the client left");
+    assert_eq!(only.stats.ledger().len(), 1, "only the first call ran: {:?}", only.stats.ledger());
+}
+
+#[tokio::test]
+async fn a_detached_call_is_acknowledged_with_202_and_runs_once() {
+    let r1 = runner(8, "r1").await;
+    let p = start(vec![r1.addr.to_string()], "naive", |_| {}).await;
+    let r = send(p.addr, "POST", "/invoke/bg?ms=50", &[("fn-call-type", "detached")], b"job").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    let id = body["call_id"].as_str().expect("call_id").to_string();
+    assert_eq!(id, header(&r, "fn-call-id"));
+    assert_eq!(r1.stats.executions(&id), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(r1.stats.executions(&id), 1);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_and_no_runner_is_contacted() {
+    let r1 = runner(8, "r1").await;
+    let p = start(vec![r1.addr.to_string()], "naive", |c| c.max_body_bytes = 1024).await;
+    let r = send(p.addr, "POST", "/invoke/f", &[], &[b'x'; 2048]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(String::from_utf8_lossy(&r.body).contains("message"));
+    // Chunked, so the size is only known while reading.
+    let mut stream = TcpStream::connect(p.addr).await.expect("connect");
+    let chunk = format!("800\r\n{}\r\n0\r\n\r\n", "y".repeat(0x800));
+    let head = "POST /invoke/f HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    stream.write_all(format!("{head}{chunk}").as_bytes()).await.expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert_eq!(r1.stats.received(), 0);
+    let ok = send(p.addr, "POST", "/invoke/f", &[], &[b'x'; 1024]).await;
+    assert_eq!(ok.status, StatusCode::OK, "the limit itself is allowed");
+}
+
+#[tokio::test]
+async fn malformed_requests_and_unknown_routes_get_clear_errors() {
+    let r1 = runner(8, "r1").await;
+    let p = start(vec![r1.addr.to_string()], "naive", |_| {}).await;
+    let mut stream = TcpStream::connect(p.addr).await.expect("connect");
+    stream.write_all(b"GARBAGE\x01 \r\n\r\n").await.expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response:?}");
+    let r = send(p.addr, "GET", "/nope", &[], b"").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body, Bytes::from_static(b"{\"message\":\"no such route\"}"));
+    let r = send(p.addr, "GET", "/invoke/f", &[], b"").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r1.stats.received(), 0);
+    // Still serving.
+    assert_eq!(send(p.addr, "POST", "/invoke/f", &[], b"x").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn fn_headers_reach_the_runner_and_hop_by_hop_headers_do_not() {
+    let r1 = runner(8, "r1").await;
+    let p = start(vec![r1.addr.to_string()], "naive", |_| {}).await;
+    let r = send(p.addr, "POST", "/t/myapp/hello/world?q=1", &[("fn-app-id", "override")], b"x").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let id = header(&r, "fn-call-id");
+    assert_eq!(r1.stats.executions(id), 1);
+}
