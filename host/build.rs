@@ -1,7 +1,8 @@
 //! Builds the guest placers (the built-ins and the test fixtures) for `wasm32-wasip2` with a
 //! nested `cargo build`, so a plain `cargo build` / `cargo test` of the workspace needs no
 //! other step. The built-ins are embedded with `include_bytes!` (see `src/placer/builtin.rs`);
-//! the fixtures' folder reaches tests as `PLACERD_FIXTURES_DIR`.
+//! the fixtures' folder (with the `examples/custom-placer` component) reaches tests as
+//! `PLACERD_FIXTURES_DIR`.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,9 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["wit", "guest-placers", "tests/fixtures/placers", "Cargo.lock", "Cargo.toml"] {
+    for watched in
+        ["wit", "guest-placers", "tests/fixtures/placers", "examples/custom-placer", "Cargo.lock", "Cargo.toml"]
+    {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -37,6 +40,7 @@ fn main() {
     for fixture in FIXTURES {
         cmd.args(["-p", &format!("fixture-{fixture}")]);
     }
+    cmd.args(["-p", "custom-placer"]);
     // The outer build's settings are for the host: clippy's wrapper, host RUSTFLAGS and a
     // user's CARGO_TARGET_DIR must not leak into the guest build.
     for var in [
@@ -64,6 +68,7 @@ fn main() {
     for fixture in FIXTURES {
         copy(&artifacts, &format!("fixture-{fixture}"), &fixtures_dir.join(format!("{fixture}.wasm")));
     }
+    copy(&artifacts, "custom-placer", &fixtures_dir.join("custom-placer.wasm"));
     println!("cargo:rustc-env=PLACERD_FIXTURES_DIR={}", fixtures_dir.display());
 }
 

@@ -1,85 +1,16 @@
 //! placerd end to end: the real proxy on a loopback port, reference runners on loopback
 //! ports, the real Wasm placers (DESIGN §4, §6, §7).
 
+mod common;
+
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use placerd::config::Config;
-use placerd::runner::reference::{RunnerHandle, RunnerOptions};
+use common::{runner, send, start};
+use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-struct Placerd {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Placerd {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn runner(max_concurrency: u32, name: &str) -> RunnerHandle {
-    RunnerHandle::spawn(RunnerOptions { max_concurrency, name: name.into() }).await.expect("runner")
-}
-
-async fn start(runners: Vec<String>, placer: &str, tweak: impl FnOnce(&mut Config)) -> Placerd {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config =
-        Config { runners, default_placer: placer.into(), placers_dir: dir.path().join("placers"), ..Config::default() };
-    config.sandbox.budget = Duration::from_millis(200); // wall clock; tests share 2 cores
-    tweak(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        placerd::serve(listener, config, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
-    // Serving starts after the placers are compiled and checked: wait for it, so tests
-    // time calls, not start-up.
-    assert_eq!(send(addr, "GET", "/ready-probe", &[], b"").await.status, StatusCode::NOT_FOUND);
-    Placerd { addr, stop: Some(stop), _dir: dir }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let response = sender
-        .send_request(req.body(Full::new(Bytes::copy_from_slice(body))).expect("request"))
-        .await
-        .expect("response");
-    let (head, body) = response.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    Reply { status: head.status, headers: head.headers, body }
-}
-
-fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
-    r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
 
 #[tokio::test]
 async fn naive_spreads_calls_evenly_over_runners() {
@@ -89,7 +20,7 @@ async fn naive_spreads_calls_evenly_over_runners() {
         let r = send(p.addr, "POST", "/invoke/hello", &[], format!("call {i}").as_bytes()).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, format!("call {i}").as_bytes());
-        assert_eq!(header(&r, "fn-call-id").len(), 26);
+        assert_eq!(r.header("fn-call-id").len(), 26);
     }
     let counts: Vec<usize> = runners.iter().map(|r| r.stats.ledger().len()).collect();
     assert_eq!(counts, vec![10, 10, 10]);
@@ -103,7 +34,7 @@ async fn consistent_hash_keeps_a_function_on_one_runner() {
     for _ in 0..100 {
         let r = send(p.addr, "POST", "/t/shop/checkout", &[], b"{}").await;
         assert_eq!(r.status, StatusCode::OK);
-        served_by.insert(header(&r, "fn-runner").to_string());
+        served_by.insert(r.header("fn-runner").to_string());
     }
     assert_eq!(served_by.len(), 1, "{served_by:?}");
 }
@@ -115,7 +46,7 @@ async fn a_busy_runner_refuses_and_the_call_runs_on_the_next_without_executing_t
     for _ in 0..20 {
         let r = send(p.addr, "POST", "/invoke/f", &[], b"x").await;
         assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(header(&r, "fn-runner"), "free");
+        assert_eq!(r.header("fn-runner"), "free");
     }
     assert!(busy.stats.received() >= 10, "the busy runner was asked: {}", busy.stats.received());
     assert!(busy.stats.ledger().is_empty(), "refused calls must not execute: {:?}", busy.stats.ledger());
@@ -145,7 +76,7 @@ async fn a_runner_dying_mid_call_gives_502_and_the_call_is_never_resent() {
     for _ in 0..200 {
         let r = send(p.addr, "POST", "/t/app/crash?die=1", &[], b"payload").await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
-        ids.insert(header(&r, "fn-call-id").to_string());
+        ids.insert(r.header("fn-call-id").to_string());
     }
     assert_eq!(ids.len(), 200);
     let (la, lb) = (a.stats.ledger(), b.stats.ledger());
@@ -204,7 +135,7 @@ async fn a_detached_call_is_acknowledged_with_202_and_runs_once() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
     let id = body["call_id"].as_str().expect("call_id").to_string();
-    assert_eq!(id, header(&r, "fn-call-id"));
+    assert_eq!(id, r.header("fn-call-id"));
     assert_eq!(r1.stats.executions(&id), 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(r1.stats.executions(&id), 1);
@@ -255,6 +186,6 @@ async fn fn_headers_reach_the_runner_and_hop_by_hop_headers_do_not() {
     let p = start(vec![r1.addr.to_string()], "naive", |_| {}).await;
     let r = send(p.addr, "POST", "/t/myapp/hello/world?q=1", &[("fn-app-id", "override")], b"x").await;
     assert_eq!(r.status, StatusCode::OK);
-    let id = header(&r, "fn-call-id");
+    let id = r.header("fn-call-id");
     assert_eq!(r1.stats.executions(id), 1);
 }

@@ -11,7 +11,8 @@
 //! - [`placer`]: the wasmtime engine, loading and validating placer components, the pool of
 //!   warm instances, the sandbox (epoch budget, memory cap, no WASI capabilities), output
 //!   sanitising, fallback and quarantine. The built-in placers are embedded here.
-//! - [`reload`]: the registry of placers (built-ins overridden by `placers_dir`).
+//! - [`reload`]: the registry of placers, validate-then-swap, the `placers_dir` watcher.
+//! - [`admin`]: the admin API (placers, routes, runners).
 //! - [`lifecycle`]: the placement loop (Fn's placer tracker): deadlines, retry-all, outcomes.
 //! - [`runner`]: the runner set, the static pool, TryExec over HTTP, status polling, and the
 //!   reference runner.
@@ -20,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod lifecycle;
 pub mod placer;
@@ -32,38 +34,70 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::placer::PlacerRuntime;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyBody};
 use crate::reload::Registry;
 use crate::runner::StaticPool;
 
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs placerd on `listener` with `config` until `shutdown` resolves: loads the placers,
-/// starts runner status polling and serves calls.
+/// Runs placerd on `listener` with `config` until `shutdown` resolves, with the admin API
+/// on `config.admin_listen`.
 ///
 /// # Errors
-/// A built-in placer that fails to load, or the placer engine failing to start.
+/// See [`serve_with_admin`]; also the admin listener failing to bind.
 pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("admin_listen: cannot listen on {}", config.admin_listen))?;
+    serve_with_admin(listener, Some(admin), config, shutdown).await
+}
+
+/// Runs placerd: loads the placers, watches `placers_dir`, polls runner status, serves
+/// calls on `listener` and the admin API on `admin` (if given) until `shutdown` resolves.
+///
+/// # Errors
+/// A built-in placer that fails to load, an unknown `default_placer`, an unreadable
+/// `admin_token_file`, or the placer engine failing to start.
+pub async fn serve_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let runtime = PlacerRuntime::new(config.sandbox).context("starting the placer engine")?;
-    let (registry, rejected) = {
-        let config = config.clone();
-        Registry::load(&runtime, &config.placers_dir, |name| {
-            config.placer_config.get(name).cloned().unwrap_or_default()
-        })
-        .context("loading the built-in placers")?
+    let token = match &config.admin_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("admin_token_file: cannot read {}", path.display()))?
+                .trim()
+                .to_string();
+            anyhow::ensure!(!token.is_empty(), "admin_token_file: {} is empty", path.display());
+            Some(token)
+        }
+        None => None,
     };
-    for e in &rejected {
-        tracing::warn!(error = %e, "placer not loaded");
-    }
+    let runtime = Arc::new(PlacerRuntime::new(config.sandbox).context("starting the placer engine")?);
+    let registry =
+        Arc::new(Registry::new(runtime, config.placer_config.clone()).context("loading the built-in placers")?);
+    let _watch = match reload::watch::watch_dir(registry.clone(), config.placers_dir.clone()).await {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::warn!(dir = %config.placers_dir.display(), error = %e, "not watching the placers folder");
+            None
+        }
+    };
     if registry.get(&config.default_placer).is_none() {
         anyhow::bail!(
             "default_placer: no placer named `{}` (loaded: {})",
@@ -73,13 +107,35 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
     }
     let pool = Arc::new(StaticPool::new(&config.runners, config.connect_timeout));
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
-    let proxy = Arc::new(Proxy::new(config.clone(), pool, Arc::new(registry)));
+    let proxy = Arc::new(Proxy::new(config.clone(), pool, registry));
     tracing::info!(listen = %listener.local_addr()?, runners = config.runners.len(), default_placer = %config.default_placer, "placerd serving");
 
-    tokio::pin!(shutdown);
+    let stop = CancellationToken::new();
+    let admin_task = admin.map(|admin| {
+        let admin_state = Arc::new(Admin { proxy: proxy.clone(), token });
+        let stop = stop.clone();
+        tokio::spawn(accept_loop(admin, stop, move |req| admin_state.clone().handle(req)))
+    });
+    let proxy_task = tokio::spawn(accept_loop(listener, stop.clone(), move |req| proxy.clone().handle(req)));
+    shutdown.await;
+    stop.cancel();
+    let _ = proxy_task.await;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    poller.abort();
+    Ok(())
+}
+
+/// Accepts HTTP/1.1 connections on `listener` and serves each with `handle` until `stop`.
+async fn accept_loop<H, F>(listener: TcpListener, stop: CancellationToken, handle: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ProxyBody>, hyper::Error>> + Send + 'static,
+{
     loop {
         let (stream, _) = tokio::select! {
-            () = &mut shutdown => break,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -90,20 +146,16 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| proxy.clone().handle(req));
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(stream), service_fn(handle))
                 .await;
             if let Err(e) = served {
-                tracing::debug!(error = %e, "client connection ended with an error");
+                tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
-    poller.abort();
-    drop(runtime);
-    Ok(())
 }

@@ -52,6 +52,9 @@ enum Command {
         /// Default placer.
         #[arg(long, default_value = "consistent-hash")]
         default_placer: String,
+        /// Admin API listener.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: String,
     },
     /// Run a reference runner (echo/sleep handlers, busy refusals, /v1/status).
     Runner {
@@ -156,7 +159,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 placerd::serve(listener, config, ctrl_c()).await
             })
         }
-        Command::Demo { listen, default_placer } => tokio_runtime()?.block_on(demo(listen, default_placer)),
+        Command::Demo { listen, default_placer, admin_listen } => {
+            tokio_runtime()?.block_on(demo(listen, default_placer, admin_listen))
+        }
         Command::Runner { listen, max_concurrency, name } => tokio_runtime()?.block_on(async move {
             let listener = TcpListener::bind(&listen).await.with_context(|| format!("listen on {listen}"))?;
             let options = RunnerOptions { max_concurrency, name: name.unwrap_or_else(|| listen.clone()) };
@@ -184,7 +189,7 @@ async fn ctrl_c() {
     tracing::info!("shutting down");
 }
 
-async fn demo(listen: String, default_placer: String) -> anyhow::Result<()> {
+async fn demo(listen: String, default_placer: String, admin_listen: String) -> anyhow::Result<()> {
     let mut runners = Vec::new();
     for i in 1..=3 {
         let handle = RunnerHandle::spawn(RunnerOptions { max_concurrency: 4, name: format!("runner-{i}") }).await?;
@@ -194,6 +199,7 @@ async fn demo(listen: String, default_placer: String) -> anyhow::Result<()> {
     std::fs::create_dir_all(&placers_dir).with_context(|| format!("creating {}", placers_dir.display()))?;
     let file = FileConfig {
         listen: listen.clone(),
+        admin_listen: admin_listen.clone(),
         default_placer,
         placers_dir: placers_dir.display().to_string(),
         runners: placerd::config::FileRunners {

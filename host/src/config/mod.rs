@@ -143,6 +143,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
+    /// Bearer token for admin writes (read from `admin_token_file` by `main`).
+    pub admin_token_file: Option<PathBuf>,
     /// Placer used when no route matches.
     pub default_placer: String,
     /// Folder of user placers.
@@ -188,11 +190,16 @@ impl Config {
     /// The placer for a call of `app_id` / `fn_id`: the first matching route, else the
     /// default.
     pub fn placer_for(&self, app_id: &str, fn_id: &str) -> &str {
-        self.routes
-            .iter()
-            .find(|r| r.app.as_deref().is_none_or(|a| a == app_id) && r.fn_id.as_deref().is_none_or(|f| f == fn_id))
-            .map_or(&self.default_placer, |r| &r.placer)
+        placer_for(&self.routes, &self.default_placer, app_id, fn_id)
     }
+}
+
+/// The placer of the first route matching `app_id` / `fn_id`, else `default`.
+pub fn placer_for<'a>(routes: &'a [Route], default: &'a str, app_id: &str, fn_id: &str) -> &'a str {
+    routes
+        .iter()
+        .find(|r| r.app.as_deref().is_none_or(|a| a == app_id) && r.fn_id.as_deref().is_none_or(|f| f == fn_id))
+        .map_or(default, |r| &r.placer)
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -284,9 +291,18 @@ impl FileConfig {
             .ok()
             .filter(|m| *m >= 2 << 20)
             .ok_or_else(|| invalid("placer_memory_limit_bytes", "must be at least 2097152 (2 MiB)"))?;
+        let admin_listen = addr("admin_listen", &self.admin_listen)?;
+        let admin_token_file = (!self.admin_token_file.is_empty()).then(|| PathBuf::from(&self.admin_token_file));
+        if !admin_listen.ip().is_loopback() && admin_token_file.is_none() {
+            return Err(invalid(
+                "admin_listen",
+                format!("{admin_listen} is not loopback: set admin_token_file so admin writes need a token"),
+            ));
+        }
         Ok(Config {
             listen: addr("listen", &self.listen)?,
-            admin_listen: addr("admin_listen", &self.admin_listen)?,
+            admin_listen,
+            admin_token_file,
             default_placer: self.default_placer,
             placers_dir: PathBuf::from(self.placers_dir),
             max_body_bytes,
@@ -359,6 +375,7 @@ mod tests {
             ("[runners]\nstatic = [\"a:1\", \"a:1\"]", "runners.static[1]"),
             ("[[routes]]\nplacer = \"naive\"", "routes[0]"),
             ("max_body_bytes = \"big\"", "max_body_bytes"),
+            ("admin_listen = \"0.0.0.0:9090\"", "admin_listen"),
         ] {
             let err = Config::from_toml(toml).expect_err(toml).to_string();
             assert!(err.contains(key), "{toml}: {err}");

@@ -39,5 +39,6 @@ pub use check::{CheckReport, sample_calls, sample_runners};
 pub use error::{LoadError, PlaceError};
 pub use fault::{FaultKind, FaultPolicy, OnFault};
 pub use order::{fallback_order, sanitize};
+pub(crate) use runtime::hex;
 pub use runtime::{PlacerRuntime, SandboxLimits};
 pub use version::{PlacedBy, Placement, PlacerSource, PlacerVersion};

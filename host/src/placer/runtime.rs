@@ -200,7 +200,8 @@ pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -19,7 +19,9 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, Route, placer_for};
 use crate::lifecycle::{self, Timing};
 use crate::placer::{Call, CallKind};
 use crate::reload::Registry;
@@ -49,13 +51,16 @@ pub struct Proxy {
     pub pool: Arc<StaticPool>,
     /// The placers.
     pub placers: Arc<Registry>,
+    /// `[[routes]]`, replaced whole by `PUT /admin/routes`.
+    pub routes: ArcSwap<Vec<Route>>,
     seq: AtomicU64,
 }
 
 impl Proxy {
     /// A proxy over `pool` with the placers of `placers`.
     pub fn new(config: Arc<Config>, pool: Arc<StaticPool>, placers: Arc<Registry>) -> Self {
-        Proxy { config, pool, placers, seq: AtomicU64::new(0) }
+        let routes = ArcSwap::from_pointee(config.routes.clone());
+        Proxy { config, pool, placers, routes, seq: AtomicU64::new(0) }
     }
 
     /// Handles one client request.
@@ -96,7 +101,8 @@ impl Proxy {
             random: fastrand::u64(..),
             extensions: extensions(&parts.headers),
         };
-        let placer_name = self.config.placer_for(&call.app_id, &call.fn_id).to_string();
+        let placer_name =
+            placer_for(&self.routes.load(), &self.config.default_placer, &call.app_id, &call.fn_id).to_string();
         let Some(placer) = self.placers.get(&placer_name).or_else(|| {
             tracing::warn!(placer = %placer_name, "route names an unknown placer; using the default");
             self.placers.get(&self.config.default_placer)
@@ -132,6 +138,9 @@ impl Proxy {
                 strip_hop_by_hop(&mut head.headers);
                 if let Ok(v) = HeaderValue::from_str(&call.id) {
                     head.headers.insert("fn-call-id", v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", placer.name(), &placer.sha256()[..12])) {
+                    head.headers.insert("fn-placer", v);
                 }
                 if kind == CallKind::Detached && head.status == StatusCode::ACCEPTED {
                     drop(body);
@@ -261,7 +270,8 @@ fn forward_headers(original: &HeaderMap, call: &Call, timeout: Duration) -> Head
     headers
 }
 
-fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
+/// A JSON response with `status`.
+pub fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -1,0 +1,174 @@
+//! The admin API on `admin_listen` (DESIGN §8, §9):
+//!
+//! - `GET /admin/placers`: name, source, sha256, loaded_at, last_error of each placer;
+//! - `PUT /admin/placers/{name}`: body = component; validated like a file; 422 + reason
+//!   when invalid;
+//! - `DELETE /admin/placers/{name}`: back to the built-in of that name, or gone;
+//! - `GET` / `PUT /admin/routes`: the `[[routes]]` table as JSON;
+//! - `GET /admin/runners`: each runner's address and live load.
+//!
+//! Writes need `Authorization: Bearer <token>` when `admin_token_file` is set. Bodies are
+//! limited to the largest component placerd compiles.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Route;
+use crate::lifecycle::RunnerPool;
+use crate::placer::PlacerSource;
+use crate::proxy::{Proxy, ProxyBody, json, json_error};
+use crate::reload::valid_name;
+
+/// Largest admin request body: the largest component placerd compiles.
+pub const MAX_ADMIN_BODY: usize = 32 << 20;
+
+/// The admin API's shared state.
+#[derive(Debug)]
+pub struct Admin {
+    /// The proxy whose registry, routes and pool this administers.
+    pub proxy: Arc<Proxy>,
+    /// Bearer token for writes, if configured.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RouteJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app: Option<String>,
+    #[serde(rename = "fn", default, skip_serializing_if = "Option::is_none")]
+    fn_id: Option<String>,
+    placer: String,
+}
+
+impl Admin {
+    /// Handles one admin request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, hyper::Error> {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let write = method == Method::PUT || method == Method::DELETE;
+        if write && !self.authorized(&req) {
+            return Ok(json_error(StatusCode::UNAUTHORIZED, "admin writes need Authorization: Bearer <token>"));
+        }
+        let response = match (method, path.as_str()) {
+            (Method::GET, "/admin/placers") => json(StatusCode::OK, to_json(&self.proxy.placers.infos())),
+            (Method::GET, "/admin/routes") => json(StatusCode::OK, to_json(&self.routes())),
+            (Method::PUT, "/admin/routes") => match body(req).await {
+                Ok(bytes) => self.put_routes(&bytes),
+                Err(r) => r,
+            },
+            (Method::GET, "/admin/runners") => json(StatusCode::OK, self.runners()),
+            (method, p) if p.starts_with("/admin/placers/") => {
+                let name = &p["/admin/placers/".len()..];
+                if !valid_name(name) {
+                    return Ok(json_error(StatusCode::BAD_REQUEST, "placer names are [A-Za-z0-9._-], 1-64 characters"));
+                }
+                match method {
+                    Method::PUT => match body(req).await {
+                        Ok(bytes) => {
+                            match self.proxy.placers.install_async(name, PlacerSource::Admin, bytes.to_vec()).await {
+                                Ok(v) => json(
+                                    StatusCode::OK,
+                                    serde_json::json!({ "name": name, "sha256": v.sha256() }).to_string(),
+                                ),
+                                Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+                            }
+                        }
+                        Err(r) => r,
+                    },
+                    Method::DELETE if self.proxy.placers.remove(name) => {
+                        json(StatusCode::OK, serde_json::json!({ "removed": name }).to_string())
+                    }
+                    Method::DELETE => json_error(StatusCode::NOT_FOUND, "no user placer of that name (built-ins stay)"),
+                    _ => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+                }
+            }
+            _ => json_error(StatusCode::NOT_FOUND, "no such admin route"),
+        };
+        Ok(response)
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let given = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let expected = format!("Bearer {token}");
+        // Compare without an early exit on the first differing byte.
+        given.is_some_and(|g| {
+            g.len() == expected.len() && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        })
+    }
+
+    fn routes(&self) -> Vec<RouteJson> {
+        self.proxy
+            .routes
+            .load()
+            .iter()
+            .map(|r| RouteJson { app: r.app.clone(), fn_id: r.fn_id.clone(), placer: r.placer.clone() })
+            .collect()
+    }
+
+    fn put_routes(&self, bytes: &[u8]) -> Response<ProxyBody> {
+        let parsed: Vec<RouteJson> = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, &format!("expected [{{\"app\",\"fn\",\"placer\"}}]: {e}"));
+            }
+        };
+        let mut routes = Vec::new();
+        for (i, r) in parsed.into_iter().enumerate() {
+            if r.app.is_none() && r.fn_id.is_none() {
+                return json_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("routes[{i}]: needs `app`, `fn` or both"),
+                );
+            }
+            if self.proxy.placers.get(&r.placer).is_none() {
+                return json_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("routes[{i}]: no placer named `{}`", r.placer),
+                );
+            }
+            routes.push(Route { app: r.app, fn_id: r.fn_id, placer: r.placer });
+        }
+        self.proxy.routes.store(Arc::new(routes));
+        json(StatusCode::OK, to_json(&self.routes()))
+    }
+
+    fn runners(&self) -> String {
+        let pool = &self.proxy.pool;
+        let runners: Vec<serde_json::Value> = match pool.snapshot() {
+            Ok(set) => set
+                .runners
+                .iter()
+                .zip(pool.loads(&set))
+                .map(|(r, l)| {
+                    serde_json::json!({
+                        "address": r.address, "in_flight": l.in_flight, "reported_active": l.reported_active,
+                        "recent_refusals": l.recent_refusals, "healthy": l.healthy,
+                    })
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        serde_json::Value::Array(runners).to_string()
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"message\":\"{e}\"}}"))
+}
+
+async fn body(req: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>> {
+    match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("admin bodies are limited to {MAX_ADMIN_BODY} bytes"),
+        )),
+        Err(e) => Err(json_error(StatusCode::BAD_REQUEST, &format!("could not read the body: {e}"))),
+    }
+}

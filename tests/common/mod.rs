@@ -1,0 +1,136 @@
+//! Helpers shared by the end-to-end tests: a placerd on loopback ports, reference runners,
+//! and a minimal HTTP/1.1 client.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use placerd::config::Config;
+use placerd::runner::reference::{RunnerHandle, RunnerOptions};
+use tokio::net::TcpStream;
+
+/// A running placerd; stops when dropped.
+pub struct Placerd {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub placers_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Placerd {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn runner(max_concurrency: u32, name: &str) -> RunnerHandle {
+    RunnerHandle::spawn(RunnerOptions { max_concurrency, name: name.into() }).await.expect("runner")
+}
+
+/// Starts placerd with `runners`, default placer `placer`, an empty placers folder in a
+/// temporary directory (prepared by `prepare` before start) and the admin API on port 0.
+pub async fn start_with(
+    runners: Vec<String>,
+    placer: &str,
+    prepare: impl FnOnce(&Path),
+    tweak: impl FnOnce(&mut Config),
+) -> Placerd {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let placers_dir = dir.path().join("placers");
+    std::fs::create_dir_all(&placers_dir).expect("placers dir");
+    prepare(&placers_dir);
+    let mut config =
+        Config { runners, default_placer: placer.into(), placers_dir: placers_dir.clone(), ..Config::default() };
+    config.sandbox.budget = Duration::from_millis(200); // wall clock; tests share 2 cores
+    tweak(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (addr, admin) = (listener.local_addr().expect("addr"), admin_listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        placerd::serve_with_admin(listener, Some(admin_listener), config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve");
+    });
+    // Serving starts after the placers are compiled and checked: wait for it, so tests
+    // time calls, not start-up.
+    assert_eq!(send(addr, "GET", "/ready-probe", &[], b"").await.status, StatusCode::NOT_FOUND);
+    Placerd { addr, admin, placers_dir, stop: Some(stop), _dir: dir }
+}
+
+pub async fn start(runners: Vec<String>, placer: &str, tweak: impl FnOnce(&mut Config)) -> Placerd {
+    start_with(runners, placer, |_| {}, tweak).await
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = sender
+        .send_request(req.body(Full::new(Bytes::copy_from_slice(body))).expect("request"))
+        .await
+        .expect("response");
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status: head.status, headers: head.headers, body }
+}
+
+/// Polls `check` every 10 ms until it is true or `limit` passes; returns whether it was.
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// The component bytes of a fixture or example (`custom-placer`).
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("PLACERD_FIXTURES_DIR")).join(format!("{name}.wasm"))).expect("fixture")
+}
+
+/// Writes `bytes` to `dir/name` atomically: a hidden temporary file, then rename.
+pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).expect("write tmp");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename");
+}
+
+/// The running placer `name` as `GET /admin/placers` shows it.
+pub async fn placer_info(p: &Placerd, name: &str) -> Option<serde_json::Value> {
+    let list = send(p.admin, "GET", "/admin/placers", &[], b"").await.json();
+    list.as_array()?.iter().find(|i| i["name"] == name).cloned()
+}
