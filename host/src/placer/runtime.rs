@@ -21,6 +21,9 @@ const TICK: Duration = Duration::from_millis(1);
 const REQUIRED_EXPORTS: [&str; 3] = ["configure", "set-runners", "place"];
 /// Largest component placerd will compile.
 pub(crate) const MAX_COMPONENT_BYTES: usize = 32 << 20;
+/// Compiled components kept by content hash, so swapping back to a recent version (a
+/// rollback, or a ConfigMap flipping between two files) skips Cranelift.
+const COMPILED_CACHE: usize = 8;
 
 /// Limits and fault handling applied to every placer call (DESIGN §5, §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub struct PlacerRuntime {
     limits: SandboxLimits,
     /// Shared with every loaded version: the epoch thread runs while any of them lives.
     ticker: Arc<Ticker>,
+    /// The last [`COMPILED_CACHE`] compiled components by SHA-256, most recent last.
+    compiled: std::sync::Mutex<Vec<(String, Component)>>,
 }
 
 impl std::fmt::Debug for PlacerRuntime {
@@ -105,7 +110,13 @@ impl PlacerRuntime {
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
-        Ok(PlacerRuntime { engine, linker, limits, ticker: Arc::new(ticker) })
+        Ok(PlacerRuntime {
+            engine,
+            linker,
+            limits,
+            ticker: Arc::new(ticker),
+            compiled: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// The limits every version loaded from this runtime runs under.
@@ -139,8 +150,15 @@ impl PlacerRuntime {
         }
         let sha256 = hex(&Sha256::digest(bytes));
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile { placer: placer.clone(), reason: root_cause(&e) })?;
+        let component = match self.cached(&sha256) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Compile { placer: placer.clone(), reason: root_cause(&e) })?;
+                self.remember(&sha256, &component);
+                component
+            }
+        };
         self.check_exports(&placer, &component)?;
         let instance_pre = self
             .linker
@@ -166,6 +184,24 @@ impl PlacerRuntime {
         );
         version.warm_up()?;
         Ok(Arc::new(version))
+    }
+
+    fn cached(&self, sha256: &str) -> Option<Component> {
+        let mut compiled = self.compiled.lock().ok()?;
+        let i = compiled.iter().position(|(sha, _)| sha == sha256)?;
+        let entry = compiled.remove(i);
+        let component = entry.1.clone();
+        compiled.push(entry);
+        Some(component)
+    }
+
+    fn remember(&self, sha256: &str, component: &Component) {
+        if let Ok(mut compiled) = self.compiled.lock() {
+            if compiled.len() >= COMPILED_CACHE {
+                compiled.remove(0);
+            }
+            compiled.push((sha256.to_string(), component.clone()));
+        }
     }
 
     /// Names every required export the component lacks, so a user sees what to add.
