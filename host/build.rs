@@ -13,7 +13,8 @@ const TARGET: &str = "wasm32-wasip2";
 /// (cargo package, file name the host uses). Built-ins land in `OUT_DIR`, fixtures in
 /// `OUT_DIR/fixtures`.
 const BUILTINS: &[(&str, &str)] = &[("naive", "naive"), ("consistent-hash", "consistent-hash")];
-const FIXTURES: &[&str] = &["loops-forever", "traps", "eats-memory", "wrong-world", "bad-indices", "configure-error"];
+const FIXTURES: &[&str] =
+    &["loops-forever", "traps", "eats-memory", "wrong-world", "bad-indices", "configure-error", "flaky"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

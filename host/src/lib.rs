@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
+use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::placer::PlacerRuntime;
 use crate::proxy::{Proxy, ProxyBody};
@@ -88,7 +89,10 @@ pub async fn serve_with_admin(
         }
         None => None,
     };
-    let runtime = Arc::new(PlacerRuntime::new(config.sandbox).context("starting the placer engine")?);
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Arc::new(
+        PlacerRuntime::new(config.sandbox).context("starting the placer engine")?.with_observer(metrics.clone()),
+    );
     let registry =
         Arc::new(Registry::new(runtime, config.placer_config.clone()).context("loading the built-in placers")?);
     let _watch = match reload::watch::watch_dir(registry.clone(), config.placers_dir.clone()).await {
@@ -107,35 +111,41 @@ pub async fn serve_with_admin(
     }
     let pool = Arc::new(StaticPool::new(&config.runners, config.connect_timeout));
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
-    let proxy = Arc::new(Proxy::new(config.clone(), pool, registry));
+    let proxy = Arc::new(Proxy::new(config.clone(), pool, registry, metrics));
     tracing::info!(listen = %listener.local_addr()?, runners = config.runners.len(), default_placer = %config.default_placer, "placerd serving");
 
     let stop = CancellationToken::new();
+    let grace = config.shutdown_grace;
     let admin_task = admin.map(|admin| {
         let admin_state = Arc::new(Admin { proxy: proxy.clone(), token });
         let stop = stop.clone();
-        tokio::spawn(accept_loop(admin, stop, move |req| admin_state.clone().handle(req)))
+        tokio::spawn(accept_loop(admin, stop, grace, move |req| admin_state.clone().handle(req)))
     });
-    let proxy_task = tokio::spawn(accept_loop(listener, stop.clone(), move |req| proxy.clone().handle(req)));
+    let proxy_task = tokio::spawn(accept_loop(listener, stop.clone(), grace, move |req| proxy.clone().handle(req)));
     shutdown.await;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing calls in flight");
     stop.cancel();
     let _ = proxy_task.await;
     if let Some(task) = admin_task {
         let _ = task.await;
     }
     poller.abort();
+    tracing::info!("placerd stopped");
     Ok(())
 }
 
-/// Accepts HTTP/1.1 connections on `listener` and serves each with `handle` until `stop`.
-async fn accept_loop<H, F>(listener: TcpListener, stop: CancellationToken, handle: H)
+/// Accepts HTTP/1.1 connections on `listener` and serves each with `handle` until `stop`;
+/// then closes idle connections, lets requests in flight finish for up to `grace`, and
+/// returns.
+async fn accept_loop<H, F>(listener: TcpListener, stop: CancellationToken, grace: Duration, handle: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<ProxyBody>, hyper::Error>> + Send + 'static,
 {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, _) = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -147,15 +157,19 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service_fn(handle));
+        let watched = graceful.watch(connection);
         tokio::spawn(async move {
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service_fn(handle))
-                .await;
-            if let Err(e) = served {
+            if let Err(e) = watched.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the shutdown grace period");
     }
 }

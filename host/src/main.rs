@@ -14,26 +14,46 @@ use placerd::runner::reference::{self, RunnerHandle, RunnerOptions, RunnerStats}
 use tokio::net::TcpListener;
 
 /// placerd: a WebAssembly-pluggable placement engine.
+///
+/// An HTTP proxy in front of a pool of runners that asks a sandboxed WebAssembly placer to
+/// order the runners for every call. Logs go to stderr; filter them with RUST_LOG (e.g.
+/// RUST_LOG=placerd=debug,placerd::access=info).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about)]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy.
+    /// Run the proxy (SIGTERM/SIGINT: stop accepting, finish calls in flight, exit 0).
+    ///
+    /// Flags override the config file; see examples/placerd.toml for every key.
     Serve {
         /// placerd.toml (every key optional).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Validate the config and exit.
+        /// Validate the config (file and flags) and exit.
         #[arg(long)]
         check_config: bool,
         /// Client listener (overrides `listen`).
         #[arg(long)]
         listen: Option<String>,
+        /// Admin API, /metrics, /healthz, /readyz listener (overrides `admin_listen`).
+        #[arg(long)]
+        admin_listen: Option<String>,
         /// A runner address (repeatable; overrides `runners.static`).
         #[arg(long = "runner", value_name = "HOST:PORT")]
         runners: Vec<String>,
@@ -109,13 +129,13 @@ fn main() -> ExitCode {
         Command::Check { .. } => "error",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -127,16 +147,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, check_config, listen, runners, placers_dir, default_placer } => {
+        Command::Serve { config, check_config, listen, admin_listen, runners, placers_dir, default_placer } => {
             let mut file = match &config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str::<FileConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    let text =
+                        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    toml::from_str::<FileConfig>(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?
                 }
                 None => FileConfig::default(),
             };
             if let Some(listen) = listen {
                 file.listen = listen;
+            }
+            if let Some(admin_listen) = admin_listen {
+                file.admin_listen = admin_listen;
             }
             if !runners.is_empty() {
                 file.runners.static_ = runners;
@@ -148,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 file.default_placer = placer;
             }
             let where_ = config.map_or("command line".to_string(), |p| p.display().to_string());
-            let config = file.validate().with_context(|| format!("invalid config ({where_})"))?;
+            let config = file.validate().map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
             if check_config {
                 println!("config ok: {} runners, default placer `{}`", config.runners.len(), config.default_placer);
                 return Ok(());
@@ -156,7 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tokio_runtime()?.block_on(async move {
                 let listener =
                     TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
-                placerd::serve(listener, config, ctrl_c()).await
+                placerd::serve(listener, config, shutdown_signal()).await
             })
         }
         Command::Demo { listen, default_placer, admin_listen } => {
@@ -187,6 +212,25 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutting down");
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+                }
+            }
+            Err(_) => ctrl_c().await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c().await;
 }
 
 async fn demo(listen: String, default_placer: String, admin_listen: String) -> anyhow::Result<()> {
@@ -230,7 +274,7 @@ async fn demo(listen: String, default_placer: String, admin_listen: String) -> a
     );
     println!();
     println!("Ctrl-C stops everything.");
-    placerd::serve(listener, config, ctrl_c()).await?;
+    placerd::serve(listener, config, shutdown_signal()).await?;
     drop(runners);
     Ok(())
 }

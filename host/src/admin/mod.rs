@@ -5,10 +5,14 @@
 //!   when invalid;
 //! - `DELETE /admin/placers/{name}`: back to the built-in of that name, or gone;
 //! - `GET` / `PUT /admin/routes`: the `[[routes]]` table as JSON;
-//! - `GET /admin/runners`: each runner's address and live load.
+//! - `GET /admin/runners`: each runner's address and live load;
+//! - `GET /metrics` (Prometheus text), `GET /healthz` (alive), `GET /readyz` (placers
+//!   loaded and at least one runner known).
 //!
 //! Writes need `Authorization: Bearer <token>` when `admin_token_file` is set. Bodies are
 //! limited to the largest component placerd compiles.
+
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -55,6 +59,18 @@ impl Admin {
             return Ok(json_error(StatusCode::UNAUTHORIZED, "admin writes need Authorization: Bearer <token>"));
         }
         let response = match (method, path.as_str()) {
+            (Method::GET, "/metrics") => {
+                let mut r = json(StatusCode::OK, self.proxy.metrics.render(&self.proxy.placers, &self.proxy.pool));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
+            }
+            (Method::GET, "/healthz") => json(StatusCode::OK, "{\"status\":\"alive\"}".into()),
+            (Method::GET, "/readyz") => self.readiness(),
             (Method::GET, "/admin/placers") => json(StatusCode::OK, to_json(&self.proxy.placers.infos())),
             (Method::GET, "/admin/routes") => json(StatusCode::OK, to_json(&self.routes())),
             (Method::PUT, "/admin/routes") => match body(req).await {
@@ -90,6 +106,23 @@ impl Admin {
             _ => json_error(StatusCode::NOT_FOUND, "no such admin route"),
         };
         Ok(response)
+    }
+
+    /// Ready when the default placer is loaded and at least one runner is known.
+    fn readiness(&self) -> Response<ProxyBody> {
+        let default = &self.proxy.config.default_placer;
+        let mut missing = Vec::new();
+        if self.proxy.placers.get(default).is_none() {
+            missing.push(format!("default placer `{default}` not loaded"));
+        }
+        if self.proxy.pool.snapshot().map_or(true, |set| set.is_empty()) {
+            missing.push("no runners known".to_string());
+        }
+        if missing.is_empty() {
+            json(StatusCode::OK, "{\"status\":\"ready\"}".into())
+        } else {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, &missing.join("; "))
+        }
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {

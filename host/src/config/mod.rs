@@ -59,6 +59,8 @@ pub struct FileConfig {
     pub status_interval_ms: u64,
     /// `connect_timeout_ms = 1000`: runner TCP connect timeout.
     pub connect_timeout_ms: u64,
+    /// `shutdown_grace_ms = 30000`: on SIGTERM/SIGINT, how long calls in flight may finish.
+    pub shutdown_grace_ms: u64,
     /// `[runners]`.
     pub runners: FileRunners,
     /// `[placers.NAME.config]` tables, handed to `configure`.
@@ -84,6 +86,7 @@ impl Default for FileConfig {
             on_placer_fault: "fallback".into(),
             status_interval_ms: 1_000,
             connect_timeout_ms: 1_000,
+            shutdown_grace_ms: 30_000,
             runners: FileRunners::default(),
             placers: BTreeMap::new(),
             routes: Vec::new(),
@@ -161,6 +164,8 @@ pub struct Config {
     pub status_interval: Duration,
     /// Runner connect timeout.
     pub connect_timeout: Duration,
+    /// How long calls in flight may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
     /// Sandbox limits for placers.
     pub sandbox: SandboxLimits,
     /// Static runner addresses, in index order.
@@ -311,6 +316,7 @@ impl FileConfig {
             detached_placer_timeout: ms("detached_placer_timeout_ms", self.detached_placer_timeout_ms, 1)?,
             status_interval: ms("status_interval_ms", self.status_interval_ms, 10)?,
             connect_timeout: ms("connect_timeout_ms", self.connect_timeout_ms, 1)?,
+            shutdown_grace: ms("shutdown_grace_ms", self.shutdown_grace_ms, 0)?,
             sandbox: SandboxLimits {
                 budget: ms("placer_budget_ms", self.placer_budget_ms, 1)?,
                 memory_limit_bytes: memory,

@@ -106,6 +106,12 @@ pub struct Outcome<T> {
     pub runner: Option<String>,
     /// Time spent placing, excluding the committed attempt (Fn's `lb_placer_latency`).
     pub placement_time: Duration,
+    /// Snapshots that returned a pool error (Fn's `lb_placer_rp_error_count`).
+    pub pool_errors: u32,
+    /// Passes that found no runners (Fn's `lb_placer_rp_empty_count`).
+    pub empty_passes: u32,
+    /// The placer deadline passed before the call was placed.
+    pub timed_out: bool,
 }
 
 /// Runs the placement loop for one call.
@@ -133,6 +139,9 @@ where
         connect_errors: 0,
         runner: None,
         placement_time: Duration::ZERO,
+        pool_errors: 0,
+        empty_passes: 0,
+        timed_out: false,
     };
     let mut last_pool_error = None;
     'placement: loop {
@@ -142,15 +151,21 @@ where
         }
         if Instant::now() >= deadline {
             out.result = Err(timed_out(timing, last_pool_error));
+            out.timed_out = true;
             break;
         }
         match pool.snapshot() {
             Err(PoolError::User(msg)) => {
+                out.pool_errors += 1;
                 out.result = Err(CallError::Pool(PoolError::User(msg)));
                 break;
             }
-            Err(e) => last_pool_error = Some(e),
-            Ok(set) if set.is_empty() => {}
+            Err(e) => {
+                out.pool_errors += 1;
+                out.empty_passes += 1;
+                last_pool_error = Some(e);
+            }
+            Ok(set) if set.is_empty() => out.empty_passes += 1,
             Ok(set) => {
                 let loads = pool.loads(&set);
                 let order = match placer.order(call, &set, &loads) {
@@ -169,6 +184,7 @@ where
                     }
                     if Instant::now() >= deadline {
                         out.result = Err(timed_out(timing, last_pool_error));
+                        out.timed_out = true;
                         break 'placement;
                     }
                     out.attempts += 1;

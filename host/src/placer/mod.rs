@@ -40,5 +40,5 @@ pub use error::{LoadError, PlaceError};
 pub use fault::{FaultKind, FaultPolicy, OnFault};
 pub use order::{fallback_order, sanitize};
 pub(crate) use runtime::hex;
-pub use runtime::{PlacerRuntime, SandboxLimits};
+pub use runtime::{PlacerObserver, PlacerRuntime, SandboxLimits};
 pub use version::{PlacedBy, Placement, PlacerSource, PlacerVersion};

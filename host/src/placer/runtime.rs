@@ -72,6 +72,22 @@ fn ticks(d: Duration) -> u64 {
     (d.as_nanos().div_ceil(tick)).max(1) as u64
 }
 
+/// Receives what the placer runtime measures (metrics live outside this module).
+pub trait PlacerObserver: Send + Sync + std::fmt::Debug {
+    /// One guest `place` call took `seconds`.
+    fn guest_call(&self, _placer: &str, _seconds: f64) {}
+    /// A fault of `kind` (`FaultKind::as_str`) in `placer`.
+    fn fault(&self, _placer: &str, _kind: &str) {}
+    /// A load of `placer` succeeded or failed.
+    fn reload(&self, _placer: &str, _ok: bool) {}
+}
+
+/// The observer used when nobody listens.
+#[derive(Debug)]
+struct NoObserver;
+
+impl PlacerObserver for NoObserver {}
+
 /// One wasmtime engine, its linker and the epoch ticker. Cheap to share behind an `Arc`;
 /// every placer version loaded from it shares the compiled-code machinery.
 pub struct PlacerRuntime {
@@ -82,6 +98,8 @@ pub struct PlacerRuntime {
     ticker: Arc<Ticker>,
     /// The last [`COMPILED_CACHE`] compiled components by SHA-256, most recent last.
     compiled: std::sync::Mutex<Vec<(String, Component)>>,
+    /// Where guest timings and faults are reported.
+    observer: Arc<dyn PlacerObserver>,
 }
 
 impl std::fmt::Debug for PlacerRuntime {
@@ -106,6 +124,7 @@ impl PlacerRuntime {
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        super::sandbox::replace_blocking_wasi(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone())
@@ -116,7 +135,20 @@ impl PlacerRuntime {
             limits,
             ticker: Arc::new(ticker),
             compiled: std::sync::Mutex::new(Vec::new()),
+            observer: Arc::new(NoObserver),
         })
+    }
+
+    /// Reports guest timings, faults and loads to `observer` (metrics).
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn PlacerObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Where timings, faults and loads are reported.
+    pub fn observer(&self) -> &Arc<dyn PlacerObserver> {
+        &self.observer
     }
 
     /// The limits every version loaded from this runtime runs under.
@@ -181,6 +213,7 @@ impl PlacerRuntime {
             self.engine.clone(),
             self.limits,
             self.ticker.clone(),
+            self.observer.clone(),
         );
         version.warm_up()?;
         Ok(Arc::new(version))

@@ -13,11 +13,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_io::bindings::wasi::io::streams::StreamError as WitStreamError;
+use wasmtime_wasi_io::poll::DynPollable;
+use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::bindings;
 
@@ -32,6 +35,72 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 const MAX_INSTANCES: usize = 64;
 const MAX_TABLES: usize = 64;
 const MAX_MEMORIES: usize = 8;
+
+/// The WASI version whose interfaces wasmtime-wasi 48 defines (guests' `@0.2.x` imports
+/// match it by semver).
+const WASI_IO: &str = "0.2.12";
+
+/// Replaces the WASI functions that *block* with non-blocking ones.
+///
+/// wasmtime-wasi's synchronous bindings run a blocking call by entering a Tokio runtime
+/// (`block_on`), which panics when the guest is called from a Tokio worker thread, as the
+/// proxy does. A placer has nothing to wait for: writes to stdout/stderr complete at once
+/// (they go to [`LineWriter`]), stdin is empty, and waiting on a pollable (a sleep) traps.
+pub(crate) fn replace_blocking_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut streams = linker.instance(&format!("wasi:io/streams@{WASI_IO}"))?;
+    streams.func_wrap(
+        "[method]output-stream.blocking-write-and-flush",
+        |mut store: StoreContextMut<'_, HostState>, (stream, bytes): (Resource<DynOutputStream>, Vec<u8>)| {
+            Ok((write_now(store.data_mut(), &stream, Bytes::from(bytes)),))
+        },
+    )?;
+    streams.func_wrap(
+        "[method]output-stream.blocking-write-zeroes-and-flush",
+        |mut store: StoreContextMut<'_, HostState>, (stream, len): (Resource<DynOutputStream>, u64)| {
+            let zeroes = Bytes::from(vec![0u8; usize::try_from(len.min(64 * 1024)).unwrap_or(0)]);
+            Ok((write_now(store.data_mut(), &stream, zeroes),))
+        },
+    )?;
+    streams.func_wrap(
+        "[method]output-stream.blocking-flush",
+        |_: StoreContextMut<'_, HostState>, (_stream,): (Resource<DynOutputStream>,)| {
+            Ok((Ok::<(), WitStreamError>(()),))
+        },
+    )?;
+    streams.func_wrap(
+        "[method]input-stream.blocking-read",
+        |_: StoreContextMut<'_, HostState>, (_stream, _len): (Resource<DynInputStream>, u64)| {
+            Ok((Err::<Vec<u8>, WitStreamError>(WitStreamError::Closed),))
+        },
+    )?;
+    streams.func_wrap(
+        "[method]input-stream.blocking-skip",
+        |_: StoreContextMut<'_, HostState>, (_stream, _len): (Resource<DynInputStream>, u64)| {
+            Ok((Err::<u64, WitStreamError>(WitStreamError::Closed),))
+        },
+    )?;
+    let mut poll = linker.instance(&format!("wasi:io/poll@{WASI_IO}"))?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_: StoreContextMut<'_, HostState>, (_p,): (Resource<DynPollable>,)| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::msg("a placer may not block (wasi:io/poll)"))
+        },
+    )?;
+    poll.func_wrap(
+        "poll",
+        |_: StoreContextMut<'_, HostState>, (_p,): (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
+            Err(wasmtime::Error::msg("a placer may not block (wasi:io/poll)"))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn write_now(state: &mut HostState, stream: &Resource<DynOutputStream>, bytes: Bytes) -> Result<(), WitStreamError> {
+    let stream = state.table.get_mut(stream).map_err(|_| WitStreamError::Closed)?;
+    stream.write(bytes).and_then(|()| stream.flush()).map_err(|_| WitStreamError::Closed)
+}
 
 /// State of one placer instance's `Store`.
 pub(crate) struct HostState {

@@ -10,7 +10,7 @@ use super::bindings::{Placer, PlacerPre};
 use super::error::{LoadError, PlaceError};
 use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
-use super::runtime::{SandboxLimits, Ticker, root_cause};
+use super::runtime::{PlacerObserver, SandboxLimits, Ticker, root_cause};
 use super::sandbox::{GuestLog, HostState};
 use super::{Call, RunnerLoad};
 use crate::runner::RunnerSet;
@@ -75,6 +75,8 @@ pub struct PlacerVersion {
     set_runners_calls: AtomicU64,
     /// Keeps the epoch ticker running while this version can run guest code.
     _ticker: Arc<Ticker>,
+    /// Metrics sink for guest timings and faults.
+    observer: Arc<dyn PlacerObserver>,
 }
 
 impl std::fmt::Debug for PlacerVersion {
@@ -101,6 +103,7 @@ impl PlacerVersion {
         engine: Engine,
         limits: SandboxLimits,
         ticker: Arc<Ticker>,
+        observer: Arc<dyn PlacerObserver>,
     ) -> Self {
         let name: Arc<str> = name.into();
         PlacerVersion {
@@ -118,6 +121,7 @@ impl PlacerVersion {
             instances_created: AtomicU64::new(0),
             set_runners_calls: AtomicU64::new(0),
             _ticker: ticker,
+            observer,
         }
     }
 
@@ -185,9 +189,13 @@ impl PlacerVersion {
     pub fn place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> Result<Placement, PlaceError> {
         debug_assert_eq!(set.len(), loads.len(), "one load per runner");
         let fault = if self.quarantined() {
+            self.observer.fault(&self.name, FaultKind::Quarantined.as_str());
             FaultKind::Quarantined
         } else {
-            match self.place_raw(call, set, loads) {
+            let started = Instant::now();
+            let placed = self.place_raw(call, set, loads);
+            self.observer.guest_call(&self.name, started.elapsed().as_secs_f64());
+            match placed {
                 Ok(mut order) => {
                     let cleaned = sanitize(&mut order, set.len());
                     if cleaned > 0 {
@@ -216,6 +224,7 @@ impl PlacerVersion {
                 Ok(_) => faults.record_success(),
                 Err(kind) => {
                     let name = &*self.name;
+                    self.observer.fault(name, kind.as_str());
                     tracing::warn!(placer = name, fault = %kind, call_id = %call.id, "placer fault");
                     if let Some(period) = faults.record_fault(Instant::now()) {
                         tracing::error!(

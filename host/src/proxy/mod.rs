@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use arc_swap::ArcSwap;
 
+use tracing::Instrument;
+
+use crate::admin::metrics::Metrics;
 use crate::config::{Config, Route, placer_for};
 use crate::lifecycle::{self, Timing};
 use crate::placer::{Call, CallKind};
@@ -53,19 +56,37 @@ pub struct Proxy {
     pub placers: Arc<Registry>,
     /// `[[routes]]`, replaced whole by `PUT /admin/routes`.
     pub routes: ArcSwap<Vec<Route>>,
+    /// Metrics, recorded per call.
+    pub metrics: Arc<Metrics>,
     seq: AtomicU64,
 }
 
 impl Proxy {
     /// A proxy over `pool` with the placers of `placers`.
-    pub fn new(config: Arc<Config>, pool: Arc<StaticPool>, placers: Arc<Registry>) -> Self {
+    pub fn new(config: Arc<Config>, pool: Arc<StaticPool>, placers: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
         let routes = ArcSwap::from_pointee(config.routes.clone());
-        Proxy { config, pool, placers, routes, seq: AtomicU64::new(0) }
+        Proxy { config, pool, placers, routes, metrics, seq: AtomicU64::new(0) }
     }
 
     /// Handles one client request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, hyper::Error> {
-        let started = Instant::now();
+        let mut guard = CancelGuard {
+            metrics: self.metrics.clone(),
+            method: req.method().clone(),
+            started: Instant::now(),
+            call_id: None,
+            done: false,
+        };
+        let response = self.call(req, &mut guard).await;
+        guard.done = true;
+        if let Ok(r) = &response {
+            self.metrics.record_status(r.status().as_u16());
+        }
+        response
+    }
+
+    async fn call(&self, req: Request<Incoming>, guard: &mut CancelGuard) -> Result<Response<ProxyBody>, hyper::Error> {
+        let started = guard.started;
         let Some((app_id, fn_id)) = route(&req) else {
             let status =
                 if is_known_path(req.uri().path()) { StatusCode::METHOD_NOT_ALLOWED } else { StatusCode::NOT_FOUND };
@@ -87,6 +108,9 @@ impl Proxy {
             Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"))),
         };
 
+        if let Some(name) = non_utf8_fn_header(&parts.headers) {
+            return Ok(json_error(StatusCode::BAD_REQUEST, &format!("header {name} is not valid UTF-8")));
+        }
         let kind = match parts.headers.get("fn-call-type").map(HeaderValue::as_bytes) {
             Some(b"detached") => CallKind::Detached,
             _ => CallKind::Sync,
@@ -126,12 +150,12 @@ impl Proxy {
         };
 
         let span = tracing::info_span!("call", call_id = %call.id, app = %call.app_id, r#fn = %call.fn_id, placer = %placer_name, sha256 = &placer.sha256()[..12]);
-        let _entered = span.enter();
-        let mut log = AccessLog { call_id: call.id.clone(), method: parts.method.clone(), started, done: false };
-        drop(_entered);
+        guard.call_id = Some(call.id.clone());
         let cancel = CancellationToken::new();
-        let outcome = lifecycle::place(&*self.pool, &*self.pool, &*placer, &call, &forward, timing, &cancel).await;
-        log.done = true;
+        let outcome = lifecycle::place(&*self.pool, &*self.pool, &*placer, &call, &forward, timing, &cancel)
+            .instrument(span.clone())
+            .await;
+        self.metrics.record_outcome(&outcome);
         let response = match outcome.result {
             Ok(response) => {
                 let (mut head, body) = response.into_parts();
@@ -159,6 +183,7 @@ impl Proxy {
                 r
             }
         };
+        let _entered = span.enter();
         tracing::info!(
             target: "placerd::access",
             call_id = %call.id, method = %parts.method, path = %parts.uri.path(), status = response.status().as_u16(),
@@ -170,21 +195,32 @@ impl Proxy {
     }
 }
 
-/// Logs a 499 if the client goes away before the call completes (hyper drops the future).
-struct AccessLog {
-    call_id: String,
+/// Logs and counts a 499 if the client goes away before the call is answered (hyper then
+/// drops the call's future, which stops placement: no further runner is tried).
+struct CancelGuard {
+    metrics: Arc<Metrics>,
     method: Method,
     started: Instant,
+    call_id: Option<String>,
     done: bool,
 }
 
-impl Drop for AccessLog {
+impl Drop for CancelGuard {
     fn drop(&mut self) {
         if !self.done {
-            tracing::info!(target: "placerd::access", call_id = %self.call_id, method = %self.method, status = 499u16,
-                total_ms = self.started.elapsed().as_secs_f64() * 1e3, "call cancelled by the client");
+            self.metrics.record_cancelled();
+            tracing::info!(target: "placerd::access", call_id = self.call_id.as_deref().unwrap_or("-"), method = %self.method,
+                status = 499u16, total_ms = self.started.elapsed().as_secs_f64() * 1e3, "call cancelled by the client");
         }
     }
+}
+
+/// The first `Fn-*` header whose value is not UTF-8 (placerd reads those as text).
+fn non_utf8_fn_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .iter()
+        .find(|(name, value)| name.as_str().starts_with("fn-") && value.to_str().is_err())
+        .map(|(name, _)| name.as_str().to_string())
 }
 
 /// `(app_id, fn_id)` for a routable request.

@@ -136,6 +136,7 @@ impl Registry {
     pub fn install(&self, name: &str, source: PlacerSource, bytes: &[u8]) -> Result<Arc<PlacerVersion>, LoadError> {
         let config = self.placer_config.get(name).cloned().unwrap_or_default();
         let built = self.runtime.load(name, source.clone(), bytes, config).and_then(|v| v.check().map(|_| v));
+        self.runtime.observer().reload(name, built.is_ok());
         match built {
             Ok(version) => {
                 self.publish_version(name, Some(version.clone()));

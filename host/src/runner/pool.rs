@@ -95,7 +95,8 @@ impl RunnerState {
         }
     }
 
-    fn load(&self) -> RunnerLoad {
+    /// The runner's live load as placers see it.
+    pub fn load(&self) -> RunnerLoad {
         RunnerLoad {
             in_flight: self.in_flight(),
             reported_active: self.reported_active.load(Ordering::Relaxed),
