@@ -52,6 +52,8 @@ use crate::runner::StaticPool;
 
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line + headers) accepted; above it, 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Runs placerd on `listener` with `config` until `shutdown` resolves, with the admin API
 /// on `config.admin_listen`.
@@ -160,6 +162,7 @@ where
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service_fn(handle));
         let watched = graceful.watch(connection);
         tokio::spawn(async move {

@@ -30,6 +30,9 @@ use crate::placer::{Call, CallKind};
 use crate::reload::Registry;
 use crate::runner::{Forward, StaticPool};
 
+/// Largest total size of request headers forwarded to a runner; above it, 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// The response body type of the proxy.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -93,6 +96,13 @@ impl Proxy {
             let message = if status == StatusCode::NOT_FOUND { "no such route" } else { "method not allowed" };
             return Ok(json_error(status, message));
         };
+        let head_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        if head_bytes > MAX_HEADER_BYTES {
+            return Ok(json_error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &format!("request headers over {MAX_HEADER_BYTES} bytes"),
+            ));
+        }
         let (parts, body) = req.into_parts();
         let limit = self.config.max_body_bytes;
         let declared =
