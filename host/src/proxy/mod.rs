@@ -159,13 +159,32 @@ impl Proxy {
             detached: kind == CallKind::Detached,
         };
 
-        let span = tracing::info_span!("call", call_id = %call.id, app = %call.app_id, r#fn = %call.fn_id, placer = %placer_name, sha256 = &placer.sha256()[..12]);
+        let span = tracing::info_span!(
+            "call",
+            call_id = %call.id,
+            app = %call.app_id,
+            r#fn = %call.fn_id,
+            placer = %placer_name,
+            sha256 = &placer.sha256()[..12],
+            attempts = tracing::field::Empty,
+            runner = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         guard.call_id = Some(call.id.clone());
         let cancel = CancellationToken::new();
         let outcome = lifecycle::place(&*self.pool, &*self.pool, &*placer, &call, &forward, timing, &cancel)
             .instrument(span.clone())
             .await;
         self.metrics.record_outcome(&outcome);
+        span.record("attempts", outcome.attempts);
+        span.record("runner", outcome.runner.as_deref().unwrap_or("-"));
+        span.record(
+            "outcome",
+            match &outcome.result {
+                Ok(_) => "placed".to_string(),
+                Err(e) => e.to_string(),
+            },
+        );
         let response = match outcome.result {
             Ok(response) => {
                 let (mut head, body) = response.into_parts();
