@@ -12,7 +12,8 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// (cargo package, file name the host uses). Built-ins land in `OUT_DIR`, fixtures in
 /// `OUT_DIR/fixtures`.
-const BUILTINS: &[(&str, &str)] = &[("naive", "naive"), ("consistent-hash", "consistent-hash")];
+const BUILTINS: &[(&str, &str)] =
+    &[("naive", "naive"), ("consistent-hash", "consistent-hash"), ("least-loaded", "least-loaded")];
 const FIXTURES: &[&str] =
     &["loops-forever", "traps", "eats-memory", "wrong-world", "bad-indices", "configure-error", "flaky"];
 

@@ -31,7 +31,7 @@ fn check(args: &[&str], limit: Duration) -> Output {
 
 #[test]
 fn builtins_pass_and_print_their_orders() {
-    for name in ["naive", "consistent-hash"] {
+    for name in ["naive", "consistent-hash", "least-loaded"] {
         // A roomy budget: the 5 ms default is wall-clock and these run beside other tests.
         let out = check(&["--builtin", name, "--budget-ms", "200"], Duration::from_secs(60));
         let stdout = String::from_utf8_lossy(&out.stdout);

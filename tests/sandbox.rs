@@ -345,3 +345,31 @@ async fn guest_stderr_reaches_the_log_even_from_a_tokio_task() {
     let placed = version.place(&call(2, "fine"), &set(1, 3), &idle(3)).expect("placed");
     assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
 }
+
+#[test]
+fn wasm_least_loaded_gives_the_native_order() {
+    use least_loaded::order::{Load, order};
+    let rt = runtime(roomy());
+    let version = load(&rt, "least-loaded", builtin("least-loaded").expect("embedded"));
+    let runners = set(1, 12);
+    for k in 0..2_000u64 {
+        let loads: Vec<RunnerLoad> = (0..12)
+            .map(|i| RunnerLoad {
+                in_flight: ((k * 7 + i * 3) % 9) as u32,
+                reported_active: ((k + i) % 4) as u32,
+                recent_refusals: 0,
+                healthy: (k + i) % 13 != 0,
+            })
+            .collect();
+        let c = call(k, "k");
+        let placed = version.place(&c, &runners, &loads).expect("placed");
+        assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+        let native: Vec<Load> = loads
+            .iter()
+            .map(|l| Load { in_flight: l.in_flight, reported_active: l.reported_active, healthy: l.healthy })
+            .collect();
+        let mut expected = Vec::new();
+        order(c.random, &native, &mut expected);
+        assert_eq!(placed.order, expected, "call {k}");
+    }
+}

@@ -17,6 +17,7 @@
 //! - [`runner`]: the runner set, the static pool, TryExec over HTTP, status polling, and the
 //!   reference runner.
 //! - [`proxy`]: the client-facing HTTP server.
+//! - [`simulate`]: offline comparison of placers (`placerd simulate`).
 //! - `main.rs`: the command line (`serve`, `demo`, `runner`, `check`).
 
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod placer;
 pub mod proxy;
 pub mod reload;
 pub mod runner;
+pub mod simulate;
 
 use std::future::Future;
 use std::sync::Arc;

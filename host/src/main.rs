@@ -11,6 +11,8 @@ use std::sync::Arc;
 use placerd::config::FileConfig;
 use placerd::placer::{BUILTINS, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
 use placerd::runner::reference::{self, RunnerHandle, RunnerOptions, RunnerStats};
+use placerd::simulate::html::{page, svg as chart};
+use placerd::simulate::{Contender, Event, KeyDist, Workload, simulate, table};
 use tokio::net::TcpListener;
 
 /// placerd: a WebAssembly-pluggable placement engine.
@@ -88,6 +90,44 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Compare placers offline: the real Wasm components over a synthetic or recorded
+    /// workload; prints balance (max/avg, CV), peak in-flight, warm-hit ratio and keys
+    /// moved per membership change.
+    Simulate {
+        /// Runners at the start.
+        #[arg(long, default_value_t = 10)]
+        runners: usize,
+        /// Distinct keys (functions).
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Key distribution: `uniform` or `zipf:S` (e.g. zipf:1.1).
+        #[arg(long, default_value = "zipf:1.1")]
+        dist: String,
+        /// Calls in all.
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+        /// Calls in flight on average.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Membership changes: `add@N`, `remove:I@N` (repeatable).
+        #[arg(long = "event", default_values_t = vec!["add@50000".to_string()])]
+        events: Vec<String>,
+        /// Seed for the workload.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Replay the slot keys of a trace from `placerd serve --record-trace`.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Also compare this placer component (repeatable; label = file stem).
+        #[arg(long = "placer", value_name = "FILE.wasm")]
+        placers: Vec<PathBuf>,
+        /// Write a self-contained HTML report here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Write the chart alone as SVG here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// Validate a placer component and print the orders it gives sample calls.
     ///
     /// Checks the world (exports configure, set-runners, place), runs configure, set-runners
@@ -126,7 +166,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Command::Check { .. } => "error",
+        Command::Check { .. } | Command::Simulate { .. } => "error",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -194,6 +234,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reference::serve(listener, options, Arc::new(RunnerStats::default()), ctrl_c()).await;
             Ok(())
         }),
+        Command::Simulate { runners, keys, dist, calls, concurrency, events, seed, trace, placers, html, svg } => {
+            let dist = match dist.split_once(':') {
+                None if dist == "uniform" => KeyDist::Uniform,
+                Some(("zipf", s)) => KeyDist::Zipf(
+                    s.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0).context("--dist zipf:S needs S > 0")?,
+                ),
+                _ => bail!("--dist: expected uniform or zipf:S, got {dist:?}"),
+            };
+            let events = events
+                .iter()
+                .map(|e| e.parse::<Event>().map_err(|e| anyhow::anyhow!("--event: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let trace_keys = match &trace {
+                Some(path) => Some(read_trace_keys(path)?),
+                None => None,
+            };
+            anyhow::ensure!(
+                runners > 0 && keys > 0 && calls > 0 && concurrency > 0,
+                "--runners, --keys, --calls and --concurrency must be positive"
+            );
+            let workload = Workload { runners, keys, dist, calls, concurrency, events, seed, trace_keys };
+            let mut contenders = Contender::defaults();
+            for path in placers {
+                let label = path.file_stem().and_then(|s| s.to_str()).unwrap_or("placer").to_string();
+                let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                contenders.push(Contender { label, bytes, config: Vec::new() });
+            }
+            let limits = SandboxLimits { budget: Duration::from_millis(100), ..SandboxLimits::default() };
+            let runtime = PlacerRuntime::new(limits)?;
+            let reports = simulate(&runtime, &workload, &contenders)?;
+            let description = format!(
+                "{} calls, {} runners, {} keys ({}), concurrency {}, events [{}], seed {}",
+                calls,
+                runners,
+                keys,
+                trace.as_ref().map_or_else(|| format!("{dist:?}"), |p| format!("trace {}", p.display())),
+                concurrency,
+                workload.events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", "),
+                seed
+            );
+            println!("{description}");
+            print!("{}", table(&reports));
+            if let Some(path) = html {
+                std::fs::write(&path, page(&reports, &description))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            if let Some(path) = svg {
+                std::fs::write(&path, chart(&reports, &description))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Check { file, builtin: name, config, budget_ms, memory_limit_bytes } => {
             let limits = SandboxLimits {
                 budget: Duration::from_millis(budget_ms),
@@ -203,6 +297,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             check(file, name, config, limits)
         }
     }
+}
+
+/// The slot keys of a `--record-trace` file, in order.
+fn read_trace_keys(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: not a JSON line", path.display(), n + 1))?;
+        let key = v["slot_key"].as_str().with_context(|| format!("{}:{}: no slot_key", path.display(), n + 1))?;
+        keys.push(key.to_string());
+    }
+    anyhow::ensure!(!keys.is_empty(), "{}: no calls in the trace", path.display());
+    Ok(keys)
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -109,7 +109,10 @@ impl StaticPool {
                 Some(conn) => conn,
                 None => match connect(&state.address, self).await {
                     Ok(conn) => conn,
-                    Err(e) => return Attempt::NotPlaced(NotPlaced::Connect(e)),
+                    Err(e) => {
+                        self.record_connect_failure(state);
+                        return Attempt::NotPlaced(NotPlaced::Connect(e));
+                    }
                 },
             };
             let in_flight = state.track();
@@ -136,6 +139,7 @@ impl StaticPool {
 fn classify(state: &RunnerState, response: Response<Incoming>, in_flight: InFlight) -> Attempt<Response<RunnerBody>> {
     let busy = response.status() == StatusCode::SERVICE_UNAVAILABLE
         && response.headers().get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
+    state.record_answer(!busy);
     if busy {
         state.record_refusal();
         return Attempt::NotPlaced(NotPlaced::Busy);

@@ -15,6 +15,12 @@ use crate::placer::RunnerLoad;
 
 /// Idle keep-alive connections kept per runner.
 const MAX_IDLE_CONNECTIONS: usize = 64;
+/// Consecutive connect failures that eject a runner (busy refusals never count).
+const EJECT_AFTER: u32 = 5;
+/// First ejection period; it doubles on every repeat without a success in between.
+const EJECT_BASE: Duration = Duration::from_secs(30);
+/// Longest ejection period.
+const EJECT_MAX: Duration = Duration::from_secs(300);
 
 /// Live state of one runner.
 #[derive(Debug)]
@@ -31,6 +37,16 @@ pub struct RunnerState {
     refusals: Mutex<(Instant, u32)>,
     /// Idle HTTP/1.1 connections (some may still be finishing a response).
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Connect failures in a row (reset by any answer, refusals included).
+    connect_failures: AtomicU32,
+    /// Passive ejection: until when, and how long the next one lasts.
+    ejection: Mutex<Ejection>,
+}
+
+#[derive(Debug)]
+struct Ejection {
+    until: Option<Instant>,
+    next: Duration,
 }
 
 impl RunnerState {
@@ -42,6 +58,21 @@ impl RunnerState {
             status_ok: AtomicBool::new(true),
             refusals: Mutex::new((Instant::now(), 0)),
             idle: Mutex::new(Vec::new()),
+            connect_failures: AtomicU32::new(0),
+            ejection: Mutex::new(Ejection { until: None, next: EJECT_BASE }),
+        }
+    }
+
+    /// True while passively ejected after repeated connect failures.
+    pub fn ejected(&self) -> bool {
+        self.ejection.lock().is_ok_and(|e| e.until.is_some_and(|until| Instant::now() < until))
+    }
+
+    /// The runner answered (a refusal counts as an answer): forget connect failures.
+    pub(crate) fn record_answer(&self, committed: bool) {
+        self.connect_failures.store(0, Ordering::Relaxed);
+        if committed && let Ok(mut e) = self.ejection.lock() {
+            e.next = EJECT_BASE;
         }
     }
 
@@ -101,7 +132,7 @@ impl RunnerState {
             in_flight: self.in_flight(),
             reported_active: self.reported_active.load(Ordering::Relaxed),
             recent_refusals: self.recent_refusals(),
-            healthy: self.status_ok.load(Ordering::Relaxed),
+            healthy: self.status_ok.load(Ordering::Relaxed) && !self.ejected(),
         }
     }
 }
@@ -146,6 +177,29 @@ impl StaticPool {
     }
 }
 
+impl StaticPool {
+    /// A connect to `state` failed. After [`EJECT_AFTER`] in a row the runner is ejected
+    /// (30 s, doubling to 300 s), unless half the set is ejected already.
+    pub(crate) fn record_connect_failure(&self, state: &RunnerState) {
+        let failures = state.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < EJECT_AFTER || state.ejected() {
+            return;
+        }
+        let ejected = self.states.iter().filter(|s| s.ejected()).count();
+        if (ejected + 1) * 2 > self.states.len() {
+            tracing::warn!(runner = %state.address, failures, "not ejecting: half the runners are ejected already");
+            return;
+        }
+        if let Ok(mut e) = state.ejection.lock() {
+            let period = e.next;
+            e.until = Some(Instant::now() + period);
+            e.next = (period * 2).min(EJECT_MAX);
+            state.connect_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(runner = %state.address, seconds = period.as_secs(), "runner ejected after repeated connect failures");
+        }
+    }
+}
+
 impl RunnerPool for StaticPool {
     fn snapshot(&self) -> Result<Arc<RunnerSet>, PoolError> {
         if self.set.is_empty() {
@@ -157,5 +211,54 @@ impl RunnerPool for StaticPool {
     fn loads(&self, set: &RunnerSet) -> Vec<RunnerLoad> {
         debug_assert_eq!(set.generation, self.set.generation);
         self.states.iter().map(|s| s.load()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> StaticPool {
+        let addresses: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:1")).collect();
+        StaticPool::new(&addresses, Duration::from_millis(10))
+    }
+
+    #[test]
+    fn five_connect_failures_in_a_row_eject_a_runner() {
+        let p = pool(4);
+        let s = &p.states()[0];
+        for _ in 0..4 {
+            p.record_connect_failure(s);
+        }
+        assert!(!s.ejected());
+        p.record_connect_failure(s);
+        assert!(s.ejected());
+        assert!(!s.load().healthy);
+        let e = s.ejection.lock().map(|e| e.next).unwrap_or_default();
+        assert_eq!(e, Duration::from_secs(60), "the next ejection lasts twice as long");
+    }
+
+    #[test]
+    fn refusals_and_answers_reset_the_count() {
+        let p = pool(4);
+        let s = &p.states()[1];
+        for _ in 0..20 {
+            for _ in 0..4 {
+                p.record_connect_failure(s);
+            }
+            s.record_answer(false); // a busy refusal: the runner is alive
+        }
+        assert!(!s.ejected());
+    }
+
+    #[test]
+    fn at_most_half_the_set_is_ejected() {
+        let p = pool(4);
+        for s in p.states() {
+            for _ in 0..5 {
+                p.record_connect_failure(s);
+            }
+        }
+        assert_eq!(p.states().iter().filter(|s| s.ejected()).count(), 2);
     }
 }
