@@ -2,10 +2,12 @@
 //! The figures are deterministic; the assertions pin the properties docs/placers.md
 //! reports (who balances, who keeps affinity, who moves how many keys).
 
+mod common;
+
 use std::time::Duration;
 
 use placerd::placer::{PlacerRuntime, SandboxLimits};
-use placerd::simulate::{Change, Contender, Event, KeyDist, Report, Workload, html, simulate};
+use placerd::simulate::{Change, Contender, Event, KeyDist, Report, Workload, html, simulate, trace_keys};
 
 fn run(workload: &Workload) -> Vec<Report> {
     let runtime = PlacerRuntime::new(SandboxLimits { budget: Duration::from_millis(500), ..SandboxLimits::default() })
@@ -71,4 +73,43 @@ fn the_html_report_is_self_contained() {
             forbidden == "http://" && page.matches(forbidden).all(|_| page.contains("http://www.w3.org/2000/svg"));
         assert!(!page.contains(forbidden) || allowed, "{forbidden}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_trace_replays_in_the_simulator() {
+    let runners = [common::runner(8, "a").await, common::runner(8, "b").await, common::runner(8, "c").await];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("calls.jsonl");
+    let p = common::start(runners.iter().map(|r| r.addr.to_string()).collect(), "consistent-hash", |c| {
+        c.record_trace = Some(path.clone());
+    })
+    .await;
+    for i in 0..30 {
+        let r = common::send(p.addr, "POST", &format!("/invoke/fn-{}", i % 5), &[], b"secret body").await;
+        assert_eq!(r.status, hyper::StatusCode::OK);
+    }
+    let r = common::send(p.addr, "POST", "/invoke/bg", &[("fn-call-type", "detached")], b"x").await;
+    assert_eq!(r.status, hyper::StatusCode::ACCEPTED);
+    drop(p);
+
+    let text = std::fs::read_to_string(&path).expect("trace");
+    assert!(!text.contains("secret body"), "bodies are never recorded");
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    // The start-up probe is a 404 before placement: not a call, not traced.
+    assert_eq!(lines.len(), 31);
+    for line in &lines {
+        for field in ["call_id", "app_id", "fn_id", "slot_key", "kind", "generation", "runner", "outcome", "status"] {
+            assert!(!line[field].is_null(), "{field} missing in {line}");
+        }
+    }
+    assert_eq!(lines[30]["kind"], "detached");
+    assert_eq!(lines[30]["status"], 202);
+    // Consistent hashing sent each function to one runner: the trace says so, and the
+    // simulator replaying the trace's keys agrees.
+    let keys = trace_keys(&text).expect("keys");
+    assert_eq!(keys[0], "fn-0");
+    let w = Workload { calls: keys.len(), trace_keys: Some(keys), events: vec![], ..Workload::default() };
+    let reports = run(&w);
+    assert_eq!(by(&reports, "consistent-hash").same_runner_ratio, 1.0);
+    assert!(trace_keys("not json").is_err() && trace_keys("").is_err());
 }

@@ -115,7 +115,10 @@ pub async fn serve_with_admin(
     }
     let pool = Arc::new(StaticPool::new(&config.runners, config.connect_timeout));
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
-    let proxy = Arc::new(Proxy::new(config.clone(), pool, registry, metrics));
+    let proxy = Arc::new(
+        Proxy::new(config.clone(), pool, registry, metrics)
+            .with_context(|| format!("--record-trace: cannot create {:?}", config.record_trace))?,
+    );
     tracing::info!(listen = %listener.local_addr()?, runners = config.runners.len(), default_placer = %config.default_placer, "placerd serving");
 
     let stop = CancellationToken::new();

@@ -12,7 +12,7 @@ use placerd::config::FileConfig;
 use placerd::placer::{BUILTINS, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
 use placerd::runner::reference::{self, RunnerHandle, RunnerOptions, RunnerStats};
 use placerd::simulate::html::{page, svg as chart};
-use placerd::simulate::{Contender, Event, KeyDist, Workload, simulate, table};
+use placerd::simulate::{Contender, Event, KeyDist, Workload, simulate, table, trace_keys};
 use tokio::net::TcpListener;
 
 /// placerd: a WebAssembly-pluggable placement engine.
@@ -65,6 +65,10 @@ enum Command {
         /// Default placer (overrides `default_placer`).
         #[arg(long)]
         default_placer: Option<String>,
+        /// Write one JSON line per call here (call fields, runner generation, chosen runner,
+        /// outcome; no bodies), for `placerd simulate --trace`.
+        #[arg(long, value_name = "FILE")]
+        record_trace: Option<PathBuf>,
     },
     /// Run the proxy with three reference runners on loopback and print curl lines to try.
     Demo {
@@ -187,7 +191,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, check_config, listen, admin_listen, runners, placers_dir, default_placer } => {
+        Command::Serve {
+            config,
+            check_config,
+            listen,
+            admin_listen,
+            runners,
+            placers_dir,
+            default_placer,
+            record_trace,
+        } => {
             let mut file = match &config {
                 Some(path) => {
                     let text =
@@ -213,7 +226,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 file.default_placer = placer;
             }
             let where_ = config.map_or("command line".to_string(), |p| p.display().to_string());
-            let config = file.validate().map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+            let mut config = file.validate().map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+            config.record_trace = record_trace;
             if check_config {
                 println!("config ok: {} runners, default placer `{}`", config.runners.len(), config.default_placer);
                 return Ok(());
@@ -302,15 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// The slot keys of a `--record-trace` file, in order.
 fn read_trace_keys(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut keys = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("{}:{}: not a JSON line", path.display(), n + 1))?;
-        let key = v["slot_key"].as_str().with_context(|| format!("{}:{}: no slot_key", path.display(), n + 1))?;
-        keys.push(key.to_string());
-    }
-    anyhow::ensure!(!keys.is_empty(), "{}: no calls in the trace", path.display());
-    Ok(keys)
+    trace_keys(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -365,10 +371,11 @@ async fn demo(listen: String, default_placer: String, admin_listen: String) -> a
     let addresses: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
     println!("placerd demo: proxy on http://{listen}, runners {}", addresses.join(", "));
     println!(
-        "placers: built-in naive and consistent-hash (default `{}`), plus {}/*.wasm at start",
+        "placers: built-in naive, consistent-hash, least-loaded (default `{}`); drop NAME.wasm into {}/ to add or replace one",
         config.default_placer,
         placers_dir.display()
     );
+    println!("admin API, /metrics: http://{admin_listen}/admin/placers, http://{admin_listen}/metrics");
     println!();
     println!("try:");
     println!(
@@ -378,8 +385,12 @@ async fn demo(listen: String, default_placer: String, admin_listen: String) -> a
     println!("  curl -si http://{listen}/t/myapp/slow?ms=500                     # an HTTP trigger that sleeps 500 ms");
     println!("  curl -si -X POST -H 'Fn-Call-Type: detached' http://{listen}/invoke/bg   # 202 + call id");
     println!(
-        "  for i in $(seq 6); do curl -s -X POST http://{listen}/t/app/x?ms=2000 & done; wait   # 3x4 slots: refusals move calls"
+        "  for i in $(seq 14); do curl -s -o /dev/null -w '%{{http_code}} ' -X POST 'http://{listen}/t/app/x?ms=1500' & done; wait   # 3x4 slots: refusals move calls"
     );
+    println!(
+        "  curl -s http://{admin_listen}/admin/placers                        # loaded placers, sha256, last error"
+    );
+    println!("  curl -s -X PUT --data-binary @my.wasm http://{admin_listen}/admin/placers/mine   # push a placer");
     println!();
     println!("Ctrl-C stops everything.");
     placerd::serve(listener, config, shutdown_signal()).await?;

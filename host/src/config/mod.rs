@@ -174,6 +174,9 @@ pub struct Config {
     pub placer_config: BTreeMap<String, Vec<(String, String)>>,
     /// Routes, first match wins.
     pub routes: Vec<Route>,
+    /// `--record-trace FILE`: one JSON line per call (no bodies), for `simulate --trace`.
+    /// A command-line option only.
+    pub record_trace: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -326,6 +329,7 @@ impl FileConfig {
             runners,
             placer_config,
             routes,
+            record_trace: None,
         })
     }
 }

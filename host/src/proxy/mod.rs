@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::admin::metrics::Metrics;
 use crate::config::{Config, Route, placer_for};
+use crate::lifecycle::RunnerPool;
 use crate::lifecycle::{self, Timing};
 use crate::placer::{Call, CallKind};
 use crate::reload::Registry;
@@ -61,14 +62,70 @@ pub struct Proxy {
     pub routes: ArcSwap<Vec<Route>>,
     /// Metrics, recorded per call.
     pub metrics: Arc<Metrics>,
+    /// `--record-trace`: where each call's JSON line goes.
+    trace: Option<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>,
     seq: AtomicU64,
 }
 
 impl Proxy {
     /// A proxy over `pool` with the placers of `placers`.
-    pub fn new(config: Arc<Config>, pool: Arc<StaticPool>, placers: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+    ///
+    /// # Errors
+    /// The trace file (`record_trace`) cannot be created.
+    pub fn new(
+        config: Arc<Config>,
+        pool: Arc<StaticPool>,
+        placers: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let routes = ArcSwap::from_pointee(config.routes.clone());
-        Proxy { config, pool, placers, routes, metrics, seq: AtomicU64::new(0) }
+        let trace = match &config.record_trace {
+            Some(path) => Some(std::sync::Mutex::new(std::io::BufWriter::new(std::fs::File::create(path)?))),
+            None => None,
+        };
+        Ok(Proxy { config, pool, placers, routes, metrics, trace, seq: AtomicU64::new(0) })
+    }
+
+    /// The trace line of one call (`--record-trace`): call fields, the runner set
+    /// generation, the chosen runner and the outcome; never bodies. `None` when not tracing.
+    fn trace_line<T>(
+        &self,
+        call: &Call,
+        placer: &str,
+        outcome: &lifecycle::Outcome<T>,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        self.trace.as_ref()?;
+        let generation = self.pool.snapshot().map_or(0, |set| set.generation);
+        let line = serde_json::json!({
+            "call_id": call.id,
+            "app_id": call.app_id,
+            "fn_id": call.fn_id,
+            "slot_key": call.slot_key,
+            "kind": match call.kind { CallKind::Sync => "sync", CallKind::Detached => "detached" },
+            "seq": call.seq,
+            "extensions": call.extensions,
+            "placer": placer,
+            "generation": generation,
+            "runner": outcome.runner,
+            "attempts": outcome.attempts,
+            "outcome": match &outcome.result { Ok(_) => "placed".to_string(), Err(e) => e.to_string() },
+            "placement_ms": outcome.placement_time.as_secs_f64() * 1e3,
+        });
+        match line {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    fn write_trace(&self, mut line: serde_json::Map<String, serde_json::Value>, status: u16) {
+        let Some(trace) = &self.trace else { return };
+        line.insert("status".into(), status.into());
+        if let Ok(mut w) = trace.lock() {
+            use std::io::Write;
+            if writeln!(w, "{}", serde_json::Value::Object(line)).and_then(|()| w.flush()).is_err() {
+                tracing::warn!("could not write the call trace");
+            }
+        }
     }
 
     /// Handles one client request.
@@ -185,6 +242,7 @@ impl Proxy {
                 Err(e) => e.to_string(),
             },
         );
+        let trace_line = self.trace_line(&call, &placer_name, &outcome);
         let response = match outcome.result {
             Ok(response) => {
                 let (mut head, body) = response.into_parts();
@@ -212,6 +270,9 @@ impl Proxy {
                 r
             }
         };
+        if let Some(line) = trace_line {
+            self.write_trace(line, response.status().as_u16());
+        }
         let _entered = span.enter();
         tracing::info!(
             target: "placerd::access",

@@ -387,6 +387,23 @@ fn moved_share(version: &PlacerVersion, before: &RunnerSet, after: &RunnerSet, p
     moved as f64 / keys.len().max(1) as f64
 }
 
+/// The slot keys of a trace written by `placerd serve --record-trace`, in call order.
+///
+/// # Errors
+/// A line that is not JSON or has no `slot_key`, naming the line; an empty trace.
+pub fn trace_keys(text: &str) -> Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
+        let key = v["slot_key"].as_str().ok_or_else(|| format!("line {}: no slot_key", n + 1))?;
+        keys.push(key.to_string());
+    }
+    if keys.is_empty() {
+        return Err("no calls in the trace".into());
+    }
+    Ok(keys)
+}
+
 /// The reports as a plain-text table.
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::new();
