@@ -96,6 +96,9 @@ impl StaticPool {
             Ok(r) => r,
             Err(e) => return Attempt::NotPlaced(NotPlaced::Connect(e)),
         };
+        // Count the call on the runner before anything else, so placements racing this
+        // one already see it (bounded loads depend on it); dropped again if not placed.
+        let mut in_flight = Some(state.track());
         // A pooled connection first; if hyper hands the request back unsent (the runner
         // closed the idle connection), it provably never left: use a fresh connection.
         let mut request = Some(request);
@@ -115,10 +118,12 @@ impl StaticPool {
                     }
                 },
             };
-            let in_flight = state.track();
             match conn.try_send_request(req).await {
                 Ok(response) => {
                     state.checkin(conn);
+                    let Some(in_flight) = in_flight.take() else {
+                        return Attempt::NotPlaced(NotPlaced::Connect("in-flight guard lost".into()));
+                    };
                     return classify(state, response, in_flight);
                 }
                 Err(mut e) => match e.take_message() {
