@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The proxy load test (issue 7): placerd (naive, consistent-hash) beside nginx and HAProxy
+# as proxies, and direct, in front of 4 nginx backends on loopback; wrk with keep-alive.
+# Runs alternate between targets, ROUNDS times; prints a markdown table of medians with
+# ratios versus nginx. Installs nginx, haproxy and wrk from Debian's packages if missing.
+#
+#   bench/proxy.sh                         # 10 s per run, 3 rounds, 64 connections, 1 worker
+#   DURATION=20 ROUNDS=5 WORKERS=2 bench/proxy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+WORKERS=${WORKERS:-1}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/placerd-target}"
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} from Debian's packages" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "need root: run  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+cargo build --release -p placerd >&2
+PLACERD="$CARGO_TARGET_DIR/release/placerd"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/backends.pid" ] && kill "$(cat "$work/backends.pid")" 2>/dev/null || true
+  [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+BACKENDS=(18101 18102 18103 18104)
+mkdir -p "$work/tmp"
+nginx_common="pid PIDFILE; error_log $work/PIDNAME.err warn; daemon on; worker_processes $WORKERS;
+events { worker_connections 4096; }"
+{
+  echo "${nginx_common//PIDFILE/$work/backends.pid}" | sed "s/PIDNAME/backends/"
+  echo "http { access_log off; client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp; uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
+  for port in "${BACKENDS[@]}"; do
+    echo "  server { listen 127.0.0.1:$port; keepalive_requests 1000000;"
+    echo "    location = /v1/status { default_type application/json; return 200 '{\"active_request_count\":0}'; }"
+    echo "    location / { default_type text/plain; return 200 'hello from $port\n'; } }"
+  done
+  echo "}"
+} > "$work/backends.conf"
+{
+  echo "${nginx_common//PIDFILE/$work/proxy.pid}" | sed "s/PIDNAME/proxy/"
+  echo "http { access_log off; client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp; uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
+  echo "  upstream backends { hash \$request_uri consistent;"
+  for port in "${BACKENDS[@]}"; do echo "    server 127.0.0.1:$port;"; done
+  echo "    keepalive 64; }"
+  echo "  server { listen 127.0.0.1:18301; keepalive_requests 1000000;"
+  echo "    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  echo "}"
+} > "$work/proxy.conf"
+{
+  echo "global"; echo "  nbthread $WORKERS"; echo "  maxconn 4096"
+  echo "defaults"; echo "  mode http"; echo "  timeout connect 1s"; echo "  timeout client 30s"; echo "  timeout server 30s"
+  echo "  option http-keep-alive"; echo "  http-reuse always"
+  echo "frontend fe"; echo "  bind 127.0.0.1:18401"; echo "  default_backend be"
+  echo "backend be"; echo "  balance uri"; echo "  hash-type consistent"
+  for port in "${BACKENDS[@]}"; do echo "  server b$port 127.0.0.1:$port"; done
+} > "$work/haproxy.cfg"
+
+"$NGINX" -c "$work/backends.conf" -p "$work" -e "$work/backends.err"
+"$NGINX" -c "$work/proxy.conf" -p "$work" -e "$work/proxy.err"
+"$HAPROXY" -f "$work/haproxy.cfg" 2> "$work/haproxy.err" &
+pids+=($!)
+runner_args=()
+for port in "${BACKENDS[@]}"; do runner_args+=(--runner "127.0.0.1:$port"); done
+for placer in naive consistent-hash; do
+  port=$([ "$placer" = naive ] && echo 18201 || echo 18202)
+  RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS "$PLACERD" serve --listen "127.0.0.1:$port" \
+    --admin-listen "127.0.0.1:$((port + 90))" --default-placer "$placer" --placers-dir "$work/placers-$placer" \
+    "${runner_args[@]}" 2> "$work/placerd-$placer.log" &
+  pids+=($!)
+done
+for port in 18101 18201 18202 18301 18401; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
+done
+
+declare -A TARGETS=([direct]=18101 [placerd-naive]=18201 [placerd-consistent-hash]=18202 [nginx]=18301 [haproxy]=18401)
+ORDER=(direct placerd-naive placerd-consistent-hash nginx haproxy)
+results="$work/results.tsv"
+for round in $(seq "$ROUNDS"); do
+  for name in "${ORDER[@]}"; do
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${TARGETS[$name]}/t/bench/hello")
+    rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    echo -e "$name\t$round\t$rps\t$p50\t$p99\t$errors" >> "$results"
+    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99 $errors" >&2
+  done
+done
+
+python3 - "$results" "$DURATION" "$ROUNDS" "$CONNECTIONS" "$WORKERS" <<'PY'
+import sys, statistics
+path, duration, rounds, conns, workers = sys.argv[1:]
+def ms(v):
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    return float(v)
+rows = {}
+for line in open(path):
+    name, _, rps, p50, p99, *rest = line.rstrip("\n").split("\t")
+    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "errors": []})
+    r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99))
+    if rest and rest[0].strip():
+        r["errors"].append(rest[0].strip())
+med = {n: {k: statistics.median(v) for k, v in r.items() if k != "errors"} for n, r in rows.items()}
+base = med["nginx"]
+print(f"wrk -t1 -c{conns} -d{duration}s, {rounds} rounds alternating, {workers} worker(s) per proxy; medians")
+print()
+print("| target | req/s | p50 | p99 | req/s vs nginx | p99 vs nginx |")
+print("|---|---:|---:|---:|---:|---:|")
+for name in ["direct", "placerd-naive", "placerd-consistent-hash", "nginx", "haproxy"]:
+    m = med[name]
+    note = " (errors: " + "; ".join(rows[name]["errors"]) + ")" if rows[name]["errors"] else ""
+    print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x |")
+PY
