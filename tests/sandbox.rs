@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use placerd::placer::{
     BUILTINS, Call, CallKind, FaultKind, FaultPolicy, LoadError, OnFault, PlaceError, PlacedBy, PlacerRuntime,
