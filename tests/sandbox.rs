@@ -289,42 +289,6 @@ fn concurrent_calls_share_the_pool() {
     assert!(version.instances_created() <= 4, "{}", version.instances_created());
 }
 
-/// Collects what the test's tracing subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut b) = self.0.lock() {
-            b.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn guest_stderr_reaches_the_log_even_from_a_tokio_task() {
-    // wasmtime-wasi's sync WASI would enter a Tokio runtime to block on the write and
-    // panic here; placerd replaces the blocking calls (see sandbox::replace_blocking_wasi).
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = runtime(roomy());
-    let version = load(&rt, "flaky", &fixture("flaky"));
-    let placed = version.place(&call(1, "trap-key"), &set(1, 3), &idle(3)).expect("fallback");
-    assert!(matches!(placed.by, PlacedBy::Fallback(FaultKind::Trap(_))), "{placed:?}");
-    let log = String::from_utf8_lossy(&captured.0.lock().map(|b| b.clone()).unwrap_or_default()).to_string();
-    assert!(log.contains("flaky fixture: trapping on trap-key"), "guest panic message not logged: {log}");
-    assert!(log.contains("stderr"), "{log}");
-    // The same placer places other calls normally.
-    let placed = version.place(&call(2, "fine"), &set(1, 3), &idle(3)).expect("placed");
-    assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
-}
-
 #[test]
 fn wasm_least_loaded_gives_the_native_order() {
     use least_loaded::order::{Load, order};
