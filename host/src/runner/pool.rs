@@ -65,7 +65,11 @@ impl RunnerState {
 
     /// True while passively ejected after repeated connect failures.
     pub fn ejected(&self) -> bool {
-        self.ejection.lock().is_ok_and(|e| e.until.is_some_and(|until| Instant::now() < until))
+        self.ejected_at(Instant::now())
+    }
+
+    fn ejected_at(&self, now: Instant) -> bool {
+        self.ejection.lock().is_ok_and(|e| e.until.is_some_and(|until| now < until))
     }
 
     /// The runner answered (a refusal counts as an answer): forget connect failures.
@@ -97,8 +101,8 @@ impl RunnerState {
         }
     }
 
-    fn recent_refusals(&self) -> u32 {
-        self.refusals.lock().map_or(0, |w| if w.0.elapsed() < Duration::from_secs(1) { w.1 } else { 0 })
+    fn recent_refusals_at(&self, now: Instant) -> u32 {
+        self.refusals.lock().map_or(0, |w| if now.duration_since(w.0) < Duration::from_secs(1) { w.1 } else { 0 })
     }
 
     pub(crate) fn set_status(&self, ok: bool, active: u32) {
@@ -128,11 +132,16 @@ impl RunnerState {
 
     /// The runner's live load as placers see it.
     pub fn load(&self) -> RunnerLoad {
+        self.load_at(Instant::now())
+    }
+
+    /// [`RunnerState::load`] at `now`: a placement reads the clock once for all runners.
+    fn load_at(&self, now: Instant) -> RunnerLoad {
         RunnerLoad {
             in_flight: self.in_flight(),
             reported_active: self.reported_active.load(Ordering::Relaxed),
-            recent_refusals: self.recent_refusals(),
-            healthy: self.status_ok.load(Ordering::Relaxed) && !self.ejected(),
+            recent_refusals: self.recent_refusals_at(now),
+            healthy: self.status_ok.load(Ordering::Relaxed) && !self.ejected_at(now),
         }
     }
 }
@@ -210,7 +219,8 @@ impl RunnerPool for StaticPool {
 
     fn loads(&self, set: &RunnerSet) -> Vec<RunnerLoad> {
         debug_assert_eq!(set.generation, self.set.generation);
-        self.states.iter().map(|s| s.load()).collect()
+        let now = Instant::now();
+        self.states.iter().map(|s| s.load_at(now)).collect()
     }
 }
 
