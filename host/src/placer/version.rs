@@ -59,6 +59,8 @@ struct Warm {
 /// and swaps it in; calls keep the `Arc` of the version they started with.
 pub struct PlacerVersion {
     name: Arc<str>,
+    /// `NAME/SHA256-PREFIX`, sent as `Fn-Placer` on every response: built once here.
+    label: String,
     source: PlacerSource,
     sha256: String,
     loaded_at: SystemTime,
@@ -108,6 +110,7 @@ impl PlacerVersion {
         let name: Arc<str> = name.into();
         PlacerVersion {
             log: Arc::new(GuestLog::new(name.clone())),
+            label: format!("{name}/{}", &sha256[..12.min(sha256.len())]),
             name,
             source,
             sha256,
@@ -128,6 +131,11 @@ impl PlacerVersion {
     /// The placer's name (`NAME` of `NAME.wasm`, or the built-in's name).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `NAME/SHA256-PREFIX`: which version placed a call.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Where it came from.

@@ -235,13 +235,10 @@ impl Proxy {
         self.metrics.record_outcome(&outcome);
         span.record("attempts", outcome.attempts);
         span.record("runner", outcome.runner.as_deref().unwrap_or("-"));
-        span.record(
-            "outcome",
-            match &outcome.result {
-                Ok(_) => "placed".to_string(),
-                Err(e) => e.to_string(),
-            },
-        );
+        match &outcome.result {
+            Ok(_) => span.record("outcome", "placed"),
+            Err(e) => span.record("outcome", tracing::field::display(e)),
+        };
         let trace_line = self.trace_line(&call, &placer_name, &outcome);
         let response = match outcome.result {
             Ok(response) => {
@@ -250,7 +247,7 @@ impl Proxy {
                 if let Ok(v) = HeaderValue::from_str(&call.id) {
                     head.headers.insert("fn-call-id", v);
                 }
-                if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", placer.name(), &placer.sha256()[..12])) {
+                if let Ok(v) = HeaderValue::from_str(placer.label()) {
                     head.headers.insert("fn-placer", v);
                 }
                 if kind == CallKind::Detached && head.status == StatusCode::ACCEPTED {
