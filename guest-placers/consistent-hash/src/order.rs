@@ -106,10 +106,18 @@ pub fn jump(mut key: u64, buckets: u32, variant: Variant) -> u32 {
 
 /// Orders the runners for one call with affinity key `slot_key`.
 ///
-/// Unhealthy runners are left out unless all are unhealthy (then all are offered). With
-/// `max_load_factor`, a runner whose in-flight count would exceed
-/// `ceil(factor × (total + 1) / n)` goes behind the runners that have room, still in ring
-/// order, so the call lands on the next runner clockwise that is not overloaded.
+/// Unhealthy runners are left out unless all are unhealthy (then all are offered).
+///
+/// Plain: the jump bucket, then the following runners in ring order.
+///
+/// With `max_load_factor`, a runner whose in-flight count would exceed
+/// `ceil(factor × (total + 1) / n)` goes behind the runners that have room. The runners
+/// with room keep the key's own spill order: its jump bucket, then a second bucket chosen
+/// by a second jump hash of the key over the other runners, then ring order from there.
+/// A hot runner's keys therefore overflow to many different neighbours, each key always to
+/// the same one, instead of all onto the next runner clockwise (which then overflows onto
+/// its own neighbour, and so on): fewer keys lose their runner and each spilled key finds
+/// its second runner warm.
 ///
 /// `out` is cleared and filled, so a caller can reuse its allocation.
 pub fn order(config: &Config, slot_key: &[u8], loads: &[Load], out: &mut Vec<u32>) {
@@ -118,21 +126,41 @@ pub fn order(config: &Config, slot_key: &[u8], loads: &[Load], out: &mut Vec<u32
     if n == 0 {
         return;
     }
-    let first = jump(key_hash(slot_key), n as u32, config.variant) as usize;
+    let hash = key_hash(slot_key);
+    let first = jump(hash, n as u32, config.variant) as usize;
     let any_healthy = loads.iter().any(|l| l.healthy);
     let usable = |i: usize| !any_healthy || loads[i].healthy;
-    let ring = (0..n).map(|k| (first + k) % n).filter(|&i| usable(i));
 
     let Some(factor) = config.max_load_factor else {
-        out.extend(ring.map(|i| i as u32));
+        out.extend((0..n).map(|k| (first + k) % n).filter(|&i| usable(i)).map(|i| i as u32));
         return;
     };
     let (count, total) =
         (0..n).filter(|&i| usable(i)).fold((0u64, 0u64), |(c, t), i| (c + 1, t + u64::from(loads[i].in_flight)));
     let cap = (factor * (total + 1) as f64 / count as f64).ceil() as u64;
     let has_room = |i: usize| u64::from(loads[i].in_flight) < cap;
-    out.extend(ring.clone().filter(|&i| has_room(i)).map(|i| i as u32));
-    out.extend(ring.filter(|&i| !has_room(i)).map(|i| i as u32));
+    let spill = spill_order(hash, first, n).filter(|&i| usable(i));
+    out.extend(spill.clone().filter(|&i| has_room(i)).map(|i| i as u32));
+    out.extend(spill.filter(|&i| !has_room(i)).map(|i| i as u32));
+}
+
+/// Every index in `0..n` once: `first`, then the key's second bucket (a jump hash of the
+/// remixed key over the `n - 1` other runners), then the rest in ring order after it.
+fn spill_order(hash: u64, first: usize, n: usize) -> impl Iterator<Item = usize> + Clone {
+    let second = if n > 1 {
+        let s = jump(remix(hash), (n - 1) as u32, Variant::Paper) as usize;
+        if s >= first { s + 1 } else { s }
+    } else {
+        first
+    };
+    core::iter::once(first).chain((0..n).map(move |k| (second + k) % n).filter(move |&i| i != first))
+}
+
+/// SplitMix64's finaliser: an independent-looking second hash of the same key.
+fn remix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -246,12 +274,45 @@ mod tests {
         // 10 in flight on runner 5, average 1.1 after this call: 5 is pushed to the back.
         loads[5].in_flight = 10;
         let o = order_of(&config, "fn-0000", &loads);
-        assert_eq!(o, vec![6, 7, 8, 9, 0, 1, 2, 3, 4, 5]);
+        // The others in the key's spill order (its second bucket, then ring order), 5 last.
+        let second = o[0];
+        assert_ne!(second, 5);
+        let ring_from_second: Vec<u32> = (0..10).map(|k| (second + k) % 10).filter(|&i| i != 5).collect();
+        assert_eq!(o[..9], ring_from_second[..]);
+        assert_eq!(o[9], 5);
+        assert_eq!(o, order_of(&config, "fn-0000", &loads), "the spill target is a function of the key");
         // Everyone equally busy: nobody is over the bound, affinity holds.
         let even = vec![Load { in_flight: 4, healthy: true }; 10];
         assert_eq!(order_of(&config, "fn-0000", &even)[0], 5);
         // Without the factor, load is ignored.
         assert_eq!(order_of(&Config::default(), "fn-0000", &loads)[0], 5);
+    }
+
+    #[test]
+    fn a_hot_runners_keys_spill_to_many_neighbours_each_always_to_the_same_one() {
+        let config = Config { max_load_factor: Some(1.25), ..Config::default() };
+        let mut loads = idle(10);
+        loads[3].in_flight = 20;
+        let homed_on_3: Vec<String> =
+            (0..5_000).map(|k| format!("fn-{k}")).filter(|k| first(k, 10, Variant::Paper) == 3).collect();
+        assert!(homed_on_3.len() > 400);
+        let mut spilled_to = [0usize; 10];
+        for key in &homed_on_3 {
+            let o = order_of(&config, key, &loads);
+            assert_ne!(o[0], 3);
+            assert_eq!(o, order_of(&config, key, &loads));
+            spilled_to[o[0] as usize] += 1;
+        }
+        // Ring order would send all of them to runner 4; the second hash spreads them
+        // evenly over the other nine (expected ~1/9 each).
+        let expected = homed_on_3.len() / 9;
+        for (i, &count) in spilled_to.iter().enumerate().filter(|&(i, _)| i != 3) {
+            assert!(
+                count > expected * 2 / 3 && count < expected * 4 / 3,
+                "runner {i}: {count} of {}",
+                homed_on_3.len()
+            );
+        }
     }
 
     #[test]
