@@ -81,29 +81,59 @@ events { worker_connections 4096; }"
 pids+=($!)
 runner_args=()
 for port in "${BACKENDS[@]}"; do runner_args+=(--runner "127.0.0.1:$port"); done
-for placer in naive consistent-hash; do
-  port=$([ "$placer" = naive ] && echo 18201 || echo 18202)
+declare -A PIDS=()
+start_placerd() { # name port placer [extra args]
+  local name=$1 port=$2 placer=$3
+  shift 3
   RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS "$PLACERD" serve --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$((port + 90))" --default-placer "$placer" --placers-dir "$work/placers-$placer" \
-    "${runner_args[@]}" 2> "$work/placerd-$placer.log" &
+    --admin-listen "127.0.0.1:$((port + 90))" --default-placer "$placer" --placers-dir "$work/placers-$name" \
+    "${runner_args[@]}" "$@" 2> "$work/$name.log" &
   pids+=($!)
-done
-for port in 18101 18201 18202 18301 18401; do
+  PIDS[$name]=$!
+}
+start_placerd placerd-naive 18201 naive
+start_placerd placerd-consistent-hash 18202 consistent-hash
+# The same placer's algorithm called natively, outside the sandbox: the Wasm cost.
+start_placerd placerd-ch-native 18203 consistent-hash --native-placement
+PIDS[haproxy]=${pids[0]}
+for port in 18101 18201 18202 18203 18301 18401; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
 done
 
-declare -A TARGETS=([direct]=18101 [placerd-naive]=18201 [placerd-consistent-hash]=18202 [nginx]=18301 [haproxy]=18401)
-ORDER=(direct placerd-naive placerd-consistent-hash nginx haproxy)
+declare -A TARGETS=([direct]=18101 [placerd-naive]=18201 [placerd-consistent-hash]=18202 [placerd-ch-native]=18203
+  [nginx]=18301 [haproxy]=18401)
+ORDER=(direct placerd-naive placerd-consistent-hash placerd-ch-native nginx haproxy)
+# CPU time (user + system, clock ticks) of a target's processes: placerd and HAProxy are one
+# process each; nginx is its master and workers. "direct" has no proxy.
+cpu_ticks() {
+  local procs=()
+  case $1 in
+    direct) echo 0; return ;;
+    nginx) procs=("$(cat "$work/proxy.pid")" $(pgrep -P "$(cat "$work/proxy.pid")")) ;;
+    *) procs=("${PIDS[$1]}") ;;
+  esac
+  local total=0
+  for pid in "${procs[@]}"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
 results="$work/results.tsv"
 for round in $(seq "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
+    before=$(cpu_ticks "$name")
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${TARGETS[$name]}/t/bench/hello")
+    after=$(cpu_ticks "$name")
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    # Proxy CPU microseconds per request.
+    cpu_us=$(python3 -c "print(f'{($after - $before) / $CLK_TCK * 1e6 / max($requests, 1):.2f}')")
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-    echo -e "$name\t$round\t$rps\t$p50\t$p99\t$errors" >> "$results"
-    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99 $errors" >&2
+    echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t$errors" >> "$results"
+    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $cpu_us us CPU/request $errors" >&2
   done
 done
 
@@ -117,19 +147,24 @@ def ms(v):
     return float(v)
 rows = {}
 for line in open(path):
-    name, _, rps, p50, p99, *rest = line.rstrip("\n").split("\t")
-    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "errors": []})
-    r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99))
+    name, _, rps, p50, p99, cpu, *rest = line.rstrip("\n").split("\t")
+    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "errors": []})
+    r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99)); r["cpu"].append(float(cpu))
     if rest and rest[0].strip():
         r["errors"].append(rest[0].strip())
 med = {n: {k: statistics.median(v) for k, v in r.items() if k != "errors"} for n, r in rows.items()}
 base = med["nginx"]
 print(f"wrk -t1 -c{conns} -d{duration}s, {rounds} rounds alternating, {workers} worker(s) per proxy; medians")
 print()
-print("| target | req/s | p50 | p99 | req/s vs nginx | p99 vs nginx |")
-print("|---|---:|---:|---:|---:|---:|")
-for name in ["direct", "placerd-naive", "placerd-consistent-hash", "nginx", "haproxy"]:
+print("| target | req/s | p50 | p99 | proxy CPU/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "nginx", "haproxy"]:
     m = med[name]
     note = " (errors: " + "; ".join(rows[name]["errors"]) + ")" if rows[name]["errors"] else ""
-    print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x |")
+    cpu = f"{m['cpu']:.1f} us" if name != "direct" else "-"
+    cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
+    print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {cpu} | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
+wasm, native = med["placerd-consistent-hash"]["cpu"], med["placerd-ch-native"]["cpu"]
+print()
+print(f"Wasm placement CPU per request vs native (consistent-hash): {wasm:.1f} us vs {native:.1f} us = {(wasm / native - 1) * 100:+.1f}%")
 PY

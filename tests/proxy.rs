@@ -40,6 +40,42 @@ async fn consistent_hash_keeps_a_function_on_one_runner() {
 }
 
 #[tokio::test]
+async fn native_placement_places_like_the_wasm_components() {
+    // `serve --native-placement` (benchmarks only) must measure the same placement, only
+    // without the sandbox: same first runner for every function, bounded config included.
+    let runners = [runner(64, "a").await, runner(64, "b").await, runner(64, "c").await, runner(64, "d").await];
+    let addrs: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
+    let bounded = |c: &mut placerd::config::Config| {
+        c.placer_config.insert("consistent-hash".into(), vec![("max_load_factor".into(), "1.25".into())]);
+    };
+    let wasm = start(addrs.clone(), "consistent-hash", bounded).await;
+    let native = start(addrs, "consistent-hash", |c| {
+        bounded(c);
+        c.native_placement = true;
+    })
+    .await;
+    for i in 0..60 {
+        let path = format!("/t/shop/fn-{i}");
+        let (a, b) = (send(wasm.addr, "POST", &path, &[], b"").await, send(native.addr, "POST", &path, &[], b"").await);
+        assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(a.header("fn-runner"), b.header("fn-runner"), "{path}");
+    }
+    // Only the Wasm proxy ran the guest.
+    let guest_calls = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("placer_guest_seconds_count{placer=\"consistent-hash\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let metrics = |p: &common::Placerd| {
+        let admin = p.admin;
+        async move { String::from_utf8_lossy(&send(admin, "GET", "/metrics", &[], b"").await.body).into_owned() }
+    };
+    assert!(guest_calls(metrics(&wasm).await) >= 60);
+    assert_eq!(guest_calls(metrics(&native).await), 0);
+}
+
+#[tokio::test]
 async fn a_busy_runner_refuses_and_the_call_runs_on_the_next_without_executing_there() {
     let (busy, free) = (runner(0, "busy").await, runner(8, "free").await);
     let p = start(vec![busy.addr.to_string(), free.addr.to_string()], "naive", |_| {}).await;

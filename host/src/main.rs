@@ -69,6 +69,11 @@ enum Command {
         /// outcome; no bodies), for `placerd simulate --trace`.
         #[arg(long, value_name = "FILE")]
         record_trace: Option<PathBuf>,
+        /// Benchmarking only: run the built-in placers' algorithms natively, outside the
+        /// sandbox, to measure what Wasm placement costs (`bench/proxy.sh`). Custom placers
+        /// still run in Wasm.
+        #[arg(long, hide = true)]
+        native_placement: bool,
     },
     /// Run the proxy with three reference runners on loopback and print curl lines to try.
     Demo {
@@ -200,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             placers_dir,
             default_placer,
             record_trace,
+            native_placement,
         } => {
             let mut file = match &config {
                 Some(path) => {
@@ -228,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let where_ = config.map_or("command line".to_string(), |p| p.display().to_string());
             let mut config = file.validate().map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
             config.record_trace = record_trace;
+            config.native_placement = native_placement;
             if check_config {
                 println!("config ok: {} runners, default placer `{}`", config.runners.len(), config.default_placer);
                 return Ok(());

@@ -177,6 +177,9 @@ pub struct Config {
     /// `--record-trace FILE`: one JSON line per call (no bodies), for `simulate --trace`.
     /// A command-line option only.
     pub record_trace: Option<PathBuf>,
+    /// `--native-placement`: run the built-in placers' algorithms natively instead of their
+    /// Wasm components, to measure the sandbox's cost. A command-line option only.
+    pub native_placement: bool,
 }
 
 impl Default for Config {
@@ -330,6 +333,7 @@ impl FileConfig {
             placer_config,
             routes,
             record_trace: None,
+            native_placement: false,
         })
     }
 }

@@ -16,6 +16,7 @@
 //! - `sandbox`: per-instance host state: locked-down WASI, memory limiter, guest logs.
 //! - `fault`: fault kinds and the quarantine state machine.
 //! - `order`: output sanitising and the native fallback order.
+//! - `native`: the built-ins' algorithms without the sandbox (`serve --native-placement`).
 //! - `check`: validation with sample calls (`placerd check`, reload).
 //! - `builtin`: the embedded built-in placers.
 
@@ -28,6 +29,7 @@ mod builtin;
 mod check;
 mod error;
 mod fault;
+mod native;
 mod order;
 mod runtime;
 mod sandbox;
@@ -38,6 +40,7 @@ pub use builtin::{BUILTINS, builtin};
 pub use check::{CheckReport, sample_calls, sample_runners};
 pub use error::{LoadError, PlaceError};
 pub use fault::{FaultKind, FaultPolicy, OnFault};
+pub use native::NativePlacer;
 pub use order::{fallback_order, sanitize};
 pub(crate) use runtime::hex;
 pub use runtime::{PlacerObserver, PlacerRuntime, SandboxLimits};

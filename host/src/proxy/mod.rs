@@ -7,6 +7,7 @@
 //! client goes away, hyper drops the call's future: placement stops and no further runner
 //! is tried (logged as 499).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -27,7 +28,7 @@ use crate::admin::metrics::Metrics;
 use crate::config::{Config, Route, placer_for};
 use crate::lifecycle::RunnerPool;
 use crate::lifecycle::{self, Timing};
-use crate::placer::{Call, CallKind};
+use crate::placer::{Call, CallKind, NativePlacer, PlacerSource};
 use crate::reload::Registry;
 use crate::runner::{Forward, StaticPool};
 
@@ -64,6 +65,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// `--record-trace`: where each call's JSON line goes.
     trace: Option<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>,
+    /// `--native-placement`: the built-ins' native twins by placer name.
+    native: HashMap<String, NativePlacer>,
     seq: AtomicU64,
 }
 
@@ -83,7 +86,21 @@ impl Proxy {
             Some(path) => Some(std::sync::Mutex::new(std::io::BufWriter::new(std::fs::File::create(path)?))),
             None => None,
         };
-        Ok(Proxy { config, pool, placers, routes, metrics, trace, seq: AtomicU64::new(0) })
+        let mut native = HashMap::new();
+        if config.native_placement {
+            for info in placers.infos() {
+                let config = config.placer_config.get(&info.name).map_or(&[][..], Vec::as_slice);
+                match NativePlacer::builtin(&info.name, config) {
+                    Ok(Some(placer)) => {
+                        native.insert(info.name.clone(), placer);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(std::io::Error::other(format!("placer `{}`: {e}", info.name))),
+                }
+            }
+            tracing::warn!(placers = ?native.keys().collect::<Vec<_>>(), "--native-placement: built-in placers run natively, outside the sandbox");
+        }
+        Ok(Proxy { config, pool, placers, routes, metrics, trace, native, seq: AtomicU64::new(0) })
     }
 
     /// The trace line of one call (`--record-trace`): call fields, the runner set
@@ -229,9 +246,19 @@ impl Proxy {
         );
         guard.call_id = Some(call.id.clone());
         let cancel = CancellationToken::new();
-        let outcome = lifecycle::place(&*self.pool, &*self.pool, &*placer, &call, &forward, timing, &cancel)
-            .instrument(span.clone())
-            .await;
+        let native = self.native.get(placer.name()).filter(|_| matches!(placer.source(), PlacerSource::Builtin));
+        let outcome = match native {
+            None => {
+                lifecycle::place(&*self.pool, &*self.pool, &*placer, &call, &forward, timing, &cancel)
+                    .instrument(span.clone())
+                    .await
+            }
+            Some(native) => {
+                lifecycle::place(&*self.pool, &*self.pool, native, &call, &forward, timing, &cancel)
+                    .instrument(span.clone())
+                    .await
+            }
+        };
         self.metrics.record_outcome(&outcome);
         span.record("attempts", outcome.attempts);
         span.record("runner", outcome.runner.as_deref().unwrap_or("-"));
