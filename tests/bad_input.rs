@@ -203,6 +203,9 @@ fn the_example_config_is_valid_and_documents_every_key() {
         "static",
         "file",
         "dns",
+        "dns_interval_ms",
+        "dns_server",
+        "hash",
         "[placers.",
         "[[routes]]",
     ];

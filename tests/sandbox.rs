@@ -75,19 +75,22 @@ fn builtins_load_and_pass_check() {
 
 #[test]
 fn wasm_consistent_hash_gives_the_native_order() {
-    use consistent_hash::order::{Config, Load, Variant, order};
+    use consistent_hash::order::{Config, Hash, Load, Variant, key_hash, order};
     let rt = runtime(roomy());
     let bytes = builtin("consistent-hash").expect("embedded");
     for (config, native) in [
         (vec![], Config::default()),
-        (vec![("variant".into(), "fn".into())], Config { variant: Variant::Fn, max_load_factor: None }),
+        (vec![("variant".into(), "fn".into())], Config { variant: Variant::Fn, ..Config::default() }),
+        (vec![("max_load_factor".into(), "1.25".into())], Config { max_load_factor: Some(1.25), ..Config::default() }),
+        (vec![("hash".into(), "rendezvous".into())], Config { hash: Hash::Rendezvous, ..Config::default() }),
         (
-            vec![("max_load_factor".into(), "1.25".into())],
-            Config { variant: Variant::Paper, max_load_factor: Some(1.25) },
+            vec![("hash".into(), "rendezvous".into()), ("max_load_factor".into(), "1.25".into())],
+            Config { hash: Hash::Rendezvous, max_load_factor: Some(1.25), ..Config::default() },
         ),
     ] {
         let version = rt.load("consistent-hash", PlacerSource::Builtin, bytes, config).expect("load");
         let runners = set(1, 10);
+        let addresses: Vec<u64> = runners.runners.iter().map(|r| key_hash(r.address.as_bytes())).collect();
         for k in 0..2_000u64 {
             let key = format!("app/fn-{k}");
             let loads: Vec<RunnerLoad> = (0..10)
@@ -103,7 +106,7 @@ fn wasm_consistent_hash_gives_the_native_order() {
             let native_loads: Vec<Load> =
                 loads.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }).collect();
             let mut expected = Vec::new();
-            order(&native, key.as_bytes(), &native_loads, &mut expected);
+            order(&native, key.as_bytes(), &native_loads, &addresses, &mut expected);
             assert_eq!(placed.order, expected, "key {key} with {native:?}");
         }
     }

@@ -51,6 +51,23 @@ fn zipf_workload_ranks_the_placers_as_documented() {
     // Adding an 11th runner moves about 1/11 of the keys under the paper's jump hash.
     let moved = ch.moved[0].1;
     assert!((0.06..=1.0 / 11.0 + 0.02).contains(&moved), "{moved}");
+    let rendezvous = by(&reports, "consistent-hash:rendezvous");
+    assert!(rendezvous.same_runner_ratio > 0.99);
+    assert!((0.06..=1.0 / 11.0 + 0.02).contains(&rendezvous.moved[0].1), "{:?}", rendezvous.moved);
+}
+
+#[test]
+fn removing_a_middle_runner_moves_most_keys_under_jump_and_only_its_own_under_rendezvous() {
+    let w = Workload {
+        calls: 20_000,
+        dist: KeyDist::Uniform,
+        events: vec![Event { at: 10_000, change: Change::Remove(3) }],
+        ..Workload::default()
+    };
+    let reports = run(&w);
+    let (jump, rendezvous) = (by(&reports, "consistent-hash"), by(&reports, "consistent-hash:rendezvous"));
+    assert!(jump.moved[0].1 > 0.5, "jump renumbers the runners after the removed one: {:?}", jump.moved);
+    assert!(rendezvous.moved[0].1 < 1.0 / 10.0 + 0.03, "only the removed runner's keys: {:?}", rendezvous.moved);
 }
 
 #[test]

@@ -52,6 +52,60 @@ use crate::proxy::{Proxy, ProxyBody};
 use crate::reload::Registry;
 use crate::runner::StaticPool;
 
+/// Keeps a runner source running; dropping it stops it (the fields are held for that).
+#[derive(Debug)]
+enum DiscoveryTask {
+    Static,
+    File(#[allow(dead_code)] runner::discovery::FileWatch),
+    Dns(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for DiscoveryTask {
+    fn drop(&mut self) {
+        if let DiscoveryTask::Dns(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// The runner pool and what keeps it current (`[runners]`).
+///
+/// A runner file must be readable and valid at start (a typo should stop a deploy, not
+/// leave placerd without runners); later bad versions are skipped. DNS is resolved once
+/// before serving; if that fails placerd starts with no runners (not ready on `/readyz`)
+/// and keeps trying every interval.
+async fn start_discovery(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<(Arc<StaticPool>, DiscoveryTask)> {
+    use crate::config::RunnerSource;
+    use crate::runner::Discovery;
+    use crate::runner::discovery::{DnsSource, poll_dns, read_runner_file, watch_file};
+    Ok(match &config.discovery {
+        RunnerSource::Static => {
+            (Arc::new(StaticPool::new(&config.runners, config.connect_timeout)), DiscoveryTask::Static)
+        }
+        RunnerSource::File(path) => {
+            let runners = read_runner_file(path).map_err(|e| anyhow::anyhow!("runners.file: {e}"))?;
+            let pool = Arc::new(StaticPool::with_runners(runners, Discovery::Dynamic, config.connect_timeout));
+            let watch = watch_file(pool.clone(), path.clone(), metrics.clone())
+                .with_context(|| format!("runners.file: cannot watch {}", path.display()))?;
+            (pool, DiscoveryTask::File(watch))
+        }
+        RunnerSource::Dns { name, port, interval, server } => {
+            let source = DnsSource::new(name, *port, *server).map_err(|e| anyhow::anyhow!("runners.dns: {e}"))?;
+            let runners = match source.resolve().await {
+                Ok(runners) => runners,
+                Err(e) => {
+                    metrics.record_discovery_error();
+                    tracing::warn!(error = %e, "runners.dns: first resolution failed; starting with no runners");
+                    Vec::new()
+                }
+            };
+            let pool = Arc::new(StaticPool::with_runners(runners, Discovery::Dynamic, config.connect_timeout));
+            let task = tokio::spawn(poll_dns(pool.clone(), source, *interval, metrics.clone()));
+            (pool, DiscoveryTask::Dns(task))
+        }
+    })
+}
+
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line + headers) accepted; above it, 431.
@@ -113,13 +167,14 @@ pub async fn serve_with_admin(
             registry.names().join(", ")
         );
     }
-    let pool = Arc::new(StaticPool::new(&config.runners, config.connect_timeout));
+    let (pool, _discovery) = start_discovery(&config, &metrics).await?;
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
     let proxy = Arc::new(
-        Proxy::new(config.clone(), pool, registry, metrics)
+        Proxy::new(config.clone(), pool.clone(), registry, metrics)
             .with_context(|| format!("--record-trace: cannot create {:?}", config.record_trace))?,
     );
-    tracing::info!(listen = %listener.local_addr()?, runners = config.runners.len(), default_placer = %config.default_placer, "placerd serving");
+    let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok()).map_or("-".to_string(), |a| a.to_string());
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin_addr, runners = pool.membership().set.len(), default_placer = %config.default_placer, "placerd serving");
 
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace;
@@ -137,6 +192,7 @@ pub async fn serve_with_admin(
         let _ = task.await;
     }
     poller.abort();
+    drop(_discovery);
     tracing::info!("placerd stopped");
     Ok(())
 }

@@ -223,7 +223,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 file.admin_listen = admin_listen;
             }
             if !runners.is_empty() {
+                // `--runner` replaces the configured source, whatever it is.
                 file.runners.static_ = runners;
+                file.runners.file.clear();
+                file.runners.dns.clear();
             }
             if let Some(dir) = placers_dir {
                 file.placers_dir = dir.display().to_string();
@@ -236,7 +239,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.record_trace = record_trace;
             config.native_placement = native_placement;
             if check_config {
-                println!("config ok: {} runners, default placer `{}`", config.runners.len(), config.default_placer);
+                let runners = match &config.discovery {
+                    placerd::config::RunnerSource::Static => format!("{} static runners", config.runners.len()),
+                    placerd::config::RunnerSource::File(path) => format!("runners from file {}", path.display()),
+                    placerd::config::RunnerSource::Dns { name, port, .. } => format!("runners from DNS {name}:{port}"),
+                };
+                println!("config ok: {runners}, default placer `{}`", config.default_placer);
                 return Ok(());
             }
             tokio_runtime()?.block_on(async move {

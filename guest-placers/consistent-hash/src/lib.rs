@@ -16,6 +16,8 @@ mod component {
 
     thread_local!(static CONFIG: RefCell<Config> = RefCell::new(Config::default()));
     thread_local!(static LOADS: RefCell<Vec<Load>> = const { RefCell::new(Vec::new()) });
+    /// SipHash of each runner's address, for `hash = "rendezvous"`; set on `set-runners`.
+    thread_local!(static ADDRESSES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) });
 
     struct ConsistentHash;
 
@@ -26,7 +28,9 @@ mod component {
             Ok(())
         }
 
-        fn set_runners(_generation: u64, _runners: Vec<Runner>) {}
+        fn set_runners(_generation: u64, runners: Vec<Runner>) {
+            ADDRESSES.set(runners.iter().map(|r| crate::order::key_hash(r.address.as_bytes())).collect());
+        }
 
         fn place(call: Call, load: Vec<RunnerLoad>) -> Vec<u32> {
             let config = CONFIG.with_borrow(|c| *c);
@@ -34,7 +38,9 @@ mod component {
                 loads.clear();
                 loads.extend(load.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }));
                 let mut out = Vec::with_capacity(loads.len());
-                crate::order::order(&config, call.slot_key.as_bytes(), loads, &mut out);
+                ADDRESSES.with_borrow(|addresses| {
+                    crate::order::order(&config, call.slot_key.as_bytes(), loads, addresses, &mut out);
+                });
                 out
             })
         }

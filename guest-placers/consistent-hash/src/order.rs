@@ -25,9 +25,25 @@ pub enum Variant {
     Fn,
 }
 
+/// How a key picks its runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hash {
+    /// Jump consistent hash over runner *indices* (DESIGN §3). Adding a runner at the end
+    /// moves 1/n of the keys; removing one from the middle renumbers the runners after it.
+    #[default]
+    Jump,
+    /// Rendezvous (highest random weight) hashing over runner *addresses*: a key ranks every
+    /// runner by a hash of (key, address). Adding or removing any runner moves only the keys
+    /// that rank it first. O(n) per call. For DNS-discovered sets, where runners leave from
+    /// anywhere in the sorted order.
+    Rendezvous,
+}
+
 /// The placer's `config` table, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Config {
+    /// `hash = "jump" | "rendezvous"`.
+    pub hash: Hash,
     /// Jump-hash arithmetic; `variant = "paper" | "fn"`.
     pub variant: Variant,
     /// Bounded loads: `max_load_factor = "1.25"`. `None` means plain consistent hashing.
@@ -50,6 +66,13 @@ impl Config {
                         _ => return Err(format!("variant: expected \"paper\" or \"fn\", got {value:?}")),
                     }
                 }
+                "hash" => {
+                    config.hash = match value {
+                        "jump" => Hash::Jump,
+                        "rendezvous" => Hash::Rendezvous,
+                        _ => return Err(format!("hash: expected \"jump\" or \"rendezvous\", got {value:?}")),
+                    }
+                }
                 "max_load_factor" => {
                     let factor: f64 = value
                         .trim()
@@ -61,9 +84,14 @@ impl Config {
                     config.max_load_factor = Some(factor);
                 }
                 _ => {
-                    return Err(format!("unknown key `{key}` (consistent-hash takes `variant` and `max_load_factor`)"));
+                    return Err(format!(
+                        "unknown key `{key}` (consistent-hash takes `hash`, `variant` and `max_load_factor`)"
+                    ));
                 }
             }
+        }
+        if config.hash == Hash::Rendezvous && config.variant == Variant::Fn {
+            return Err("variant: \"fn\" is a jump-hash variant; it cannot be used with hash = \"rendezvous\"".into());
         }
         Ok(config)
     }
@@ -106,42 +134,62 @@ pub fn jump(mut key: u64, buckets: u32, variant: Variant) -> u32 {
 
 /// Orders the runners for one call with affinity key `slot_key`.
 ///
-/// Unhealthy runners are left out unless all are unhealthy (then all are offered).
+/// `addresses` holds [`key_hash`] of each runner's address, in set order; only
+/// `hash = "rendezvous"` reads it. Unhealthy runners are left out unless all are unhealthy
+/// (then all are offered).
 ///
-/// Plain: the jump bucket, then the following runners in ring order.
+/// Plain jump: the jump bucket, then the following runners in ring order. Plain
+/// rendezvous: every runner by its rank for this key.
 ///
 /// With `max_load_factor`, a runner whose in-flight count would exceed
 /// `ceil(factor × (total + 1) / n)` goes behind the runners that have room. The runners
-/// with room keep the key's own spill order: its jump bucket, then a second bucket chosen
-/// by a second jump hash of the key over the other runners, then ring order from there.
-/// A hot runner's keys therefore overflow to many different neighbours, each key always to
-/// the same one, instead of all onto the next runner clockwise (which then overflows onto
-/// its own neighbour, and so on): fewer keys lose their runner and each spilled key finds
-/// its second runner warm.
+/// with room keep the key's own spill order: for jump, its jump bucket, then a second
+/// bucket chosen by a second jump hash of the key over the other runners, then ring order
+/// from there; for rendezvous, its ranking. A hot runner's keys therefore overflow to many
+/// different neighbours, each key always to the same one, instead of all onto the next
+/// runner clockwise (which then overflows onto its own neighbour, and so on): fewer keys
+/// lose their runner and each spilled key finds its second runner warm.
 ///
 /// `out` is cleared and filled, so a caller can reuse its allocation.
-pub fn order(config: &Config, slot_key: &[u8], loads: &[Load], out: &mut Vec<u32>) {
+pub fn order(config: &Config, slot_key: &[u8], loads: &[Load], addresses: &[u64], out: &mut Vec<u32>) {
     out.clear();
     let n = loads.len();
     if n == 0 {
         return;
     }
     let hash = key_hash(slot_key);
-    let first = jump(hash, n as u32, config.variant) as usize;
     let any_healthy = loads.iter().any(|l| l.healthy);
     let usable = |i: usize| !any_healthy || loads[i].healthy;
-
+    let preference: Vec<usize> = match config.hash {
+        Hash::Jump => {
+            let first = jump(hash, n as u32, config.variant) as usize;
+            if config.max_load_factor.is_none() {
+                out.extend((0..n).map(|k| (first + k) % n).filter(|&i| usable(i)).map(|i| i as u32));
+                return;
+            }
+            spill_order(hash, first, n).filter(|&i| usable(i)).collect()
+        }
+        Hash::Rendezvous => rendezvous_ranking(hash, addresses, n).into_iter().filter(|&i| usable(i)).collect(),
+    };
     let Some(factor) = config.max_load_factor else {
-        out.extend((0..n).map(|k| (first + k) % n).filter(|&i| usable(i)).map(|i| i as u32));
+        out.extend(preference.iter().map(|&i| i as u32));
         return;
     };
     let (count, total) =
         (0..n).filter(|&i| usable(i)).fold((0u64, 0u64), |(c, t), i| (c + 1, t + u64::from(loads[i].in_flight)));
     let cap = (factor * (total + 1) as f64 / count as f64).ceil() as u64;
     let has_room = |i: usize| u64::from(loads[i].in_flight) < cap;
-    let spill = spill_order(hash, first, n).filter(|&i| usable(i));
-    out.extend(spill.clone().filter(|&i| has_room(i)).map(|i| i as u32));
-    out.extend(spill.filter(|&i| !has_room(i)).map(|i| i as u32));
+    out.extend(preference.iter().filter(|&&i| has_room(i)).map(|&i| i as u32));
+    out.extend(preference.iter().filter(|&&i| !has_room(i)).map(|&i| i as u32));
+}
+
+/// Runner indices `0..n` by descending rendezvous weight `remix(key ^ address)`; ties (only
+/// for equal address hashes) by index. Missing address hashes count as 0.
+fn rendezvous_ranking(key: u64, addresses: &[u64], n: usize) -> Vec<usize> {
+    let mut weights: Vec<(u64, usize)> =
+        (0..n).map(|i| (remix(key ^ addresses.get(i).copied().unwrap_or(0)), i)).collect();
+    weights.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    weights.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Every index in `0..n` once: `first`, then the key's second bucket (a jump hash of the
@@ -178,7 +226,7 @@ mod tests {
 
     fn order_of(config: &Config, key: &str, loads: &[Load]) -> Vec<u32> {
         let mut out = Vec::new();
-        order(config, key.as_bytes(), loads, &mut out);
+        order(config, key.as_bytes(), loads, &[], &mut out);
         out
     }
 
@@ -315,6 +363,69 @@ mod tests {
         }
     }
 
+    fn addresses(n: usize) -> (Vec<String>, Vec<u64>) {
+        let names: Vec<String> = (0..n).map(|i| format!("10.1.{}.{}:8080", i / 200, i % 200)).collect();
+        let hashes = names.iter().map(|a| key_hash(a.as_bytes())).collect();
+        (names, hashes)
+    }
+
+    fn rendezvous_first(key: &str, addresses: &[u64]) -> u32 {
+        let config = Config { hash: Hash::Rendezvous, ..Config::default() };
+        let mut out = Vec::new();
+        order(&config, key.as_bytes(), &idle(addresses.len()), addresses, &mut out);
+        out[0]
+    }
+
+    #[test]
+    fn rendezvous_removing_any_runner_moves_only_its_keys_and_adding_one_moves_keys_only_to_it() {
+        let (names, hashes) = addresses(10);
+        let keys: Vec<String> = (0..20_000).map(|k| format!("app/fn-{k}")).collect();
+        let before: Vec<&String> = keys.iter().map(|k| &names[rendezvous_first(k, &hashes) as usize]).collect();
+        // Balance: each runner gets ~1/10.
+        for name in &names {
+            let share = before.iter().filter(|n| **n == name).count() as f64 / keys.len() as f64;
+            assert!((0.085..0.115).contains(&share), "{name}: {share}");
+        }
+        // Remove runner 3 (middle of the sorted set): only its keys move.
+        let (kept_names, kept_hashes): (Vec<String>, Vec<u64>) =
+            names.iter().cloned().zip(hashes.iter().copied()).filter(|(n, _)| *n != names[3]).unzip();
+        let mut moved = 0;
+        for (k, key) in keys.iter().enumerate() {
+            let after = &kept_names[rendezvous_first(key, &kept_hashes) as usize];
+            if after != before[k] {
+                assert_eq!(before[k], &names[3], "{key} moved off a runner that stayed");
+                moved += 1;
+            }
+        }
+        assert_eq!(moved, before.iter().filter(|n| ***n == names[3]).count());
+        // Add an 11th: keys move only onto it, ~1/11 of them.
+        let (more_names, more_hashes) = addresses(11);
+        let mut onto_new = 0;
+        for (k, key) in keys.iter().enumerate() {
+            let after = &more_names[rendezvous_first(key, &more_hashes) as usize];
+            if after != before[k] {
+                assert_eq!(after, &more_names[10]);
+                onto_new += 1;
+            }
+        }
+        let share = onto_new as f64 / keys.len() as f64;
+        assert!((0.075..0.107).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn rendezvous_bounded_loads_spill_along_the_keys_ranking() {
+        let (_, hashes) = addresses(10);
+        let config = Config { hash: Hash::Rendezvous, max_load_factor: Some(1.25), ..Config::default() };
+        let mut loads = idle(10);
+        let mut plain = Vec::new();
+        order(&Config { hash: Hash::Rendezvous, ..Config::default() }, b"fn-0000", &loads, &hashes, &mut plain);
+        loads[plain[0] as usize].in_flight = 10;
+        let mut bounded = Vec::new();
+        order(&config, b"fn-0000", &loads, &hashes, &mut bounded);
+        assert_eq!(bounded[..9], plain[1..], "the key's next-ranked runners, in rank order");
+        assert_eq!(bounded[9], plain[0], "the full runner last");
+    }
+
     #[test]
     fn unhealthy_runners_are_left_out_unless_all_are() {
         let mut loads = idle(4);
@@ -329,8 +440,11 @@ mod tests {
     fn config_parsing_names_the_bad_key() {
         assert_eq!(
             Config::parse([("variant", "fn"), ("max_load_factor", "1.5")]),
-            Ok(Config { variant: Variant::Fn, max_load_factor: Some(1.5) })
+            Ok(Config { variant: Variant::Fn, max_load_factor: Some(1.5), ..Config::default() })
         );
+        assert_eq!(Config::parse([("hash", "rendezvous")]), Ok(Config { hash: Hash::Rendezvous, ..Config::default() }));
+        assert!(Config::parse([("hash", "ring")]).is_err_and(|e| e.contains("hash")));
+        assert!(Config::parse([("hash", "rendezvous"), ("variant", "fn")]).is_err_and(|e| e.contains("variant")));
         assert!(Config::parse([("variant", "ring")]).is_err_and(|e| e.contains("variant")));
         assert!(Config::parse([("max_load_factor", "0.5")]).is_err_and(|e| e.contains("max_load_factor")));
         assert!(Config::parse([("max_load_factor", "NaN")]).is_err());
@@ -353,11 +467,17 @@ mod tests {
             loads in proptest::collection::vec((0u32..50, any::<bool>()), 0..64),
             factor in proptest::option::of(1.0f64..4.0),
             fn_variant: bool,
+            rendezvous: bool,
         ) {
             let loads: Vec<Load> = loads.into_iter().map(|(in_flight, healthy)| Load { in_flight, healthy }).collect();
-            let config = Config { variant: if fn_variant { Variant::Fn } else { Variant::Paper }, max_load_factor: factor };
+            let config = Config {
+                hash: if rendezvous { Hash::Rendezvous } else { Hash::Jump },
+                variant: if fn_variant && !rendezvous { Variant::Fn } else { Variant::Paper },
+                max_load_factor: factor,
+            };
+            let addresses: Vec<u64> = (0..loads.len()).map(|i| key_hash(format!("10.0.0.{i}:80").as_bytes())).collect();
             let mut out = Vec::new();
-            order(&config, &key, &loads, &mut out);
+            order(&config, &key, &loads, &addresses, &mut out);
             let mut seen = vec![false; loads.len()];
             for &i in &out {
                 prop_assert!((i as usize) < loads.len());

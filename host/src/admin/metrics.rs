@@ -47,6 +47,7 @@ pub struct Metrics {
     runner_reported_active: Family<Labels, Gauge>,
     runner_recent_refusals: Family<Labels, Gauge>,
     runner_healthy: Family<Labels, Gauge>,
+    runner_generation: Gauge,
 }
 
 impl Default for Metrics {
@@ -87,6 +88,7 @@ impl Metrics {
             runner_reported_active: Family::default(),
             runner_recent_refusals: Family::default(),
             runner_healthy: Family::default(),
+            runner_generation: Gauge::default(),
             registry: PromRegistry::default(),
         };
         let r = &mut registry;
@@ -123,6 +125,11 @@ impl Metrics {
             m.runner_recent_refusals.clone(),
         );
         r.register("runner_healthy", "1 while a runner's status polls succeed", m.runner_healthy.clone());
+        r.register(
+            "runner_set_generation",
+            "Generation of the current runner set (grows with every membership change)",
+            m.runner_generation.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -144,6 +151,12 @@ impl Metrics {
             Err(CallError::Pool(_)) => return,
         };
         counter.inc();
+    }
+
+    /// Runner discovery failed (resolver error, unreadable runner file); the last good set
+    /// stays. Counted with Fn's pool errors (`lb_placer_rp_error_count`).
+    pub fn record_discovery_error(&self) {
+        self.rp_error.inc();
     }
 
     /// A client that went away before its call was answered (hyper dropped the call).
@@ -168,7 +181,14 @@ impl Metrics {
         for info in placers.infos().iter().filter(|i| !i.sha256.is_empty()) {
             self.placer_info.get_or_create(&labels(&[("placer", &info.name), ("sha256", &info.sha256)])).set(1);
         }
-        for state in pool.states() {
+        // Runners that left the pool must not linger as series.
+        self.runner_in_flight.clear();
+        self.runner_reported_active.clear();
+        self.runner_recent_refusals.clear();
+        self.runner_healthy.clear();
+        let membership = pool.membership();
+        self.runner_generation.set(membership.set.generation as i64);
+        for state in &membership.states {
             let runner = labels(&[("runner", &state.address)]);
             let load = state.load();
             self.runner_in_flight.get_or_create(&runner).set(i64::from(load.in_flight));

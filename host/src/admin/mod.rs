@@ -179,8 +179,11 @@ impl Admin {
                 .iter()
                 .zip(pool.loads(&set))
                 .map(|(r, l)| {
+                    let labels: serde_json::Map<String, serde_json::Value> =
+                        r.labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
                     serde_json::json!({
-                        "address": r.address, "in_flight": l.in_flight, "reported_active": l.reported_active,
+                        "address": r.address, "labels": labels, "generation": set.generation,
+                        "in_flight": l.in_flight, "reported_active": l.reported_active,
                         "recent_refusals": l.recent_refusals, "healthy": l.healthy,
                     })
                 })

@@ -95,16 +95,33 @@ impl Default for FileConfig {
 }
 
 /// `[runners]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileRunners {
     /// `static = ["127.0.0.1:9001"]`.
     #[serde(rename = "static")]
     pub static_: Vec<String>,
-    /// `file = ""`: not supported yet (issue 8).
+    /// `file = ""`: a runner file (one `host:port [key=value ...]` per line), watched.
     pub file: String,
-    /// `dns = ""`: not supported yet (issue 8).
+    /// `dns = ""`: `name:port`; every A/AAAA record of `name`, sorted, re-resolved.
     pub dns: String,
+    /// `dns_interval_ms = 5000`: how often `dns` is re-resolved.
+    pub dns_interval_ms: u64,
+    /// `dns_server = ""`: `IP:port` of the DNS server to ask; empty means the system's
+    /// (`/etc/resolv.conf`, with its search domains).
+    pub dns_server: String,
+}
+
+impl Default for FileRunners {
+    fn default() -> Self {
+        FileRunners {
+            static_: Vec::new(),
+            file: String::new(),
+            dns: String::new(),
+            dns_interval_ms: 5_000,
+            dns_server: String::new(),
+        }
+    }
 }
 
 /// `[placers.NAME]`.
@@ -168,8 +185,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Sandbox limits for placers.
     pub sandbox: SandboxLimits,
-    /// Static runner addresses, in index order.
+    /// Static runner addresses, in index order (`runners.static`).
     pub runners: Vec<String>,
+    /// Where runners come from: the static list, a file or DNS.
+    pub discovery: RunnerSource,
     /// `configure` tables by placer name.
     pub placer_config: BTreeMap<String, Vec<(String, String)>>,
     /// Routes, first match wins.
@@ -228,6 +247,58 @@ fn ms(key: &str, value: u64, min: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis(value))
 }
 
+/// Where the runner set comes from (`[runners]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RunnerSource {
+    /// `runners.static` ([`Config::runners`]).
+    #[default]
+    Static,
+    /// `runners.file`: re-read whenever its folder changes.
+    File(PathBuf),
+    /// `runners.dns`.
+    Dns {
+        /// Name to resolve.
+        name: String,
+        /// Port of every runner.
+        port: u16,
+        /// Re-resolution period (`dns_interval_ms`).
+        interval: Duration,
+        /// `dns_server`, or `None` for the system's resolver configuration.
+        server: Option<SocketAddr>,
+    },
+}
+
+impl FileRunners {
+    fn source(&self) -> Result<RunnerSource, ConfigError> {
+        let given = [!self.static_.is_empty(), !self.file.is_empty(), !self.dns.is_empty()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(invalid("runners", "set only one of `static`, `file` and `dns`"));
+        }
+        if !self.file.is_empty() {
+            return Ok(RunnerSource::File(PathBuf::from(&self.file)));
+        }
+        if self.dns.is_empty() {
+            return Ok(RunnerSource::Static);
+        }
+        let (name, port) = self
+            .dns
+            .rsplit_once(':')
+            .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
+            .filter(|(name, _)| !name.is_empty() && !name.contains(char::is_whitespace))
+            .ok_or_else(|| invalid("runners.dns", format!("expected name:port, got {:?}", self.dns)))?;
+        let server = match self.dns_server.as_str() {
+            "" => None,
+            s => Some(addr("runners.dns_server", s)?),
+        };
+        Ok(RunnerSource::Dns {
+            name: name.to_string(),
+            port,
+            interval: ms("runners.dns_interval_ms", self.dns_interval_ms, 10)?,
+            server,
+        })
+    }
+}
+
 impl FileConfig {
     /// Checks every value and builds the internal [`Config`].
     ///
@@ -241,12 +312,7 @@ impl FileConfig {
                 return Err(invalid("on_placer_fault", format!("expected \"fallback\" or \"reject\", got {other:?}")));
             }
         };
-        if !self.runners.file.is_empty() {
-            return Err(invalid("runners.file", "runner files are not supported yet; use runners.static"));
-        }
-        if !self.runners.dns.is_empty() {
-            return Err(invalid("runners.dns", "DNS discovery is not supported yet; use runners.static"));
-        }
+        let discovery = self.runners.source()?;
         let mut runners = Vec::new();
         for (i, runner) in self.runners.static_.iter().enumerate() {
             let key = format!("runners.static[{i}]");
@@ -330,6 +396,7 @@ impl FileConfig {
                 ..SandboxLimits::default()
             },
             runners,
+            discovery,
             placer_config,
             routes,
             record_trace: None,
@@ -379,6 +446,24 @@ mod tests {
     }
 
     #[test]
+    fn runner_sources() {
+        let file = Config::from_toml("[runners]\nfile = \"/etc/placerd/runners\"").expect("valid");
+        assert_eq!(file.discovery, RunnerSource::File("/etc/placerd/runners".into()));
+        let dns =
+            Config::from_toml("[runners]\ndns = \"runners.svc:8080\"\ndns_server = \"127.0.0.1:5353\"").expect("valid");
+        assert_eq!(
+            dns.discovery,
+            RunnerSource::Dns {
+                name: "runners.svc".into(),
+                port: 8080,
+                interval: Duration::from_secs(5),
+                server: Some("127.0.0.1:5353".parse().expect("addr")),
+            }
+        );
+        assert_eq!(Config::from_toml("").expect("valid").discovery, RunnerSource::Static);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (toml, key) in [
             ("lisen = \"x\"", "lisen"),
@@ -390,6 +475,11 @@ mod tests {
             ("[[routes]]\nplacer = \"naive\"", "routes[0]"),
             ("max_body_bytes = \"big\"", "max_body_bytes"),
             ("admin_listen = \"0.0.0.0:9090\"", "admin_listen"),
+            ("[runners]\nstatic = [\"a:1\"]\ndns = \"r:1\"", "runners"),
+            ("[runners]\ndns = \"no-port\"", "runners.dns"),
+            ("[runners]\ndns = \"r:99999\"", "runners.dns"),
+            ("[runners]\ndns = \"r:80\"\ndns_interval_ms = 0", "runners.dns_interval_ms"),
+            ("[runners]\ndns = \"r:80\"\ndns_server = \"localhost\"", "runners.dns_server"),
         ] {
             let err = Config::from_toml(toml).expect_err(toml).to_string();
             assert!(err.contains(key), "{toml}: {err}");

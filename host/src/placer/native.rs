@@ -36,7 +36,7 @@ impl NativePlacer {
 }
 
 impl Order for NativePlacer {
-    fn order(&self, call: &Call, _set: &RunnerSet, loads: &[RunnerLoad]) -> Result<Vec<u32>, PlaceError> {
+    fn order(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> Result<Vec<u32>, PlaceError> {
         let mut out = Vec::with_capacity(loads.len());
         match self {
             NativePlacer::Naive => {
@@ -48,7 +48,15 @@ impl Order for NativePlacer {
                     .iter()
                     .map(|l| consistent_hash::order::Load { in_flight: l.in_flight, healthy: l.healthy })
                     .collect();
-                consistent_hash::order::order(config, call.slot_key.as_bytes(), &loads, &mut out);
+                // The component hashes addresses once per runner set; here, per call (only
+                // `hash = "rendezvous"` needs them).
+                let addresses: Vec<u64> = match config.hash {
+                    consistent_hash::order::Hash::Jump => Vec::new(),
+                    consistent_hash::order::Hash::Rendezvous => {
+                        set.runners.iter().map(|r| consistent_hash::order::key_hash(r.address.as_bytes())).collect()
+                    }
+                };
+                consistent_hash::order::order(config, call.slot_key.as_bytes(), &loads, &addresses, &mut out);
             }
             NativePlacer::LeastLoaded => {
                 let loads: Vec<least_loaded::order::Load> = loads

@@ -156,9 +156,16 @@ impl TryExec<Forward> for StaticPool {
     type Output = Response<RunnerBody>;
 
     async fn try_exec(&self, index: usize, runner: &Runner, call: &Forward) -> Attempt<Self::Output> {
-        match self.state(index).filter(|s| s.address == runner.address) {
-            Some(state) => self.send(state, call).await,
-            None => Attempt::NotPlaced(NotPlaced::Closed),
-        }
+        let membership = self.membership();
+        let state = match membership.states.get(index).filter(|s| s.address == runner.address) {
+            Some(state) => state,
+            // The membership changed after placement: the runner may sit elsewhere now, or
+            // have left (then it is closed to new calls).
+            None => match membership.by_address(&runner.address) {
+                Some(state) => state,
+                None => return Attempt::NotPlaced(NotPlaced::Closed),
+            },
+        };
+        self.send(state, call).await
     }
 }

@@ -34,9 +34,10 @@ impl RunnerSet {
 }
 
 pub mod client;
+pub mod discovery;
 pub mod pool;
 pub mod reference;
 pub mod status;
 
 pub use client::{Forward, RunnerBody};
-pub use pool::{RunnerState, StaticPool};
+pub use pool::{Discovery, Membership, RunnerState, StaticPool};

@@ -1,17 +1,23 @@
-//! The static runner pool: membership from config, per-runner live state (in-flight,
-//! reported load, refusals, status health) and keep-alive connections.
+//! The runner pool: the current membership (from `runners.static`, a runner file or DNS;
+//! see `discovery`), per-runner live state (in-flight, reported load, refusals, status
+//! health) and keep-alive connections.
+//!
+//! Membership is an immutable [`Membership`] swapped whole. A change gets the next
+//! generation; runners that stay keep their state (in-flight counts, connections,
+//! ejection), so a membership change never resets what the placers see of them.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 
 use super::RunnerSet;
 use crate::lifecycle::{PoolError, RunnerPool};
-use crate::placer::RunnerLoad;
+use crate::placer::{Runner, RunnerLoad};
 
 /// Idle keep-alive connections kept per runner.
 const MAX_IDLE_CONNECTIONS: usize = 64;
@@ -156,11 +162,39 @@ impl Drop for InFlight {
     }
 }
 
-/// A fixed list of runners from `runners.static`.
+/// One membership of the pool: the set the placers see and each runner's live state, in
+/// the same order.
+#[derive(Debug)]
+pub struct Membership {
+    /// What placers are told (`set-runners`).
+    pub set: Arc<RunnerSet>,
+    /// Live state per runner of `set`, same order.
+    pub states: Vec<Arc<RunnerState>>,
+}
+
+impl Membership {
+    /// The state of the runner at `address`, if it is a member.
+    pub fn by_address(&self, address: &str) -> Option<&Arc<RunnerState>> {
+        self.states.iter().find(|s| s.address == address)
+    }
+}
+
+/// Where a pool's membership comes from; decides what an empty pool means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// `runners.static`: an empty list is a configuration error (fails calls fast, 502).
+    Static,
+    /// A runner file or DNS: an empty set may fill in later (calls wait and retry).
+    Dynamic,
+}
+
+/// The runner pool.
 #[derive(Debug)]
 pub struct StaticPool {
-    set: Arc<RunnerSet>,
-    states: Vec<Arc<RunnerState>>,
+    current: ArcSwap<Membership>,
+    /// Serialises membership updates (readers never wait).
+    update: Mutex<()>,
+    discovery: Discovery,
     /// TCP connect timeout for runner connections.
     pub(crate) connect_timeout: Duration,
 }
@@ -168,21 +202,46 @@ pub struct StaticPool {
 impl StaticPool {
     /// A pool of `addresses`, in index order.
     pub fn new(addresses: &[String], connect_timeout: Duration) -> Self {
+        let runners = addresses.iter().map(|a| Runner { address: a.clone(), labels: Vec::new() }).collect();
+        Self::with_runners(runners, Discovery::Static, connect_timeout)
+    }
+
+    /// A pool starting with `runners` (generation 1).
+    pub fn with_runners(runners: Vec<Runner>, discovery: Discovery, connect_timeout: Duration) -> Self {
+        let states = runners.iter().map(|r| Arc::new(RunnerState::new(r.address.clone()))).collect();
+        let set = Arc::new(RunnerSet { generation: 1, runners });
         StaticPool {
-            set: Arc::new(RunnerSet::from_addresses(1, addresses.iter().cloned())),
-            states: addresses.iter().map(|a| Arc::new(RunnerState::new(a.clone()))).collect(),
+            current: ArcSwap::from_pointee(Membership { set, states }),
+            update: Mutex::new(()),
+            discovery,
             connect_timeout,
         }
     }
 
-    /// The live state of runner `index`.
-    pub fn state(&self, index: usize) -> Option<&Arc<RunnerState>> {
-        self.states.get(index)
+    /// The current membership.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.current.load_full()
     }
 
-    /// Every runner's state, in index order.
-    pub fn states(&self) -> &[Arc<RunnerState>] {
-        &self.states
+    /// Replaces the membership with `runners` (in placement order). Returns the new
+    /// generation, or `None` when nothing changed (same addresses, labels and order).
+    /// Runners that stay keep their live state.
+    pub fn update(&self, runners: Vec<Runner>) -> Option<u64> {
+        let _serial = self.update.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.current.load_full();
+        let same = |a: &Runner, b: &Runner| a.address == b.address && a.labels == b.labels;
+        if old.set.runners.len() == runners.len() && old.set.runners.iter().zip(&runners).all(|(a, b)| same(a, b)) {
+            return None;
+        }
+        let states = runners
+            .iter()
+            .map(|r| {
+                old.by_address(&r.address).cloned().unwrap_or_else(|| Arc::new(RunnerState::new(r.address.clone())))
+            })
+            .collect();
+        let generation = old.set.generation + 1;
+        self.current.store(Arc::new(Membership { set: Arc::new(RunnerSet { generation, runners }), states }));
+        Some(generation)
     }
 }
 
@@ -194,8 +253,9 @@ impl StaticPool {
         if failures < EJECT_AFTER || state.ejected() {
             return;
         }
-        let ejected = self.states.iter().filter(|s| s.ejected()).count();
-        if (ejected + 1) * 2 > self.states.len() {
+        let membership = self.membership();
+        let ejected = membership.states.iter().filter(|s| s.ejected()).count();
+        if (ejected + 1) * 2 > membership.states.len() {
             tracing::warn!(runner = %state.address, failures, "not ejecting: half the runners are ejected already");
             return;
         }
@@ -211,16 +271,34 @@ impl StaticPool {
 
 impl RunnerPool for StaticPool {
     fn snapshot(&self) -> Result<Arc<RunnerSet>, PoolError> {
-        if self.set.is_empty() {
-            return Err(PoolError::User("no runners configured".into()));
+        let membership = self.current.load();
+        if membership.set.is_empty() {
+            return Err(match self.discovery {
+                Discovery::Static => PoolError::User("no runners configured".into()),
+                Discovery::Dynamic => PoolError::Service("no runners discovered yet".into()),
+            });
         }
-        Ok(self.set.clone())
+        Ok(membership.set.clone())
     }
 
     fn loads(&self, set: &RunnerSet) -> Vec<RunnerLoad> {
-        debug_assert_eq!(set.generation, self.set.generation);
         let now = Instant::now();
-        self.states.iter().map(|s| s.load_at(now)).collect()
+        let membership = self.current.load();
+        if membership.set.generation == set.generation {
+            return membership.states.iter().map(|s| s.load_at(now)).collect();
+        }
+        // The membership changed since `set` was taken: match by address; a runner that
+        // left is shown unhealthy (trying it gives `Closed`, and the loop moves on).
+        set.runners
+            .iter()
+            .map(|r| {
+                membership
+                    .by_address(&r.address)
+                    .map_or(RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: false }, |s| {
+                        s.load_at(now)
+                    })
+            })
+            .collect()
     }
 }
 
@@ -236,7 +314,8 @@ mod tests {
     #[test]
     fn five_connect_failures_in_a_row_eject_a_runner() {
         let p = pool(4);
-        let s = &p.states()[0];
+        let m = p.membership();
+        let s = &m.states[0];
         for _ in 0..4 {
             p.record_connect_failure(s);
         }
@@ -251,7 +330,8 @@ mod tests {
     #[test]
     fn refusals_and_answers_reset_the_count() {
         let p = pool(4);
-        let s = &p.states()[1];
+        let m = p.membership();
+        let s = &m.states[1];
         for _ in 0..20 {
             for _ in 0..4 {
                 p.record_connect_failure(s);
@@ -264,11 +344,44 @@ mod tests {
     #[test]
     fn at_most_half_the_set_is_ejected() {
         let p = pool(4);
-        for s in p.states() {
+        let m = p.membership();
+        for s in &m.states {
             for _ in 0..5 {
                 p.record_connect_failure(s);
             }
         }
-        assert_eq!(p.states().iter().filter(|s| s.ejected()).count(), 2);
+        assert_eq!(m.states.iter().filter(|s| s.ejected()).count(), 2);
+    }
+
+    fn runners(addresses: &[&str]) -> Vec<Runner> {
+        addresses.iter().map(|a| Runner { address: (*a).to_string(), labels: Vec::new() }).collect()
+    }
+
+    #[test]
+    fn an_update_bumps_the_generation_and_keeps_the_state_of_runners_that_stay() {
+        let p = StaticPool::with_runners(runners(&["a:1", "b:1"]), Discovery::Dynamic, Duration::from_millis(10));
+        let old = p.membership();
+        let _call = old.states[1].track();
+        assert_eq!(p.update(runners(&["a:1", "b:1"])), None, "no change, no new generation");
+        assert_eq!(p.update(runners(&["b:1", "c:1"])), Some(2));
+        let new = p.membership();
+        assert_eq!(new.set.generation, 2);
+        assert!(Arc::ptr_eq(&new.states[0], &old.states[1]), "b keeps its state");
+        assert_eq!(new.states[0].in_flight(), 1);
+        // Loads for the old set, asked after the change: matched by address.
+        let loads = p.loads(&old.set);
+        assert!(!loads[0].healthy, "a left");
+        assert_eq!(loads[1].in_flight, 1);
+        // Labels are part of the membership.
+        let mut labelled = runners(&["b:1", "c:1"]);
+        labelled[1].labels.push(("zone".into(), "a".into()));
+        assert_eq!(p.update(labelled), Some(3));
+    }
+
+    #[test]
+    fn an_empty_dynamic_pool_is_retried_and_an_empty_static_one_is_a_user_error() {
+        let dynamic = StaticPool::with_runners(Vec::new(), Discovery::Dynamic, Duration::from_millis(10));
+        assert!(matches!(dynamic.snapshot(), Err(PoolError::Service(_))));
+        assert!(matches!(pool(0).snapshot(), Err(PoolError::User(_))));
     }
 }

@@ -107,7 +107,16 @@ impl RunnerHandle {
     /// # Errors
     /// The bind error.
     pub async fn spawn(options: RunnerOptions) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::spawn_on(SocketAddr::from(([127, 0, 0, 1], 0)), options).await
+    }
+
+    /// Binds `addr` (e.g. another loopback address with a shared port, for DNS tests) and
+    /// serves in a background task.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn spawn_on(addr: SocketAddr, options: RunnerOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(RunnerStats::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();

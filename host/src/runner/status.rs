@@ -30,7 +30,7 @@ pub async fn poll_status(pool: Arc<StaticPool>, interval: Duration) {
     loop {
         ticker.tick().await;
         let mut polls = tokio::task::JoinSet::new();
-        for state in pool.states() {
+        for state in pool.membership().states.iter() {
             let state = state.clone();
             polls.spawn(async move {
                 let result = tokio::time::timeout(interval.min(Duration::from_secs(2)), fetch(&state.address)).await;

@@ -135,6 +135,11 @@ impl Contender {
                 bytes: builtin("consistent-hash"),
                 config: pair("max_load_factor", "1.25"),
             },
+            Contender {
+                label: "consistent-hash:rendezvous".into(),
+                bytes: builtin("consistent-hash"),
+                config: pair("hash", "rendezvous"),
+            },
             Contender { label: "least-loaded".into(), bytes: builtin("least-loaded"), config: vec![] },
         ]
     }
