@@ -251,3 +251,18 @@ async fn a_missing_or_invalid_runner_file_stops_start_up_with_the_reason() {
         assert!(e.contains("runners.file") && e.contains(expect), "{e}");
     }
 }
+
+#[test]
+fn the_kubernetes_config_map_holds_a_valid_config_for_dns_discovery() {
+    // deploy/kubernetes/config.yaml embeds placerd.toml as a YAML block scalar.
+    let yaml = include_str!("../deploy/kubernetes/config.yaml");
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "placerd.toml: |").skip(1);
+    let mut toml = String::new();
+    for line in lines.by_ref().take_while(|l| l.is_empty() || l.starts_with("    ")) {
+        toml.push_str(line.strip_prefix("    ").unwrap_or(line));
+        toml.push('\n');
+    }
+    let config = placerd::config::Config::from_toml(&toml).expect("deploy/kubernetes/config.yaml placerd.toml");
+    assert!(matches!(config.discovery, RunnerSource::Dns { port: 8080, .. }), "{:?}", config.discovery);
+    assert_eq!(config.placer_config["consistent-hash"][0], ("hash".to_string(), "rendezvous".to_string()));
+}
