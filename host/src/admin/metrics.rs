@@ -43,6 +43,11 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     placer_info: Family<Labels, Gauge>,
     requests: Family<Labels, Counter>,
+    /// Handles into `requests` by status code, so counting a response allocates nothing
+    /// after the first of its status.
+    requests_by_status: Box<[std::sync::OnceLock<Counter>]>,
+    /// Handles into `guest_seconds` by placer name (read-mostly).
+    guest_seconds_by_placer: std::sync::RwLock<std::collections::HashMap<String, Histogram>>,
     runner_in_flight: Family<Labels, Gauge>,
     runner_reported_active: Family<Labels, Gauge>,
     runner_recent_refusals: Family<Labels, Gauge>,
@@ -84,6 +89,8 @@ impl Metrics {
             reloads: Family::default(),
             placer_info: Family::default(),
             requests: Family::default(),
+            requests_by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
+            guest_seconds_by_placer: std::sync::RwLock::default(),
             runner_in_flight: Family::default(),
             runner_reported_active: Family::default(),
             runner_recent_refusals: Family::default(),
@@ -167,7 +174,11 @@ impl Metrics {
 
     /// One response to a client.
     pub fn record_status(&self, status: u16) {
-        self.requests.get_or_create(&labels(&[("status", &status.to_string())])).inc();
+        let family = || self.requests.get_or_create(&labels(&[("status", &status.to_string())])).clone();
+        match self.requests_by_status.get(usize::from(status)) {
+            Some(slot) => slot.get_or_init(family).inc(),
+            None => family().inc(),
+        };
     }
 
     /// One placer load attempt (`ok` or `error`).
@@ -206,7 +217,17 @@ impl Metrics {
 
 impl PlacerObserver for Metrics {
     fn guest_call(&self, placer: &str, seconds: f64) {
-        self.guest_seconds.get_or_create(&labels(&[("placer", placer)])).observe(seconds);
+        if let Ok(cached) = self.guest_seconds_by_placer.read()
+            && let Some(histogram) = cached.get(placer)
+        {
+            histogram.observe(seconds);
+            return;
+        }
+        let histogram = self.guest_seconds.get_or_create(&labels(&[("placer", placer)])).clone();
+        histogram.observe(seconds);
+        if let Ok(mut cached) = self.guest_seconds_by_placer.write() {
+            cached.insert(placer.to_string(), histogram);
+        }
     }
 
     fn fault(&self, placer: &str, kind: &str) {

@@ -39,15 +39,16 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Names, not strings, so removing them does not parse each name on every call.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
 ];
 
 /// Everything a request needs, shared by all connections.
@@ -272,15 +273,15 @@ impl Proxy {
                 let (mut head, body) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 if let Ok(v) = HeaderValue::from_str(&call.id) {
-                    head.headers.insert("fn-call-id", v);
+                    head.headers.insert(HeaderName::from_static("fn-call-id"), v);
                 }
                 if let Ok(v) = HeaderValue::from_str(placer.label()) {
-                    head.headers.insert("fn-placer", v);
+                    head.headers.insert(HeaderName::from_static("fn-placer"), v);
                 }
                 if kind == CallKind::Detached && head.status == StatusCode::ACCEPTED {
                     drop(body);
                     let mut r = json(StatusCode::ACCEPTED, serde_json::json!({ "call_id": call.id }).to_string());
-                    r.headers_mut().insert("fn-call-id", head.headers["fn-call-id"].clone());
+                    r.headers_mut().insert(HeaderName::from_static("fn-call-id"), head.headers["fn-call-id"].clone());
                     r
                 } else {
                     Response::from_parts(head, body.boxed())
@@ -289,7 +290,7 @@ impl Proxy {
             Err(e) => {
                 let mut r = json_error(e.status(), &e.to_string());
                 if let Ok(v) = HeaderValue::from_str(&call.id) {
-                    r.headers_mut().insert("fn-call-id", v);
+                    r.headers_mut().insert(HeaderName::from_static("fn-call-id"), v);
                 }
                 r
             }
@@ -392,7 +393,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -406,12 +407,13 @@ fn forward_headers(original: &HeaderMap, call: &Call, timeout: Duration) -> Head
         CallKind::Detached => "detached",
     };
     let deadline = humantime::format_rfc3339_millis(SystemTime::now() + timeout).to_string();
+    // Static names: inserting by `&str` would parse each name on every call.
     for (name, value) in [
-        ("fn-call-id", call.id.as_str()),
-        ("fn-app-id", &call.app_id),
-        ("fn-fn-id", &call.fn_id),
-        ("fn-call-type", kind),
-        ("fn-deadline", &deadline),
+        (HeaderName::from_static("fn-call-id"), call.id.as_str()),
+        (HeaderName::from_static("fn-app-id"), &call.app_id),
+        (HeaderName::from_static("fn-fn-id"), &call.fn_id),
+        (HeaderName::from_static("fn-call-type"), kind),
+        (HeaderName::from_static("fn-deadline"), &deadline),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
