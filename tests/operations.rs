@@ -162,3 +162,36 @@ async fn sigterm_lets_a_slow_call_finish_then_exits_zero() {
     // One access-log line for the call, as JSON with its fields.
     assert!(lines.iter().any(|l| l.contains("\"status\":200") && l.contains("placement_ms")), "{lines:#?}");
 }
+
+#[tokio::test]
+async fn the_reference_runner_stops_on_sigterm() {
+    // As a container's first process it gets SIGTERM from Kubernetes and Docker.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_placerd"))
+        .args(["runner", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn runner");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("reference runner serving") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("serving log line");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the runner ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}

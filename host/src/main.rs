@@ -260,7 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = TcpListener::bind(&listen).await.with_context(|| format!("listen on {listen}"))?;
             let options = RunnerOptions { max_concurrency, name: name.unwrap_or_else(|| listen.clone()) };
             tracing::info!(%listen, max_concurrency, "reference runner serving");
-            reference::serve(listener, options, Arc::new(RunnerStats::default()), ctrl_c()).await;
+            reference::serve(listener, options, Arc::new(RunnerStats::default()), shutdown_signal()).await;
             Ok(())
         }),
         Command::Simulate { runners, keys, dist, calls, concurrency, events, seed, trace, placers, html, svg } => {
