@@ -56,7 +56,7 @@ use crate::runner::StaticPool;
 #[derive(Debug)]
 enum DiscoveryTask {
     Static,
-    File(#[allow(dead_code)] runner::discovery::FileWatch),
+    File(#[allow(dead_code)] reload::watch::FolderWatch),
     Dns(tokio::task::JoinHandle<()>),
 }
 

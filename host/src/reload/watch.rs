@@ -22,22 +22,72 @@ use crate::placer::hex;
 /// Quiet time after the last event before a rescan.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// A running folder watch; dropping it stops watching.
-pub struct DirWatch {
+/// A running folder watch; dropping it stops watching and its task.
+pub struct FolderWatch {
     _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl std::fmt::Debug for DirWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirWatch").finish_non_exhaustive()
+/// The placers folder's watch.
+pub type DirWatch = FolderWatch;
+
+impl FolderWatch {
+    /// Keeps `watcher` and `task` (the loop reading its events) alive together.
+    pub fn new(watcher: notify::RecommendedWatcher, task: tokio::task::JoinHandle<()>) -> Self {
+        FolderWatch { _watcher: watcher, task }
     }
 }
 
-impl Drop for DirWatch {
+impl std::fmt::Debug for FolderWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderWatch").finish_non_exhaustive()
+    }
+}
+
+impl Drop for FolderWatch {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Every event in one folder, debounced.
+#[derive(Debug)]
+pub struct FolderEvents {
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl FolderEvents {
+    /// Waits for a change, then until the folder has been quiet for [`DEBOUNCE`]. False
+    /// once the watcher is gone.
+    pub async fn changed(&mut self) -> bool {
+        if self.rx.recv().await.is_none() {
+            return false;
+        }
+        loop {
+            match tokio::time::timeout(DEBOUNCE, self.rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Watches `dir` (not recursively): any event of any kind counts as a change. Keep the
+/// watcher alive as long as the events are read.
+///
+/// # Errors
+/// The folder cannot be watched.
+pub fn watch_folder(dir: &Path) -> std::io::Result<(notify::RecommendedWatcher, FolderEvents)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(std::io::Error::other)?;
+    watcher.watch(dir, RecursiveMode::NonRecursive).map_err(std::io::Error::other)?;
+    Ok((watcher, FolderEvents { rx }))
 }
 
 /// Scans `dir` once now, then on every change.
@@ -46,30 +96,15 @@ impl Drop for DirWatch {
 /// The folder cannot be created or watched.
 pub async fn watch_dir(registry: Arc<Registry>, dir: PathBuf) -> std::io::Result<DirWatch> {
     std::fs::create_dir_all(&dir)?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(std::io::Error::other)?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(std::io::Error::other)?;
+    let (watcher, mut events) = watch_folder(&dir)?;
     let mut scanner = Scanner { registry, dir, seen: HashMap::new() };
     scanner.rescan().await;
     let task = tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: wait until the folder has been quiet for DEBOUNCE.
-            loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while events.changed().await {
             scanner.rescan().await;
         }
     });
-    Ok(DirWatch { _watcher: watcher, task })
+    Ok(FolderWatch::new(watcher, task))
 }
 
 struct Scanner {

@@ -14,14 +14,11 @@ use std::time::Duration;
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{Resolver, TokioResolver};
-use notify::{RecursiveMode, Watcher};
 
 use super::StaticPool;
 use crate::admin::metrics::Metrics;
 use crate::placer::Runner;
-
-/// Quiet time after the last event in the runner file's folder before it is re-read.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+use crate::reload::watch::{FolderWatch, watch_folder};
 
 /// Parses a runner file: one runner per line, `host:port` then optional `key=value`
 /// labels, separated by blanks; `#` starts a comment; blank lines are skipped. Order is
@@ -68,24 +65,6 @@ pub fn read_runner_file(path: &Path) -> Result<Vec<Runner>, String> {
     parse_runner_file(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A running runner-file watch; dropping it stops watching.
-pub struct FileWatch {
-    _watcher: notify::RecommendedWatcher,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl std::fmt::Debug for FileWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileWatch").finish_non_exhaustive()
-    }
-}
-
-impl Drop for FileWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Re-reads the runner file at `path` whenever anything in its folder changes.
 ///
 /// The folder is watched, not the file: editors and `mv` replace the file, and a Kubernetes
@@ -94,28 +73,14 @@ impl Drop for FileWatch {
 ///
 /// # Errors
 /// The folder cannot be watched.
-pub fn watch_file(pool: Arc<StaticPool>, path: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<FileWatch> {
+pub fn watch_file(pool: Arc<StaticPool>, path: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<FolderWatch> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(std::io::Error::other)?;
-    watcher.watch(&folder, RecursiveMode::NonRecursive).map_err(std::io::Error::other)?;
+    let (watcher, mut events) = watch_folder(&folder)?;
     let task = tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while events.changed().await {
             match read_runner_file(&path) {
                 Ok(runners) => apply(&pool, runners, &path.display().to_string()),
                 Err(e) => {
@@ -125,7 +90,7 @@ pub fn watch_file(pool: Arc<StaticPool>, path: PathBuf, metrics: Arc<Metrics>) -
             }
         }
     });
-    Ok(FileWatch { _watcher: watcher, task })
+    Ok(FolderWatch::new(watcher, task))
 }
 
 fn apply(pool: &StaticPool, runners: Vec<Runner>, source: &str) {
