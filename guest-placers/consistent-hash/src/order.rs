@@ -158,38 +158,48 @@ pub fn order(config: &Config, slot_key: &[u8], loads: &[Load], addresses: &[u64]
         return;
     }
     let hash = key_hash(slot_key);
-    let any_healthy = loads.iter().any(|l| l.healthy);
-    let usable = |i: usize| !any_healthy || loads[i].healthy;
-    let preference: Vec<usize> = match config.hash {
-        Hash::Jump => {
+    match (config.hash, config.max_load_factor) {
+        (Hash::Jump, None) => {
             let first = jump(hash, n as u32, config.variant) as usize;
-            if config.max_load_factor.is_none() {
-                out.extend((0..n).map(|k| (first + k) % n).filter(|&i| usable(i)).map(|i| i as u32));
-                return;
-            }
-            spill_order(hash, first, n).filter(|&i| usable(i)).collect()
+            emit(out, (0..n).map(|k| (first + k) % n), loads, None);
         }
-        Hash::Rendezvous => rendezvous_ranking(hash, addresses, n).into_iter().filter(|&i| usable(i)).collect(),
-    };
-    let Some(factor) = config.max_load_factor else {
-        out.extend(preference.iter().map(|&i| i as u32));
+        (Hash::Jump, factor) => {
+            let first = jump(hash, n as u32, config.variant) as usize;
+            emit(out, spill_order(hash, first, n), loads, factor);
+        }
+        (Hash::Rendezvous, factor) => emit(out, rendezvous_ranking(hash, addresses, n), loads, factor),
+    }
+}
+
+/// Appends `preference` (every runner index once, most preferred first) to `out`, leaving
+/// out unhealthy runners unless all are unhealthy; with `factor`, runners at the bounded-load
+/// cap go behind the others, each group in preference order.
+fn emit(out: &mut Vec<u32>, preference: impl Iterator<Item = usize> + Clone, loads: &[Load], factor: Option<f64>) {
+    let any_healthy = loads.iter().any(|l| l.healthy);
+    let usable = move |i: &usize| !any_healthy || loads[*i].healthy;
+    let preference = preference.filter(usable);
+    let Some(factor) = factor else {
+        out.extend(preference.map(|i| i as u32));
         return;
     };
-    let (count, total) =
-        (0..n).filter(|&i| usable(i)).fold((0u64, 0u64), |(c, t), i| (c + 1, t + u64::from(loads[i].in_flight)));
+    let (count, total) = loads
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| usable(i))
+        .fold((0u64, 0u64), |(c, t), (_, l)| (c + 1, t + u64::from(l.in_flight)));
     let cap = (factor * (total + 1) as f64 / count as f64).ceil() as u64;
-    let has_room = |i: usize| u64::from(loads[i].in_flight) < cap;
-    out.extend(preference.iter().filter(|&&i| has_room(i)).map(|&i| i as u32));
-    out.extend(preference.iter().filter(|&&i| !has_room(i)).map(|&i| i as u32));
+    let has_room = |i: &usize| u64::from(loads[*i].in_flight) < cap;
+    out.extend(preference.clone().filter(has_room).map(|i| i as u32));
+    out.extend(preference.filter(|i| !has_room(i)).map(|i| i as u32));
 }
 
 /// Runner indices `0..n` by descending rendezvous weight `remix(key ^ address)`; ties (only
 /// for equal address hashes) by index. Missing address hashes count as 0.
-fn rendezvous_ranking(key: u64, addresses: &[u64], n: usize) -> Vec<usize> {
+fn rendezvous_ranking(key: u64, addresses: &[u64], n: usize) -> impl Iterator<Item = usize> + Clone {
     let mut weights: Vec<(u64, usize)> =
         (0..n).map(|i| (remix(key ^ addresses.get(i).copied().unwrap_or(0)), i)).collect();
     weights.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    weights.into_iter().map(|(_, i)| i).collect()
+    weights.into_iter().map(|(_, i)| i)
 }
 
 /// Every index in `0..n` once: `first`, then the key's second bucket (a jump hash of the

@@ -232,6 +232,11 @@ pub fn placer_for<'a>(routes: &'a [Route], default: &'a str, app_id: &str, fn_id
         .map_or(default, |r| &r.placer)
 }
 
+/// True for a runner address `host:port` (a name or IP, `[v6]` bracketed, and a u16 port).
+pub fn is_host_port(address: &str) -> bool {
+    address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
@@ -316,9 +321,7 @@ impl FileConfig {
         let mut runners = Vec::new();
         for (i, runner) in self.runners.static_.iter().enumerate() {
             let key = format!("runners.static[{i}]");
-            let valid =
-                runner.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
+            if !is_host_port(runner) {
                 return Err(invalid(&key, format!("expected host:port, got {runner:?}")));
             }
             if runners.contains(runner) {

@@ -247,7 +247,12 @@ impl Proxy {
         );
         guard.call_id = Some(call.id.clone());
         let cancel = CancellationToken::new();
-        let native = self.native.get(placer.name()).filter(|_| matches!(placer.source(), PlacerSource::Builtin));
+        // Empty unless `--native-placement`: no lookup on the normal path.
+        let native = if self.native.is_empty() {
+            None
+        } else {
+            self.native.get(placer.name()).filter(|_| matches!(placer.source(), PlacerSource::Builtin))
+        };
         let outcome = match native {
             None => {
                 lifecycle::place(&*self.pool, &*self.pool, &*placer, &call, &forward, timing, &cancel)

@@ -17,6 +17,7 @@ use hickory_resolver::{Resolver, TokioResolver};
 
 use super::StaticPool;
 use crate::admin::metrics::Metrics;
+use crate::config::is_host_port;
 use crate::placer::Runner;
 use crate::reload::watch::{FolderWatch, watch_folder};
 
@@ -33,9 +34,7 @@ pub fn parse_runner_file(text: &str) -> Result<Vec<Runner>, String> {
         let mut words = line.split_whitespace();
         let Some(address) = words.next() else { continue };
         let at = || format!("line {}", n + 1);
-        let valid =
-            address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid {
+        if !is_host_port(address) {
             return Err(format!("{}: expected host:port, got {address:?}", at()));
         }
         if runners.iter().any(|r| r.address == address) {
