@@ -7,14 +7,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::{eventually, runner, send};
+use common::{eventually, log_addr, runner, send, spawn_logged};
 use hyper::StatusCode;
 
 const FUNCTIONS: usize = 1_000;
@@ -37,34 +36,16 @@ impl Drop for Replica {
 fn replica(dir: &Path, config: &str) -> Replica {
     let path = dir.join("placerd.toml");
     std::fs::write(&path, config).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_placerd"))
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn placerd");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && line.contains("placerd serving") {
-                let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-                let field = |k: &str| v["fields"][k].as_str().expect("field").parse::<SocketAddr>().expect("addr");
-                let _ = tx.send(Ok((field("listen"), field("admin"))));
-                sent = true;
-            } else if !sent && line.contains("ERROR") {
-                let _ = tx.send(Err(line));
-                sent = true;
-            }
-        }
-        if !sent {
-            let _ = tx.send(Err("placerd exited before serving".to_string()));
-        }
-    });
-    let (addr, admin) = rx.recv_timeout(Duration::from_secs(60)).expect("start-up").expect("placerd serving");
+    let logged = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_placerd"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info"),
+        "placerd serving",
+    );
+    let line =
+        logged.marked.recv_timeout(Duration::from_secs(60)).expect("placerd serving (or it exited: see its log)");
+    let (child, addr, admin) = (logged.child, log_addr(&line, "listen"), log_addr(&line, "admin"));
     Replica { child, addr, admin }
 }
 

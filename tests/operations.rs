@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, fixture, runner, send, start};
+use common::{eventually, fixture, log_addr, runner, send, spawn_logged, start};
 use hyper::StatusCode;
 use tokio::io::AsyncWriteExt;
 
@@ -110,32 +109,18 @@ async fn healthz_is_alive_and_readyz_needs_placers_and_runners() {
 async fn sigterm_lets_a_slow_call_finish_then_exits_zero() {
     let r1 = runner(8, "r1").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_placerd"))
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--runner", &r1.addr.to_string(), "--placers-dir"])
-        .arg(dir.path().join("placers"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn placerd");
+    let logged = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_placerd"))
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--runner", &r1.addr.to_string(), "--placers-dir"])
+            .arg(dir.path().join("placers"))
+            .env("RUST_LOG", "info"),
+        "placerd serving",
+    );
+    let mut child = logged.child;
     // The log says where it listens.
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let log_reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["fields"]["message"] == "placerd serving"
-            {
-                let _ = addr_tx.send(v["fields"]["listen"].as_str().unwrap_or("").to_string());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr: std::net::SocketAddr =
-        addr_rx.recv_timeout(Duration::from_secs(30)).expect("serving log line").parse().expect("address");
+    let line = logged.marked.recv_timeout(Duration::from_secs(30)).expect("serving log line");
+    let addr = log_addr(&line, "listen");
 
     let slow = tokio::spawn(send(addr, "POST", "/t/app/slow?ms=1000", &[], b"x"));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -157,7 +142,7 @@ async fn sigterm_lets_a_slow_call_finish_then_exits_zero() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
-    let lines = log_reader.join().expect("log reader");
+    let lines = logged.lines.join().expect("log reader");
     assert!(lines.iter().any(|l| l.contains("placerd stopped")), "{lines:#?}");
     // One access-log line for the call, as JSON with its fields.
     assert!(lines.iter().any(|l| l.contains("\"status\":200") && l.contains("placement_ms")), "{lines:#?}");
@@ -166,23 +151,12 @@ async fn sigterm_lets_a_slow_call_finish_then_exits_zero() {
 #[tokio::test]
 async fn the_reference_runner_stops_on_sigterm() {
     // As a container's first process it gets SIGTERM from Kubernetes and Docker.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_placerd"))
-        .args(["runner", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn runner");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("reference runner serving") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30)).expect("serving log line");
+    let logged = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_placerd")).args(["runner", "--listen", "127.0.0.1:0"]).env("RUST_LOG", "info"),
+        "reference runner serving",
+    );
+    let mut child = logged.child;
+    logged.marked.recv_timeout(Duration::from_secs(30)).expect("serving log line");
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
     let started = Instant::now();

@@ -134,3 +134,39 @@ pub async fn placer_info(p: &Placerd, name: &str) -> Option<serde_json::Value> {
     let list = send(p.admin, "GET", "/admin/placers", &[], b"").await.json();
     list.as_array()?.iter().find(|i| i["name"] == name).cloned()
 }
+
+/// A child process whose stderr is read line by line on a thread.
+pub struct Logged {
+    pub child: std::process::Child,
+    /// Every stderr line containing the marker, as it comes; closed when the process exits.
+    pub marked: std::sync::mpsc::Receiver<String>,
+    /// All stderr lines, once the process has exited.
+    pub lines: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// Spawns `command` with stderr piped (stdout discarded) and watches it for `marker`, e.g.
+/// the start-up line that tells where a process bound to port 0 listens.
+pub fn spawn_logged(command: &mut std::process::Command, marker: &'static str) -> Logged {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, marked) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(marker) {
+                let _ = tx.send(line.clone());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    Logged { child, marked, lines }
+}
+
+/// An address field of a JSON log line (`--log-format json`).
+pub fn log_addr(line: &str, field: &str) -> SocketAddr {
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    v["fields"][field].as_str().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address `{field}` in {line}"))
+}
