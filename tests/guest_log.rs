@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use placerd::placer::{Call, CallKind, FaultKind, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, SandboxLimits};
-use placerd::runner::RunnerSet;
+use placerd::placer::{
+    Call, CallKind, FaultKind, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, RunnerSet, SandboxLimits,
+};
 
 /// Collects what the subscriber writes.
 #[derive(Clone, Default)]

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, fixture, log_addr, runner, send, spawn_logged, start};
+use common::{eventually, fixture, log_addr, runner, send, sha256_hex, spawn_logged, start};
 use hyper::StatusCode;
 use tokio::io::AsyncWriteExt;
 
@@ -83,11 +83,7 @@ async fn metrics_count_a_scripted_mix_of_calls() {
     assert!(get("placer_guest_seconds_count", &[("placer", "naive")]) >= 8.0);
     assert_eq!(get("runner_healthy", &[("runner", &free.addr.to_string())]), 1.0);
     assert_eq!(get("runner_in_flight", &[("runner", &free.addr.to_string())]), 0.0);
-    let naive_sha = {
-        use sha2::{Digest, Sha256};
-        let bytes = placerd::placer::builtin("naive").expect("embedded");
-        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    let naive_sha = sha256_hex(placerd::placer::builtin("naive").expect("embedded"));
     assert_eq!(get("placer_info", &[("placer", "naive"), ("sha256", &naive_sha)]), 1.0);
     assert!(text.trim_end().ends_with("# EOF"));
 }

@@ -6,17 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Placerd, atomic_write, eventually, fixture, placer_info, runner, send, start, start_with};
+use common::{Placerd, atomic_write, eventually, fixture, placer_info, runner, send, sha256_hex, start, start_with};
 use hyper::StatusCode;
 use placerd::placer::builtin;
 use placerd::runner::reference::RunnerHandle;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 async fn three_runners() -> Vec<RunnerHandle> {
     vec![runner(8, "r0").await, runner(8, "r1").await, runner(8, "r2").await]
@@ -36,7 +31,7 @@ async fn a_dropped_custom_placer_is_loaded_routed_to_and_places_as_its_algorithm
     let p = start(addresses(&runners), "consistent-hash", |_| {}).await;
     let custom = fixture("custom-placer");
     atomic_write(&p.placers_dir, "least.wasm", &custom);
-    assert!(wait_for_sha(&p, "least", &sha256(&custom)).await, "least.wasm never loaded");
+    assert!(wait_for_sha(&p, "least", &sha256_hex(&custom)).await, "least.wasm never loaded");
     let info = placer_info(&p, "least").await.expect("listed");
     assert!(info["source"].as_str().is_some_and(|s| s.starts_with("file:")), "{info}");
 
@@ -60,7 +55,7 @@ async fn a_half_written_file_keeps_the_running_version_until_it_is_complete() {
     let runners = three_runners().await;
     let p = start(addresses(&runners), "naive", |_| {}).await;
     let custom = fixture("custom-placer");
-    let builtin_sha = sha256(builtin("naive").expect("embedded"));
+    let builtin_sha = sha256_hex(builtin("naive").expect("embedded"));
     // Write in place, in two halves, with a pause longer than the debounce between them.
     let path = p.placers_dir.join("naive.wasm");
     std::fs::write(&path, &custom[..custom.len() / 2]).expect("write half");
@@ -72,7 +67,7 @@ async fn a_half_written_file_keeps_the_running_version_until_it_is_complete() {
     assert_eq!(info["sha256"], builtin_sha, "the built-in keeps running: {info}");
     assert_eq!(send(p.addr, "POST", "/invoke/f", &[], b"x").await.status, StatusCode::OK);
     std::fs::write(&path, &custom).expect("write whole");
-    assert!(wait_for_sha(&p, "naive", &sha256(&custom)).await, "the finished file never loaded");
+    assert!(wait_for_sha(&p, "naive", &sha256_hex(&custom)).await, "the finished file never loaded");
     assert!(placer_info(&p, "naive").await.is_some_and(|i| i["last_error"].is_null()));
 
     // Deleting the file brings the built-in back.
@@ -116,7 +111,7 @@ async fn a_kubernetes_configmap_update_swaps_the_placer() {
         |_| {},
     )
     .await;
-    assert!(wait_for_sha(&p, "zone", &sha256(&custom)).await, "initial ConfigMap content not loaded");
+    assert!(wait_for_sha(&p, "zone", &sha256_hex(&custom)).await, "initial ConfigMap content not loaded");
     // An update: a new timestamped folder, `..data_tmp` pointing at it, renamed over `..data`.
     let dir = &p.placers_dir;
     std::fs::create_dir(dir.join("..2026_11_28_02")).expect("mkdir");
@@ -124,7 +119,7 @@ async fn a_kubernetes_configmap_update_swaps_the_placer() {
     symlink("..2026_11_28_02", dir.join("..data_tmp")).expect("symlink");
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap ..data");
     std::fs::remove_dir_all(dir.join("..2026_11_28_01")).expect("old folder");
-    assert!(wait_for_sha(&p, "zone", &sha256(&naive)).await, "the ConfigMap update was not picked up");
+    assert!(wait_for_sha(&p, "zone", &sha256_hex(&naive)).await, "the ConfigMap update was not picked up");
     // Hidden entries are never placers.
     assert!(placer_info(&p, "..data").await.is_none());
 }
@@ -149,7 +144,7 @@ async fn admin_api_pushes_validates_lists_and_deletes_placers() {
     let custom = fixture("custom-placer");
     let r = send(p.admin, "PUT", "/admin/placers/mine", &[], &custom).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.json()["sha256"], sha256(&custom));
+    assert_eq!(r.json()["sha256"], sha256_hex(&custom));
     let info = placer_info(&p, "mine").await.expect("listed");
     assert_eq!((info["source"].as_str(), info["last_error"].is_null()), (Some("admin"), true));
     assert!(info["loaded_at"].as_u64().is_some_and(|t| t > 1_700_000_000));

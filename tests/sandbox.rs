@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use placerd::placer::{
     BUILTINS, Call, CallKind, FaultKind, FaultPolicy, LoadError, OnFault, PlaceError, PlacedBy, PlacerRuntime,
-    PlacerSource, PlacerVersion, RunnerLoad, SandboxLimits, builtin, fallback_order,
+    PlacerSource, PlacerVersion, RunnerLoad, RunnerSet, SandboxLimits, builtin, fallback_order,
 };
-use placerd::runner::RunnerSet;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("PLACERD_FIXTURES_DIR")).join(format!("{name}.wasm"));

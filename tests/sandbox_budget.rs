@@ -6,10 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use placerd::placer::{
-    Call, CallKind, FaultKind, FaultPolicy, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, SandboxLimits,
-    fallback_order,
+    Call, CallKind, FaultKind, FaultPolicy, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, RunnerSet,
+    SandboxLimits, fallback_order,
 };
-use placerd::runner::RunnerSet;
 
 #[test]
 fn endless_loop_is_stopped_within_budget_and_gets_the_fallback_order() {

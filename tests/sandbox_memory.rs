@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use placerd::placer::{
-    Call, CallKind, FaultKind, FaultPolicy, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, SandboxLimits,
+    Call, CallKind, FaultKind, FaultPolicy, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, RunnerSet, SandboxLimits,
 };
-use placerd::runner::RunnerSet;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("procfs");

@@ -28,8 +28,7 @@ struct Seen {
 }
 
 fn sha12(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_string()
+    common::sha256_hex(bytes)[..12].to_string()
 }
 
 /// One keep-alive connection sending calls until `stop`.

@@ -26,13 +26,12 @@ use hyper::header::HeaderMap;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 use placerd::config::Config;
-use placerd::lifecycle::{Attempt, RunnerPool, Timing, TryExec, place};
+use placerd::lifecycle::{Timing, place};
 use placerd::placer::{Call, CallKind, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
 use placerd::runner::reference::{RunnerHandle, RunnerOptions};
-use placerd::runner::{Forward, StaticPool};
+use placerd::runner::{Attempt, DynamicPool, Forward, RunnerClient, RunnerPool, TryExec};
 
 const RUNNERS: usize = 4;
 
@@ -80,7 +79,8 @@ fn path(c: &mut Criterion) {
         runners
     });
     let addresses: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
-    let pool = StaticPool::new(&addresses, Duration::from_secs(1));
+    let pool = std::sync::Arc::new(DynamicPool::new(&addresses));
+    let runner_client = RunnerClient::new(pool.clone(), Duration::from_secs(1));
     let runtime = PlacerRuntime::new(SandboxLimits::default()).expect("engine");
     let placer = runtime
         .load("consistent-hash", PlacerSource::Builtin, builtin("consistent-hash").expect("embedded"), Vec::new())
@@ -97,13 +97,13 @@ fn path(c: &mut Criterion) {
     let mut group = c.benchmark_group("path");
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50);
 
-    let set = pool.snapshot().expect("set");
+    let membership = pool.snapshot().expect("membership");
     let mut seq = 0;
     group.bench_function("place", |b| {
         b.iter(|| {
             seq += 1;
-            let loads = pool.loads(&set);
-            placer.place(&call(seq), &set, &loads).expect("placed")
+            let loads = pool.loads(&membership);
+            placer.place(&call(seq), &membership.set, &loads).expect("placed")
         })
     });
 
@@ -112,7 +112,7 @@ fn path(c: &mut Criterion) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    match pool.try_exec(0, &set.runners[0], &forward).await {
+                    match runner_client.try_exec(&membership.handles[0], &forward).await {
                         Attempt::Committed(Ok(res)) => {
                             res.into_body().collect().await.expect("body");
                         }
@@ -124,14 +124,13 @@ fn path(c: &mut Criterion) {
         })
     });
 
-    let cancel = CancellationToken::new();
     group.bench_function("lifecycle", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
                     seq += 1;
-                    let outcome = place(&pool, &pool, &*placer, &call(seq), &forward, timing, &cancel).await;
+                    let outcome = place(&*pool, &runner_client, &*placer, &call(seq), &forward, timing).await;
                     outcome.result.expect("placed").into_body().collect().await.expect("body");
                 }
                 start.elapsed()

@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use placerd::placer::{Call, CallKind, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, SandboxLimits, builtin};
-use placerd::runner::RunnerSet;
+use placerd::placer::{
+    Call, CallKind, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, RunnerSet, SandboxLimits, builtin,
+};
 
 const SIZES: [usize; 3] = [8, 64, 512];
 /// Distinct calls cycled through, so the hash placer sees many keys.

@@ -7,56 +7,62 @@
 //! pure decision.
 //!
 //! # Layout
+//! Modules use only those listed before them (`docs/architecture.md` draws the graph):
+//! - [`backoff`]: failures in a row → doubling periods (placer quarantine, runner ejection).
+//! - [`watch`]: debounced folder watching (placers folder, runner file).
+//! - [`server`]: the one HTTP/1.1 accept loop with graceful shutdown.
+//! - [`placer`]: the contract types every layer shares ([`placer::Call`],
+//!   [`placer::RunnerSet`], [`placer::RunnerLoad`]), the [`placer::Order`] interface, and
+//!   the Wasm runtime: engine, loading and validating components, warm instances, the
+//!   sandbox, output cleaning, fallback and quarantine. The built-ins are embedded here.
 //! - [`config`]: `placerd.toml` (serde mirror) → validated [`config::Config`].
-//! - [`placer`]: the wasmtime engine, loading and validating placer components, the pool of
-//!   warm instances, the sandbox (epoch budget, memory cap, no WASI capabilities), output
-//!   sanitising, fallback and quarantine. The built-in placers are embedded here.
-//! - [`reload`]: the registry of placers, validate-then-swap, the `placers_dir` watcher.
-//! - [`admin`]: the admin API (placers, routes, runners).
+//! - [`runner`]: the runner pool and its handles, the runner client (TryExec over HTTP),
+//!   discovery (file, DNS), status polling, and the reference runner.
 //! - [`lifecycle`]: the placement loop (Fn's placer tracker): deadlines, retry-all, outcomes.
-//! - [`runner`]: the runner set, the static pool, TryExec over HTTP, status polling, and the
-//!   reference runner.
-//! - [`proxy`]: the client-facing HTTP server.
+//! - [`reload`]: the registry of placers, validate-then-swap, the `placers_dir` scanner.
+//! - [`metrics`]: Prometheus metrics, written by the call path, read by the admin API.
+//! - [`proxy`]: the client-facing HTTP server: request → call → placement → response.
+//! - [`admin`]: the admin API (placers, routes, runners, metrics, health).
 //! - [`simulate`]: offline comparison of placers (`placerd simulate`).
-//! - `main.rs`: the command line (`serve`, `demo`, `runner`, `check`).
+//! - this file wires them together (`serve`); `main.rs` is the command line.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backoff;
 pub mod config;
 pub mod lifecycle;
+pub mod metrics;
 pub mod placer;
 pub mod proxy;
 pub mod reload;
 pub mod runner;
+pub mod server;
 pub mod simulate;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::admin::metrics::Metrics;
-use crate::config::Config;
+use crate::config::{Config, RunnerSource};
+use crate::metrics::Metrics;
 use crate::placer::PlacerRuntime;
-use crate::proxy::{Proxy, ProxyBody};
+use crate::proxy::{Proxy, RouteTable};
 use crate::reload::Registry;
-use crate::runner::StaticPool;
+use crate::runner::discovery::{self, DnsSource, OnError};
+use crate::runner::{Discovery, DynamicPool};
+use crate::server::serve_http;
+use crate::watch::FolderWatch;
 
 /// Keeps a runner source running; dropping it stops it (the fields are held for that).
 #[derive(Debug)]
 enum DiscoveryTask {
     Static,
-    File(#[allow(dead_code)] reload::watch::FolderWatch),
+    File(#[allow(dead_code)] FolderWatch),
     Dns(tokio::task::JoinHandle<()>),
 }
 
@@ -74,18 +80,17 @@ impl Drop for DiscoveryTask {
 /// leave placerd without runners); later bad versions are skipped. DNS is resolved once
 /// before serving; if that fails placerd starts with no runners (not ready on `/readyz`)
 /// and keeps trying every interval.
-async fn start_discovery(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<(Arc<StaticPool>, DiscoveryTask)> {
-    use crate::config::RunnerSource;
-    use crate::runner::Discovery;
-    use crate::runner::discovery::{DnsSource, poll_dns, read_runner_file, watch_file};
+async fn start_discovery(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<(Arc<DynamicPool>, DiscoveryTask)> {
+    let on_error: OnError = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.record_discovery_error())
+    };
     Ok(match &config.discovery {
-        RunnerSource::Static => {
-            (Arc::new(StaticPool::new(&config.runners, config.connect_timeout)), DiscoveryTask::Static)
-        }
+        RunnerSource::Static => (Arc::new(DynamicPool::new(&config.runners)), DiscoveryTask::Static),
         RunnerSource::File(path) => {
-            let runners = read_runner_file(path).map_err(|e| anyhow::anyhow!("runners.file: {e}"))?;
-            let pool = Arc::new(StaticPool::with_runners(runners, Discovery::Dynamic, config.connect_timeout));
-            let watch = watch_file(pool.clone(), path.clone(), metrics.clone())
+            let runners = discovery::read_runner_file(path).map_err(|e| anyhow::anyhow!("runners.file: {e}"))?;
+            let pool = Arc::new(DynamicPool::with_runners(runners, Discovery::Dynamic));
+            let watch = discovery::watch_file(pool.clone(), path.clone(), on_error)
                 .with_context(|| format!("runners.file: cannot watch {}", path.display()))?;
             (pool, DiscoveryTask::File(watch))
         }
@@ -94,30 +99,29 @@ async fn start_discovery(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Res
             let runners = match source.resolve().await {
                 Ok(runners) => runners,
                 Err(e) => {
-                    metrics.record_discovery_error();
                     tracing::warn!(error = %e, "runners.dns: first resolution failed; starting with no runners");
+                    on_error();
                     Vec::new()
                 }
             };
-            let pool = Arc::new(StaticPool::with_runners(runners, Discovery::Dynamic, config.connect_timeout));
-            let task = tokio::spawn(poll_dns(pool.clone(), source, *interval, metrics.clone()));
+            let pool = Arc::new(DynamicPool::with_runners(runners, Discovery::Dynamic));
+            let task = tokio::spawn(discovery::poll_dns(pool.clone(), source, *interval, on_error));
             (pool, DiscoveryTask::Dns(task))
         }
     })
 }
-
-/// How long a client may take to send request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (request line + headers) accepted; above it, 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Runs placerd on `listener` with `config` until `shutdown` resolves, with the admin API
 /// on `config.admin_listen`.
 ///
 /// # Errors
 /// See [`serve_with_admin`]; also the admin listener failing to bind.
-pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let admin = TcpListener::bind(config.admin_listen)
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("admin_listen: cannot listen on {}", config.admin_listen))?;
     serve_with_admin(listener, Some(admin), config, shutdown).await
@@ -130,12 +134,11 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
 /// A built-in placer that fails to load, an unknown `default_placer`, an unreadable
 /// `admin_token_file`, or the placer engine failing to start.
 pub async fn serve_with_admin(
-    listener: TcpListener,
-    admin: Option<TcpListener>,
-    config: Config,
+    listener: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    mut config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let config = Arc::new(config);
     let token = match &config.admin_token_file {
         Some(path) => {
             let token = std::fs::read_to_string(path)
@@ -147,13 +150,15 @@ pub async fn serve_with_admin(
         }
         None => None,
     };
+    // The route table is the one live copy of the routes.
+    let routes = RouteTable::new(std::mem::take(&mut config.routes), config.default_placer.clone());
+    let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let runtime = Arc::new(
-        PlacerRuntime::new(config.sandbox).context("starting the placer engine")?.with_observer(metrics.clone()),
-    );
+    let runtime =
+        Arc::new(PlacerRuntime::with_observer(config.sandbox, metrics.clone()).context("starting the placer engine")?);
     let registry =
         Arc::new(Registry::new(runtime, config.placer_config.clone()).context("loading the built-in placers")?);
-    let _watch = match reload::watch::watch_dir(registry.clone(), config.placers_dir.clone()).await {
+    let _watch = match reload::watch_dir(registry.clone(), config.placers_dir.clone()).await {
         Ok(watch) => Some(watch),
         Err(e) => {
             tracing::warn!(dir = %config.placers_dir.display(), error = %e, "not watching the placers folder");
@@ -167,10 +172,10 @@ pub async fn serve_with_admin(
             registry.names().join(", ")
         );
     }
-    let (pool, _discovery) = start_discovery(&config, &metrics).await?;
+    let (pool, discovery_task) = start_discovery(&config, &metrics).await?;
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
     let proxy = Arc::new(
-        Proxy::new(config.clone(), pool.clone(), registry, metrics)
+        Proxy::new(config.clone(), pool.clone(), registry, routes, metrics)
             .with_context(|| format!("--record-trace: cannot create {:?}", config.record_trace))?,
     );
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok()).map_or("-".to_string(), |a| a.to_string());
@@ -180,60 +185,58 @@ pub async fn serve_with_admin(
     let grace = config.shutdown_grace;
     let admin_task = admin.map(|admin| {
         let admin_state = Arc::new(Admin { proxy: proxy.clone(), token });
-        let stop = stop.clone();
-        tokio::spawn(accept_loop(admin, stop, grace, move |req| admin_state.clone().handle(req)))
+        tokio::spawn(serve_http(admin, stop.clone().cancelled_owned(), grace, move |req| {
+            admin_state.clone().handle(req)
+        }))
     });
-    let proxy_task = tokio::spawn(accept_loop(listener, stop.clone(), grace, move |req| proxy.clone().handle(req)));
+    let proxy_task =
+        tokio::spawn(serve_http(listener, stop.clone().cancelled_owned(), grace, move |req| proxy.clone().handle(req)));
     shutdown.await;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing calls in flight");
     stop.cancel();
-    let _ = proxy_task.await;
+    let mut finished = proxy_task.await.unwrap_or(false);
     if let Some(task) = admin_task {
-        let _ = task.await;
+        finished &= task.await.unwrap_or(false);
+    }
+    if !finished {
+        tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the shutdown grace period");
     }
     poller.abort();
-    drop(_discovery);
+    drop(discovery_task);
     tracing::info!("placerd stopped");
     Ok(())
 }
 
-/// Accepts HTTP/1.1 connections on `listener` and serves each with `handle` until `stop`;
-/// then closes idle connections, lets requests in flight finish for up to `grace`, and
-/// returns.
-async fn accept_loop<H, F>(listener: TcpListener, stop: CancellationToken, grace: Duration, handle: H)
-where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<ProxyBody>, hyper::Error>> + Send + 'static,
-{
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
+#[cfg(test)]
+mod tests {
+    /// Every `tests/*.rs` file is a `[[test]]` target of this crate: with `autotests =
+    /// false` (the tests live beside the workspace, not in `host/tests`), a file that is not
+    /// listed in `host/Cargo.toml` would never run.
+    #[test]
+    fn every_end_to_end_test_file_is_registered() {
+        let host = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let manifest = std::fs::read_to_string(host.join("Cargo.toml")).expect("host/Cargo.toml");
+        let manifest: toml::Table = manifest.parse().expect("valid TOML");
+        let registered: Vec<String> = manifest
+            .get("test")
+            .and_then(|t| t.as_array())
+            .map(|tests| tests.iter().filter_map(|t| t.get("path")?.as_str()).map(str::to_string).collect())
+            .unwrap_or_default();
+        let dir = host.join("../tests");
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("tests/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+                if !registered.iter().any(|r| r == &format!("../tests/{file}")) {
+                    missing.push(file.to_string());
                 }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), service_fn(handle));
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the shutdown grace period");
+        }
+        assert!(
+            missing.is_empty(),
+            "tests/{{{}}} not registered: add a [[test]] with path = \"../tests/NAME.rs\" to host/Cargo.toml",
+            missing.join(", ")
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The admin API on `admin_listen` (DESIGN §8, §9):
+//! The admin API on `admin_listen`:
 //!
 //! - `GET /admin/placers`: name, source, sha256, loaded_at, last_error of each placer;
 //! - `PUT /admin/placers/{name}`: body = component; validated like a file; 422 + reason
@@ -12,8 +12,6 @@
 //! Writes need `Authorization: Bearer <token>` when `admin_token_file` is set. Bodies are
 //! limited to the largest component placerd compiles.
 
-pub mod metrics;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,7 +21,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Route;
-use crate::lifecycle::RunnerPool;
 use crate::placer::PlacerSource;
 use crate::proxy::{Proxy, ProxyBody, json, json_error};
 use crate::reload::valid_name;
@@ -60,7 +57,7 @@ impl Admin {
         }
         let response = match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
-                let mut r = json(StatusCode::OK, self.proxy.metrics.render(&self.proxy.placers, &self.proxy.pool));
+                let mut r = json(StatusCode::OK, self.metrics());
                 r.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
                     hyper::header::HeaderValue::from_static(
@@ -91,7 +88,7 @@ impl Admin {
                                     StatusCode::OK,
                                     serde_json::json!({ "name": name, "sha256": v.sha256() }).to_string(),
                                 ),
-                                Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+                                Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.report()),
                             }
                         }
                         Err(r) => r,
@@ -115,7 +112,7 @@ impl Admin {
         if self.proxy.placers.get(default).is_none() {
             missing.push(format!("default placer `{default}` not loaded"));
         }
-        if self.proxy.pool.snapshot().map_or(true, |set| set.is_empty()) {
+        if self.proxy.pool.membership().set.is_empty() {
             missing.push("no runners known".to_string());
         }
         if missing.is_empty() {
@@ -138,7 +135,7 @@ impl Admin {
     fn routes(&self) -> Vec<RouteJson> {
         self.proxy
             .routes
-            .load()
+            .routes()
             .iter()
             .map(|r| RouteJson { app: r.app.clone(), fn_id: r.fn_id.clone(), placer: r.placer.clone() })
             .collect()
@@ -167,29 +164,32 @@ impl Admin {
             }
             routes.push(Route { app: r.app, fn_id: r.fn_id, placer: r.placer });
         }
-        self.proxy.routes.store(Arc::new(routes));
+        self.proxy.routes.replace(routes);
         json(StatusCode::OK, to_json(&self.routes()))
     }
 
+    fn metrics(&self) -> String {
+        self.proxy.metrics.render(&self.proxy.placers.infos(), &self.proxy.pool.membership())
+    }
+
     fn runners(&self) -> String {
-        let pool = &self.proxy.pool;
-        let runners: Vec<serde_json::Value> = match pool.snapshot() {
-            Ok(set) => set
-                .runners
-                .iter()
-                .zip(pool.loads(&set))
-                .map(|(r, l)| {
-                    let labels: serde_json::Map<String, serde_json::Value> =
-                        r.labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-                    serde_json::json!({
-                        "address": r.address, "labels": labels, "generation": set.generation,
-                        "in_flight": l.in_flight, "reported_active": l.reported_active,
-                        "recent_refusals": l.recent_refusals, "healthy": l.healthy,
-                    })
+        let membership = self.proxy.pool.membership();
+        let set = &membership.set;
+        let runners: Vec<serde_json::Value> = set
+            .runners
+            .iter()
+            .zip(&membership.handles)
+            .map(|(r, handle)| {
+                let l = handle.load();
+                let labels: serde_json::Map<String, serde_json::Value> =
+                    r.labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                serde_json::json!({
+                    "address": r.address, "labels": labels, "generation": set.generation,
+                    "in_flight": l.in_flight, "reported_active": l.reported_active,
+                    "recent_refusals": l.recent_refusals, "healthy": l.healthy,
                 })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+            })
+            .collect();
         serde_json::Value::Array(runners).to_string()
     }
 }

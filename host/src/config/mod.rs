@@ -191,7 +191,9 @@ pub struct Config {
     pub discovery: RunnerSource,
     /// `configure` tables by placer name.
     pub placer_config: BTreeMap<String, Vec<(String, String)>>,
-    /// Routes, first match wins.
+    /// `[[routes]]` as configured, first match wins. `serve` moves them into the live
+    /// route table (`proxy::RouteTable`, which `PUT /admin/routes` replaces), so nothing
+    /// reads a stale copy here.
     pub routes: Vec<Route>,
     /// `--record-trace FILE`: one JSON line per call (no bodies), for `simulate --trace`.
     /// A command-line option only.
@@ -215,12 +217,6 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         file.validate()
-    }
-
-    /// The placer for a call of `app_id` / `fn_id`: the first matching route, else the
-    /// default.
-    pub fn placer_for(&self, app_id: &str, fn_id: &str) -> &str {
-        placer_for(&self.routes, &self.default_placer, app_id, fn_id)
     }
 }
 
@@ -444,8 +440,8 @@ mod tests {
         assert_eq!(c.runners.len(), 2);
         assert_eq!(c.sandbox.on_fault, OnFault::Reject);
         assert_eq!(c.placer_config["consistent-hash"], vec![("max_load_factor".into(), "1.25".into())]);
-        assert_eq!(c.placer_for("billing", "billing/x"), "naive");
-        assert_eq!(c.placer_for("shop", "shop/x"), "consistent-hash");
+        assert_eq!(placer_for(&c.routes, &c.default_placer, "billing", "billing/x"), "naive");
+        assert_eq!(placer_for(&c.routes, &c.default_placer, "shop", "shop/x"), "consistent-hash");
     }
 
     #[test]

@@ -1,22 +1,12 @@
-//! Why a call was not answered by a runner, and the HTTP status for each (DESIGN §4).
+//! Why a call was not answered by a runner, and the HTTP status for each.
 
 use hyper::StatusCode;
 
 use crate::placer::PlaceError;
-
-/// An error reported by a runner pool instead of a runner set.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PoolError {
-    /// The caller's fault (e.g. no runners for this app): fail fast, 502.
-    #[error("{0}")]
-    User(String),
-    /// The pool's fault (discovery failing): keep trying until the deadline.
-    #[error("{0}")]
-    Service(String),
-}
+use crate::runner::{PoolError, RunnerFailed};
 
 /// How a call ended without a runner's answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The placer deadline passed with every runner refusing: 503.
     #[error("server too busy")]
@@ -27,26 +17,34 @@ pub enum CallError {
     /// The pool's error (user: fail fast; service: after the deadline).
     #[error("runner pool: {0}")]
     Pool(PoolError),
-    /// The client went away; no further runner was tried (logged as 499).
-    #[error("client cancelled the call")]
-    Cancelled,
     /// The placer faulted and `on_placer_fault = "reject"`: 500.
     #[error("{0}")]
     Placer(PlaceError),
     /// The call was committed to a runner and then failed: 502. Never re-sent.
     #[error("runner failed after accepting the call: {0}")]
-    Runner(String),
+    Runner(RunnerFailed),
+}
+
+/// Equal when they mean the same to the client: same variant, same message.
+impl PartialEq for CallError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CallError::Pool(a), CallError::Pool(b)) => a == b,
+            (CallError::Placer(a), CallError::Placer(b)) => a == b,
+            (CallError::Runner(a), CallError::Runner(b)) => a.to_string() == b.to_string(),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
 }
 
 impl CallError {
-    /// The HTTP status the client gets (499 is only logged: the client is gone).
+    /// The HTTP status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
             CallError::TooBusy => StatusCode::SERVICE_UNAVAILABLE,
             CallError::ReservationFailure | CallError::Placer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CallError::Pool(PoolError::User(_)) | CallError::Runner(_) => StatusCode::BAD_GATEWAY,
             CallError::Pool(PoolError::Service(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            CallError::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 }

@@ -1,11 +1,10 @@
 //! Validation with sample calls: what `placerd check` prints and what a reload runs before
-//! it publishes a version (DESIGN §9).
+//! it publishes a version.
 
 use super::error::LoadError;
 use super::fault::FaultKind;
 use super::version::PlacerVersion;
-use super::{Call, CallKind, Runner, RunnerLoad};
-use crate::runner::RunnerSet;
+use super::{Call, CallKind, Runner, RunnerLoad, RunnerSet};
 
 /// Sample calls after the printed ones, to catch placers that leak or fail only later.
 const SOAK_CALLS: u64 = 200;
@@ -71,7 +70,11 @@ impl PlacerVersion {
     /// # Errors
     /// [`LoadError::Validation`] naming the sample and what was wrong (fault or order).
     pub fn check(&self) -> Result<CheckReport, LoadError> {
-        let fail = |reason: String| LoadError::Validation { placer: self.name().to_string(), reason };
+        let fail = |reason: String, fault: Option<FaultKind>| LoadError::Validation {
+            placer: self.name().to_string(),
+            reason,
+            fault,
+        };
         let mut calls = 0;
         let mut run = |set: &RunnerSet, call: &Call| -> Result<Vec<u32>, LoadError> {
             calls += 1;
@@ -83,9 +86,9 @@ impl PlacerVersion {
                 Err(FaultKind::Timeout) => self.place_raw(call, set, &loads),
                 other => other,
             }
-            .map_err(|kind| fail(format!("place faulted on sample call {} ({}): {kind}", call.seq, call.fn_id)))?;
+            .map_err(|kind| fail(format!("place faulted on sample call {} ({})", call.seq, call.fn_id), Some(kind)))?;
             validate_order(&order, set.len()).map_err(|why| {
-                fail(format!("sample call {} ({}) got order {}: {why}", call.seq, call.fn_id, preview(&order)))
+                fail(format!("sample call {} ({}) got order {}: {why}", call.seq, call.fn_id, preview(&order)), None)
             })?;
             Ok(order)
         };

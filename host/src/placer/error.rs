@@ -1,4 +1,5 @@
-//! Errors of the placer runtime. Each names the placer at fault.
+//! Errors of the placer runtime. Each names the placer at fault and keeps its cause as
+//! the error's source; [`LoadError::report`] gives the whole chain on one line.
 
 use super::fault::FaultKind;
 
@@ -6,29 +7,50 @@ use super::fault::FaultKind;
 /// (if any) stays in place when this happens.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file is larger than placerd compiles.
+    #[error("placer `{placer}`: {size} bytes is over the {limit}-byte limit")]
+    TooLarge {
+        /// The placer's name.
+        placer: String,
+        /// The component's size.
+        size: usize,
+        /// The largest size placerd compiles.
+        limit: usize,
+    },
     /// The bytes are not a valid component (or not Wasm at all).
-    #[error("placer `{placer}`: not a valid WebAssembly component: {reason}")]
+    #[error("placer `{placer}`: not a valid WebAssembly component")]
     Compile {
         /// The placer's name.
         placer: String,
-        /// The compiler's message.
-        reason: String,
+        /// The compiler's error.
+        #[source]
+        source: wasmtime::Error,
     },
     /// The component does not export the `placerd:placer/placer` world.
     #[error("placer `{placer}` does not implement the world placerd:placer/placer: {detail}")]
     WrongWorld {
         /// The placer's name.
         placer: String,
-        /// What is missing or mistyped, e.g. "missing exports `set-runners`, `place`".
+        /// What is missing or mistyped, e.g. "missing export function `place`".
         detail: String,
     },
+    /// The component's exports have the right names but the wrong types.
+    #[error("placer `{placer}` does not implement the world placerd:placer/placer")]
+    WrongTypes {
+        /// The placer's name.
+        placer: String,
+        /// The type checker's error.
+        #[source]
+        source: wasmtime::Error,
+    },
     /// The component imports something placerd does not provide.
-    #[error("placer `{placer}` imports something placerd does not provide: {reason}")]
+    #[error("placer `{placer}` imports something placerd does not provide")]
     Imports {
         /// The placer's name.
         placer: String,
-        /// The linker's message, naming the import.
-        reason: String,
+        /// The linker's error, naming the import.
+        #[source]
+        source: wasmtime::Error,
     },
     /// The component's `configure` returned an error.
     #[error("placer `{placer}` rejected its config: {message}")]
@@ -38,18 +60,56 @@ pub enum LoadError {
         /// The guest's own message.
         message: String,
     },
-    /// Instantiating, `configure`, `set-runners` or a sample `place` faulted, or a sample
-    /// order was not valid.
+    /// The first instance could not be built: a trap, the budget or the memory cap while
+    /// instantiating or in `configure`.
+    #[error("placer `{placer}` failed validation: instantiate")]
+    Instantiate {
+        /// The placer's name.
+        placer: String,
+        /// The fault.
+        #[source]
+        fault: FaultKind,
+    },
+    /// `set-runners` or a sample `place` faulted, or a sample order was not valid.
     #[error("placer `{placer}` failed validation: {reason}")]
     Validation {
         /// The placer's name.
         placer: String,
         /// What went wrong, on which sample.
         reason: String,
+        /// The fault, when a guest call faulted.
+        #[source]
+        fault: Option<FaultKind>,
     },
-    /// The engine itself could not be set up.
-    #[error("placer engine: {0}")]
-    Engine(String),
+    /// Compiling and validating took longer than the install time limit.
+    #[error("placer `{placer}`: compiling and validating took longer than {limit:?}")]
+    TimedOut {
+        /// The placer's name.
+        placer: String,
+        /// The limit.
+        limit: std::time::Duration,
+    },
+    /// The engine could not be set up.
+    #[error("placer engine")]
+    Engine(#[source] wasmtime::Error),
+    /// The epoch ticker thread could not be started.
+    #[error("placer engine: cannot start the epoch ticker thread")]
+    Ticker(#[source] std::io::Error),
+}
+
+impl LoadError {
+    /// The message and every cause below it, on one line (`a: b: c`), for logs, the admin
+    /// API and `placerd check`.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cause = e.source();
+        }
+        out.replace('\n', " ")
+    }
 }
 
 /// Why a call got no order from its placer.

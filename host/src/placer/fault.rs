@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::backoff::{Backoff, BackoffPolicy};
+
 /// What went wrong in a guest call. `as_str` is the metrics label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
@@ -13,8 +15,10 @@ pub enum FaultKind {
     MemoryCap,
     /// Any other trap (panic, unreachable, out-of-bounds ...), with the trap message.
     Trap(String),
-    /// A fresh instance could not be built or configured.
+    /// A fresh instance could not be built (a trap while instantiating).
     Instantiate(String),
+    /// A fresh instance's `configure` returned this error.
+    Configure(String),
     /// The version is quarantined; the guest was not called.
     Quarantined,
 }
@@ -27,6 +31,7 @@ impl FaultKind {
             FaultKind::MemoryCap => "memory",
             FaultKind::Trap(_) => "trap",
             FaultKind::Instantiate(_) => "instantiate",
+            FaultKind::Configure(_) => "configure",
             FaultKind::Quarantined => "quarantined",
         }
     }
@@ -35,11 +40,15 @@ impl FaultKind {
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FaultKind::Trap(msg) | FaultKind::Instantiate(msg) => write!(f, "{}: {msg}", self.as_str()),
+            FaultKind::Trap(msg) | FaultKind::Instantiate(msg) | FaultKind::Configure(msg) => {
+                write!(f, "{}: {msg}", self.as_str())
+            }
             _ => f.write_str(self.as_str()),
         }
     }
 }
+
+impl std::error::Error for FaultKind {}
 
 /// What to do with a call whose placer faulted (`on_placer_fault`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,44 +81,34 @@ impl Default for FaultPolicy {
     }
 }
 
-/// Per-version fault bookkeeping.
+/// Per-version fault bookkeeping: quarantine is a [`Backoff`] over consecutive faults.
 #[derive(Debug)]
-pub(crate) struct FaultState {
-    policy: FaultPolicy,
-    consecutive: u32,
-    until: Option<Instant>,
-    next_period: Duration,
-}
+pub(crate) struct FaultState(Backoff);
 
 impl FaultState {
     pub(crate) fn new(policy: FaultPolicy) -> Self {
-        FaultState { policy, consecutive: 0, until: None, next_period: policy.quarantine_base }
+        FaultState(Backoff::new(BackoffPolicy {
+            after: policy.quarantine_after,
+            base: policy.quarantine_base,
+            max: policy.quarantine_max,
+        }))
     }
 
     /// True while quarantined at `now`.
     pub(crate) fn quarantined(&self, now: Instant) -> bool {
-        self.until.is_some_and(|until| now < until)
+        self.0.active(now)
     }
 
     /// A good call: forget past faults.
     pub(crate) fn record_success(&mut self) {
-        self.consecutive = 0;
-        self.until = None;
-        self.next_period = self.policy.quarantine_base;
+        self.0.succeed();
     }
 
     /// A fault at `now`. Returns the quarantine period when this fault starts one. After a
     /// quarantine ends, the next fault (still without a success in between) starts the next,
     /// twice as long.
     pub(crate) fn record_fault(&mut self, now: Instant) -> Option<Duration> {
-        self.consecutive = self.consecutive.saturating_add(1);
-        if self.consecutive < self.policy.quarantine_after || self.quarantined(now) {
-            return None;
-        }
-        let period = self.next_period;
-        self.until = Some(now + period);
-        self.next_period = (period * 2).min(self.policy.quarantine_max);
-        Some(period)
+        self.0.fail(now).then(|| self.0.start(now))
     }
 }
 

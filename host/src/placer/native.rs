@@ -2,9 +2,7 @@
 //! the Wasm components are built from. Used only by `serve --native-placement`, to measure
 //! what running placement in Wasm costs per request (issue 7); never the default.
 
-use super::{Call, PlaceError, RunnerLoad};
-use crate::lifecycle::Order;
-use crate::runner::RunnerSet;
+use super::{Call, Order, PlaceError, RunnerLoad, RunnerSet};
 
 /// A built-in placer's algorithm with its parsed config.
 #[derive(Debug, Clone, Copy)]

@@ -4,16 +4,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Store, Trap};
 
 use super::bindings::{Placer, PlacerPre};
+use super::engine::Shared;
 use super::error::{LoadError, PlaceError};
 use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
-use super::runtime::{PlacerObserver, SandboxLimits, Ticker, root_cause};
 use super::sandbox::{GuestLog, HostState};
-use super::{Call, RunnerLoad};
-use crate::runner::RunnerSet;
+use super::{Call, Order, RunnerLoad, RunnerSet};
 
 /// Where a placer version came from (shown by the admin API).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +65,8 @@ pub struct PlacerVersion {
     loaded_at: SystemTime,
     config: Vec<(String, String)>,
     pre: PlacerPre<HostState>,
-    engine: Engine,
-    limits: SandboxLimits,
+    /// Engine, limits, epoch ticker and observer: the runtime's, shared by every version.
+    shared: Arc<Shared>,
     log: Arc<GuestLog>,
     idle: Mutex<Vec<Warm>>,
     faults: Mutex<FaultState>,
@@ -75,10 +74,6 @@ pub struct PlacerVersion {
     instances_created: AtomicU64,
     /// `set-runners` calls so far: once per instance per runner generation.
     set_runners_calls: AtomicU64,
-    /// Keeps the epoch ticker running while this version can run guest code.
-    _ticker: Arc<Ticker>,
-    /// Metrics sink for guest timings and faults.
-    observer: Arc<dyn PlacerObserver>,
 }
 
 impl std::fmt::Debug for PlacerVersion {
@@ -95,17 +90,13 @@ impl std::fmt::Debug for PlacerVersion {
 type GuestResult<T> = Result<T, FaultKind>;
 
 impl PlacerVersion {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: &str,
         source: PlacerSource,
         sha256: String,
         config: Vec<(String, String)>,
         pre: PlacerPre<HostState>,
-        engine: Engine,
-        limits: SandboxLimits,
-        ticker: Arc<Ticker>,
-        observer: Arc<dyn PlacerObserver>,
+        shared: Arc<Shared>,
     ) -> Self {
         let name: Arc<str> = name.into();
         PlacerVersion {
@@ -117,14 +108,11 @@ impl PlacerVersion {
             loaded_at: SystemTime::now(),
             config,
             pre,
-            engine,
-            limits,
             idle: Mutex::new(Vec::new()),
-            faults: Mutex::new(FaultState::new(limits.fault_policy)),
+            faults: Mutex::new(FaultState::new(shared.limits.fault_policy)),
             instances_created: AtomicU64::new(0),
             set_runners_calls: AtomicU64::new(0),
-            _ticker: ticker,
-            observer,
+            shared,
         }
     }
 
@@ -175,12 +163,9 @@ impl PlacerVersion {
 
     /// Builds the first instance (running `configure`) and keeps it warm.
     pub(crate) fn warm_up(&self) -> Result<(), LoadError> {
-        let warm = self.instantiate().map_err(|kind| match kind {
-            FaultKind::Instantiate(message) if message.starts_with(CONFIGURE_PREFIX) => LoadError::Configure {
-                placer: self.name.to_string(),
-                message: message[CONFIGURE_PREFIX.len()..].to_string(),
-            },
-            kind => LoadError::Validation { placer: self.name.to_string(), reason: format!("instantiate: {kind}") },
+        let warm = self.instantiate().map_err(|fault| match fault {
+            FaultKind::Configure(message) => LoadError::Configure { placer: self.name.to_string(), message },
+            fault => LoadError::Instantiate { placer: self.name.to_string(), fault },
         })?;
         self.check_in(warm);
         Ok(())
@@ -197,12 +182,12 @@ impl PlacerVersion {
     pub fn place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> Result<Placement, PlaceError> {
         debug_assert_eq!(set.len(), loads.len(), "one load per runner");
         let fault = if self.quarantined() {
-            self.observer.fault(&self.name, FaultKind::Quarantined.as_str());
+            self.shared.observer.fault(&self.name, FaultKind::Quarantined.as_str());
             FaultKind::Quarantined
         } else {
             let started = Instant::now();
             let placed = self.place_raw(call, set, loads);
-            self.observer.guest_call(&self.name, started.elapsed().as_secs_f64());
+            self.shared.observer.guest_call(&self.name, started.elapsed().as_secs_f64());
             match placed {
                 Ok(mut order) => {
                     let cleaned = sanitize(&mut order, set.len());
@@ -214,7 +199,7 @@ impl PlacerVersion {
                 Err(kind) => kind,
             }
         };
-        match self.limits.on_fault {
+        match self.shared.limits.on_fault {
             OnFault::Fallback => {
                 Ok(Placement { order: fallback_order(call.seq, loads), by: PlacedBy::Fallback(fault) })
             }
@@ -232,7 +217,7 @@ impl PlacerVersion {
                 Ok(_) => faults.record_success(),
                 Err(kind) => {
                     let name = &*self.name;
-                    self.observer.fault(name, kind.as_str());
+                    self.shared.observer.fault(name, kind.as_str());
                     tracing::warn!(placer = name, fault = %kind, call_id = %call.id, "placer fault");
                     if let Some(period) = faults.record_fault(Instant::now()) {
                         tracing::error!(
@@ -250,13 +235,13 @@ impl PlacerVersion {
     fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
         let mut warm = self.check_out()?;
         if warm.generation != Some(set.generation) {
-            warm.store.set_epoch_deadline(self.limits.setup_ticks());
+            warm.store.set_epoch_deadline(self.shared.limits.setup_ticks());
             let told = warm.placer.call_set_runners(&mut warm.store, set.generation, &set.runners);
             self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
             told.map_err(|e| classify(&warm.store, &e))?;
             warm.generation = Some(set.generation);
         }
-        warm.store.set_epoch_deadline(self.limits.place_ticks());
+        warm.store.set_epoch_deadline(self.shared.limits.place_ticks());
         // On error the instance is dropped here, never returned to the pool.
         let order = warm.placer.call_place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
         self.check_in(warm);
@@ -273,7 +258,7 @@ impl PlacerVersion {
 
     fn check_in(&self, warm: Warm) {
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < self.limits.max_idle_instances
+            && idle.len() < self.shared.limits.max_idle_instances
         {
             idle.push(warm);
         }
@@ -282,11 +267,12 @@ impl PlacerVersion {
     /// A fresh instance: new store with the memory limiter, instantiate and `configure`,
     /// all under the setup budget.
     fn instantiate(&self) -> GuestResult<Warm> {
-        let mut store = Store::new(&self.engine, HostState::new(self.limits.memory_limit_bytes, self.log.clone()));
+        let mut store =
+            Store::new(&self.shared.engine, HostState::new(self.shared.limits.memory_limit_bytes, self.log.clone()));
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         // Set before instantiating: the epoch has long advanced past the default deadline.
-        store.set_epoch_deadline(self.limits.setup_ticks());
+        store.set_epoch_deadline(self.shared.limits.setup_ticks());
         self.instances_created.fetch_add(1, Ordering::Relaxed);
         let placer = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
             FaultKind::Trap(msg) => FaultKind::Instantiate(msg),
@@ -294,14 +280,11 @@ impl PlacerVersion {
         })?;
         match placer.call_configure(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Warm { store, placer, generation: None }),
-            Ok(Err(message)) => Err(FaultKind::Instantiate(format!("{CONFIGURE_PREFIX}{message}"))),
+            Ok(Err(message)) => Err(FaultKind::Configure(message)),
             Err(e) => Err(classify(&store, &e)),
         }
     }
 }
-
-/// Marks an instantiate fault that is the guest's `configure` error.
-const CONFIGURE_PREFIX: &str = "configure: ";
 
 /// Names a guest error: timeout, memory cap, or another trap with its message.
 fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> FaultKind {
@@ -310,6 +293,13 @@ fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> FaultKind {
     } else if store.data().limiter.refused {
         FaultKind::MemoryCap
     } else {
-        FaultKind::Trap(root_cause(e))
+        FaultKind::Trap(format!("{e:#}").replace('\n', " "))
+    }
+}
+
+/// A placer version orders calls through its guest (with the fallback on faults).
+impl Order for PlacerVersion {
+    fn order(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> Result<Vec<u32>, PlaceError> {
+        self.place(call, set, loads).map(|p| p.order)
     }
 }

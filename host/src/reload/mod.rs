@@ -1,6 +1,6 @@
-//! The registry of placers and hot reload (DESIGN §9).
+//! The registry of placers and hot reload.
 //!
-//! Sources: the embedded built-ins, `placers_dir/NAME.wasm` ([`watch`]) and
+//! Sources: the embedded built-ins, `placers_dir/NAME.wasm` ([`watch_dir`]) and
 //! `PUT /admin/placers/{name}`. Every new version is built completely off the request path
 //! (compile with a time limit, check the world, instantiate, `configure`, then
 //! [`PlacerVersion::check`]: `set-runners` on a synthetic set and sample placements) and
@@ -8,7 +8,7 @@
 //! running version and is recorded as the name's `last_error`. Calls hold the `Arc` of the
 //! version they started with, so a swap never touches an in-flight call.
 
-pub mod watch;
+mod scan;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,8 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::placer::{BUILTINS, LoadError, PlacerRuntime, PlacerSource, PlacerVersion};
+
+pub use scan::watch_dir;
 
 /// Longest a new version may take to compile and validate before it is given up.
 pub const VALIDATE_TIME_LIMIT: Duration = Duration::from_secs(10);
@@ -147,9 +149,10 @@ impl Registry {
                 Ok(version)
             }
             Err(e) => {
-                tracing::warn!(placer = name, source = %source_label(&source), error = %e, "placer rejected; keeping the running version");
+                let report = e.report();
+                tracing::warn!(placer = name, source = %source_label(&source), error = %report, "placer rejected; keeping the running version");
                 if let Ok(mut errors) = self.errors.lock() {
-                    errors.insert(name.to_string(), e.to_string());
+                    errors.insert(name.to_string(), report);
                 }
                 Err(e)
             }
@@ -170,15 +173,17 @@ impl Registry {
         let task = tokio::task::spawn_blocking(move || registry.install(&owned, source, &bytes));
         match tokio::time::timeout(VALIDATE_TIME_LIMIT, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => {
-                Err(LoadError::Validation { placer: name.into(), reason: format!("validation task failed: {join}") })
-            }
+            Ok(Err(join)) => Err(LoadError::Validation {
+                placer: name.into(),
+                reason: format!("validation task failed: {join}"),
+                fault: None,
+            }),
             Err(_) => {
-                let reason = format!("compiling and validating took longer than {VALIDATE_TIME_LIMIT:?}");
+                let error = LoadError::TimedOut { placer: name.into(), limit: VALIDATE_TIME_LIMIT };
                 if let Ok(mut errors) = self.errors.lock() {
-                    errors.insert(name.to_string(), reason.clone());
+                    errors.insert(name.to_string(), error.report());
                 }
-                Err(LoadError::Validation { placer: name.into(), reason })
+                Err(error)
             }
         }
     }

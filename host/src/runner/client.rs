@@ -1,11 +1,13 @@
-//! TryExec over HTTP/1.1 (DESIGN §4, §6): every attempt is classified as *not placed*
-//! (connect failed before a byte was written, the request provably never left, or a busy
-//! refusal) or *committed*. There is no hidden retry: hyper's low-level connection API is
-//! used directly, and a request is only re-sent when hyper hands it back unsent.
+//! TryExec over HTTP/1.1: every attempt is classified as *not placed* (connect failed
+//! before a byte was written, the request provably never left, a busy refusal, or the
+//! runner left the pool) or *committed*. There is no hidden retry: hyper's low-level
+//! connection API is used directly, and a request is only re-sent when hyper hands it back
+//! unsent.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -16,9 +18,8 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::pool::{InFlight, RunnerState, StaticPool};
-use crate::lifecycle::{Attempt, NotPlaced, TryExec};
-use crate::placer::Runner;
+use super::pool::{DynamicPool, InFlight, RunnerState};
+use super::{Attempt, NotPlaced, RunnerFailed, TryExec};
 
 /// The header a runner sets on a `503` to say "busy, did not start it".
 pub const BUSY_HEADER: &str = "fn-runner-busy";
@@ -62,110 +63,123 @@ impl Body for RunnerBody {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `address` within the pool's connect timeout.
-async fn connect(address: &str, pool: &StaticPool) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::time::timeout(pool.connect_timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| format!("connect to {address} timed out"))?
-        .map_err(|e| format!("connect to {address}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake with {address}: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "runner connection ended");
-        }
-    });
-    sender.ready().await.map_err(|e| format!("connection to {address}: {e}"))?;
-    Ok(sender)
+/// Sends calls to the runners of one pool over pooled keep-alive connections.
+#[derive(Debug, Clone)]
+pub struct RunnerClient {
+    /// The pool whose runners this client reaches: it decides on ejections, which depend
+    /// on how many of its runners are ejected already.
+    pool: Arc<DynamicPool>,
+    /// TCP connect timeout for runner connections (`connect_timeout_ms`).
+    connect_timeout: Duration,
 }
 
-fn build(forward: &Forward) -> Result<Request<Full<Bytes>>, String> {
-    let mut request = Request::builder()
-        .method(forward.method.clone())
-        .uri(&forward.path_and_query)
-        .body(Full::new(forward.body.clone()))
-        .map_err(|e| format!("bad request for runner: {e}"))?;
-    *request.headers_mut() = forward.headers.clone();
-    Ok(request)
-}
+impl RunnerClient {
+    /// A client for the runners of `pool`.
+    pub fn new(pool: Arc<DynamicPool>, connect_timeout: Duration) -> Self {
+        RunnerClient { pool, connect_timeout }
+    }
 
-impl StaticPool {
-    async fn send(&self, state: &Arc<RunnerState>, forward: &Forward) -> Attempt<Response<RunnerBody>> {
-        let request = match build(forward) {
-            Ok(r) => r,
-            Err(e) => return Attempt::NotPlaced(NotPlaced::Connect(e)),
-        };
-        // Count the call on the runner before anything else, so placements racing this
-        // one already see it (bounded loads depend on it); dropped again if not placed.
-        let mut in_flight = Some(state.track());
-        // A pooled connection first; if hyper hands the request back unsent (the runner
-        // closed the idle connection), it provably never left: use a fresh connection.
-        let mut request = Some(request);
-        let mut pooled = state.checkout();
-        loop {
-            let Some(req) = request.take() else {
-                return Attempt::NotPlaced(NotPlaced::Connect("request lost".into()));
-            };
-            let fresh = pooled.is_none();
-            let mut conn = match pooled.take() {
-                Some(conn) => conn,
-                None => match connect(&state.address, self).await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        self.record_connect_failure(state);
-                        return Attempt::NotPlaced(NotPlaced::Connect(e));
-                    }
-                },
-            };
-            match conn.try_send_request(req).await {
+    /// Opens a new HTTP/1.1 connection to `runner` within the connect timeout.
+    async fn connect(&self, runner: &RunnerState) -> Result<SendRequest<Full<Bytes>>, NotPlaced> {
+        let address = &runner.address;
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address.as_str()))
+            .await
+            .map_err(|_| NotPlaced::ConnectTimeout { runner: address.clone() })?
+            .map_err(|source| NotPlaced::Connect { runner: address.clone(), source })?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| NotPlaced::Handshake { runner: address.clone(), source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "runner connection ended");
+            }
+        });
+        sender.ready().await.map_err(|source| NotPlaced::Handshake { runner: address.clone(), source })?;
+        Ok(sender)
+    }
+
+    /// Sends `request` on a pooled connection, or on a fresh one when there is none or
+    /// hyper hands the request back unsent (the runner closed the idle connection: the
+    /// request provably never left).
+    async fn send(
+        &self,
+        runner: &RunnerState,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Result<Response<Incoming>, RunnerFailed>, NotPlaced> {
+        let request = match runner.checkout() {
+            None => request,
+            Some(mut pooled) => match pooled.try_send_request(request).await {
                 Ok(response) => {
-                    state.checkin(conn);
-                    let Some(in_flight) = in_flight.take() else {
-                        return Attempt::NotPlaced(NotPlaced::Connect("in-flight guard lost".into()));
-                    };
-                    return classify(state, response, in_flight);
+                    runner.checkin(pooled);
+                    return Ok(Ok(response));
                 }
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) if !fresh => request = Some(unsent),
-                    Some(_) => {
-                        return Attempt::NotPlaced(NotPlaced::Connect(format!(
-                            "{}: connection closed before the request was sent",
-                            state.address
-                        )));
-                    }
-                    None => return Attempt::Committed(Err(format!("{}: {}", state.address, e.into_error()))),
+                    Some(unsent) => unsent,
+                    None => return Ok(Err(RunnerFailed { runner: runner.address.clone(), error: e.into_error() })),
                 },
+            },
+        };
+        let mut fresh = match self.connect(runner).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.pool.record_connect_failure(runner);
+                return Err(e);
             }
+        };
+        match fresh.try_send_request(request).await {
+            Ok(response) => {
+                runner.checkin(fresh);
+                Ok(Ok(response))
+            }
+            Err(mut e) => match e.take_message() {
+                Some(_) => Err(NotPlaced::Unsent { runner: runner.address.clone(), source: e.into_error() }),
+                None => Ok(Err(RunnerFailed { runner: runner.address.clone(), error: e.into_error() })),
+            },
         }
     }
 }
 
-fn classify(state: &RunnerState, response: Response<Incoming>, in_flight: InFlight) -> Attempt<Response<RunnerBody>> {
+fn build(forward: &Forward) -> Result<Request<Full<Bytes>>, NotPlaced> {
+    let mut request = Request::builder()
+        .method(forward.method.clone())
+        .uri(&forward.path_and_query)
+        .body(Full::new(forward.body.clone()))
+        .map_err(NotPlaced::BadRequest)?;
+    *request.headers_mut() = forward.headers.clone();
+    Ok(request)
+}
+
+/// A busy refusal is not placed; any other answer is committed.
+fn classify(runner: &RunnerState, response: Response<Incoming>, in_flight: InFlight) -> Attempt<Response<RunnerBody>> {
     let busy = response.status() == StatusCode::SERVICE_UNAVAILABLE
         && response.headers().get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
-    state.record_answer(!busy);
+    runner.record_answer(!busy);
     if busy {
-        state.record_refusal();
+        runner.record_refusal();
         return Attempt::NotPlaced(NotPlaced::Busy);
     }
     Attempt::Committed(Ok(response.map(|inner| RunnerBody { inner, _in_flight: in_flight })))
 }
 
-impl TryExec<Forward> for StaticPool {
+impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
     type Output = Response<RunnerBody>;
 
-    async fn try_exec(&self, index: usize, runner: &Runner, call: &Forward) -> Attempt<Self::Output> {
-        let membership = self.membership();
-        let state = match membership.states.get(index).filter(|s| s.address == runner.address) {
-            Some(state) => state,
-            // The membership changed after placement: the runner may sit elsewhere now, or
-            // have left (then it is closed to new calls).
-            None => match membership.by_address(&runner.address) {
-                Some(state) => state,
-                None => return Attempt::NotPlaced(NotPlaced::Closed),
-            },
+    async fn try_exec(&self, runner: &Arc<RunnerState>, call: &Forward) -> Attempt<Self::Output> {
+        if runner.left() {
+            return Attempt::NotPlaced(NotPlaced::Closed);
+        }
+        let request = match build(call) {
+            Ok(r) => r,
+            Err(e) => return Attempt::NotPlaced(e),
         };
-        self.send(state, call).await
+        // Count the call on the runner before anything else, so placements racing this
+        // one already see it (bounded loads depend on it); dropped again if not placed.
+        let in_flight = runner.track();
+        match self.send(runner, request).await {
+            Ok(Ok(response)) => classify(runner, response, in_flight),
+            Ok(Err(failed)) => Attempt::Committed(Err(failed)),
+            Err(not_placed) => Attempt::NotPlaced(not_placed),
+        }
     }
 }

@@ -1,10 +1,11 @@
-//! Runner discovery (DESIGN §8 `[runners]`): a watched runner file, or DNS re-resolved on
+//! Runner discovery (`[runners]`): a watched runner file, or DNS re-resolved on
 //! an interval. Each source computes the whole runner list and hands it to
-//! [`StaticPool::update`], which bumps the generation only when the list changed; the
+//! [`DynamicPool::update`], which bumps the generation only when the list changed; the
 //! placers learn the new set through `set-runners` on their next call.
 //!
 //! A source that fails (unreadable or invalid file, resolver error, no records) keeps the
-//! last good set, logs why and counts `lb_placer_rp_error_count`.
+//! last good set, logs why and calls its [`OnError`] (which counts
+//! `lb_placer_rp_error_count`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,11 +16,14 @@ use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, Resolver
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{Resolver, TokioResolver};
 
-use super::StaticPool;
-use crate::admin::metrics::Metrics;
+use super::DynamicPool;
 use crate::config::is_host_port;
 use crate::placer::Runner;
-use crate::reload::watch::{FolderWatch, watch_folder};
+use crate::watch::{FolderWatch, watch};
+
+/// Called once per failed discovery (unreadable or invalid runner file, DNS error), after
+/// the failure is logged; the caller counts it.
+pub type OnError = Arc<dyn Fn() + Send + Sync>;
 
 /// Parses a runner file: one runner per line, `host:port` then optional `key=value`
 /// labels, separated by blanks; `#` starts a comment; blank lines are skipped. Order is
@@ -72,27 +76,24 @@ pub fn read_runner_file(path: &Path) -> Result<Vec<Runner>, String> {
 ///
 /// # Errors
 /// The folder cannot be watched.
-pub fn watch_file(pool: Arc<StaticPool>, path: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<FolderWatch> {
+pub fn watch_file(pool: Arc<DynamicPool>, path: PathBuf, on_error: OnError) -> std::io::Result<FolderWatch> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (watcher, mut events) = watch_folder(&folder)?;
-    let task = tokio::spawn(async move {
-        while events.changed().await {
-            match read_runner_file(&path) {
-                Ok(runners) => apply(&pool, runners, &path.display().to_string()),
-                Err(e) => {
-                    metrics.record_discovery_error();
-                    tracing::warn!(error = %e, "runner file unusable; keeping the last good runner set");
-                }
+    watch(&folder, move || {
+        match read_runner_file(&path) {
+            Ok(runners) => apply(&pool, runners, &path.display().to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "runner file unusable; keeping the last good runner set");
+                on_error();
             }
         }
-    });
-    Ok(FolderWatch::new(watcher, task))
+        std::future::ready(())
+    })
 }
 
-fn apply(pool: &StaticPool, runners: Vec<Runner>, source: &str) {
+fn apply(pool: &DynamicPool, runners: Vec<Runner>, source: &str) {
     let count = runners.len();
     if let Some(generation) = pool.update(runners) {
         tracing::info!(source, runners = count, generation, "runner set changed");
@@ -133,7 +134,7 @@ impl DnsSource {
     }
 
     /// One resolution: the runners, sorted by address (IPv4 before IPv6), so every placerd
-    /// that sees the same records sees the same indices (DESIGN §2).
+    /// that sees the same records sees the same indices.
     ///
     /// # Errors
     /// The resolver's error, or "no records".
@@ -153,7 +154,7 @@ impl DnsSource {
 }
 
 /// Resolves `source` now and then every `interval` until the task is aborted.
-pub async fn poll_dns(pool: Arc<StaticPool>, source: DnsSource, interval: Duration, metrics: Arc<Metrics>) {
+pub async fn poll_dns(pool: Arc<DynamicPool>, source: DnsSource, interval: Duration, on_error: OnError) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -161,8 +162,8 @@ pub async fn poll_dns(pool: Arc<StaticPool>, source: DnsSource, interval: Durati
         match source.resolve().await {
             Ok(runners) => apply(&pool, runners, &source.name),
             Err(e) => {
-                metrics.record_discovery_error();
                 tracing::warn!(error = %e, "DNS resolution failed; keeping the last good runner set");
+                on_error();
             }
         }
     }

@@ -1,37 +1,24 @@
-//! Runners: the servers that execute calls, as the placers see them.
+//! Runners: the servers that execute calls. The pool of them, the client that sends a call
+//! to one, where their membership comes from, and the reference runner.
 //!
-//! A pool publishes its membership as an immutable [`RunnerSet`]; every change gets a new,
-//! larger generation so placer instances know when to be told (`set-runners`).
+//! A pool publishes its membership as an immutable [`Membership`]: the [`RunnerSet`] the
+//! placers are told and one *handle* per runner, in the same order. The placement loop
+//! takes one membership per pass and gives the handle of the runner it tries to the client
+//! ([`TryExec`]): no second lookup by index or address. Every attempt ends as an
+//! [`Attempt`]: *not placed* only when the runner provably did not start the call.
+//!
+//! # Layout
+//! - `pool`: [`DynamicPool`]: the membership (swapped whole by discovery) and each
+//!   runner's live state, connections and ejection.
+//! - `client`: [`RunnerClient`]: TryExec over HTTP/1.1 on a runner's handle.
+//! - `discovery`: the runner file and DNS sources.
+//! - `status`: `GET /v1/status` polling.
+//! - `reference`: `placerd runner`, the reference runner.
 
-use crate::placer::Runner;
+use std::future::Future;
+use std::sync::Arc;
 
-/// One published membership of a runner pool.
-#[derive(Debug, Clone)]
-pub struct RunnerSet {
-    /// Grows with every change; placer instances re-learn the set when it differs from the
-    /// one they saw.
-    pub generation: u64,
-    /// The runners in placement-index order (configured order, or sorted for DNS).
-    pub runners: Vec<Runner>,
-}
-
-impl RunnerSet {
-    /// A set of plain `host:port` addresses without labels.
-    pub fn from_addresses<S: Into<String>>(generation: u64, addresses: impl IntoIterator<Item = S>) -> Self {
-        let runners = addresses.into_iter().map(|a| Runner { address: a.into(), labels: Vec::new() }).collect();
-        RunnerSet { generation, runners }
-    }
-
-    /// Number of runners.
-    pub fn len(&self) -> usize {
-        self.runners.len()
-    }
-
-    /// True when the pool has no runners.
-    pub fn is_empty(&self) -> bool {
-        self.runners.is_empty()
-    }
-}
+use crate::placer::{RunnerLoad, RunnerSet};
 
 pub mod client;
 pub mod discovery;
@@ -39,5 +26,117 @@ pub mod pool;
 pub mod reference;
 pub mod status;
 
-pub use client::{Forward, RunnerBody};
-pub use pool::{Discovery, Membership, RunnerState, StaticPool};
+pub use client::{BUSY_HEADER, Forward, RunnerBody, RunnerClient};
+pub use pool::{Discovery, DynamicPool, RunnerState};
+
+/// One membership of a pool: the set the placers see and one handle per runner, in the
+/// same order. Immutable: a change publishes a new one.
+#[derive(Debug)]
+pub struct Membership<H = Arc<RunnerState>> {
+    /// What placers are told (`set-runners`).
+    pub set: Arc<RunnerSet>,
+    /// One handle per runner of `set`, same order: what the client sends calls to.
+    pub handles: Vec<H>,
+}
+
+/// An error reported by a runner pool instead of a membership.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The caller's fault (e.g. no runners configured): fail fast, 502.
+    #[error("{0}")]
+    User(String),
+    /// The pool's fault (discovery has found nothing yet): keep trying until the deadline.
+    #[error("{0}")]
+    Service(String),
+}
+
+/// A runner pool as the placement loop sees it.
+pub trait RunnerPool: Send + Sync {
+    /// The handle of one runner, handed to the client.
+    type Handle: Send + Sync;
+    /// The current membership. `Err` means "no runners, and here is why" (Fn's pool error).
+    ///
+    /// # Errors
+    /// [`PoolError::User`] fails the call fast (502); [`PoolError::Service`] is retried
+    /// until the placer deadline and then returned.
+    fn snapshot(&self) -> Result<Arc<Membership<Self::Handle>>, PoolError>;
+    /// One load per runner of `membership`, in order.
+    fn loads(&self, membership: &Membership<Self::Handle>) -> Vec<RunnerLoad>;
+}
+
+/// Why an attempt did not place the call. Each variant is a case where the runner provably
+/// did not start it: only these allow trying another runner.
+#[derive(Debug, thiserror::Error)]
+pub enum NotPlaced {
+    /// The TCP connect was refused or failed: nothing was written.
+    #[error("connect to {runner}")]
+    Connect {
+        /// The runner's address.
+        runner: String,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP connect did not finish within `connect_timeout_ms`: nothing was written.
+    #[error("connect to {runner} timed out")]
+    ConnectTimeout {
+        /// The runner's address.
+        runner: String,
+    },
+    /// The HTTP/1.1 connection could not be set up on a fresh socket: nothing was written.
+    #[error("connection to {runner} failed before the request was sent")]
+    Handshake {
+        /// The runner's address.
+        runner: String,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+    /// A fresh connection closed and hyper handed the request back unsent.
+    #[error("{runner}: connection closed before the request was sent")]
+    Unsent {
+        /// The runner's address.
+        runner: String,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The request could not be built (e.g. an invalid path): no runner can take it.
+    #[error("the request cannot be sent to a runner")]
+    BadRequest(#[source] hyper::http::Error),
+    /// The runner refused: `503` + `Fn-Runner-Busy: 1`, before reading the body.
+    #[error("runner busy")]
+    Busy,
+    /// The runner left the pool after this placement pass began.
+    #[error("runner left the pool")]
+    Closed,
+}
+
+/// A call that a runner took and then failed (connection lost, malformed response): never
+/// sent anywhere else.
+#[derive(Debug, thiserror::Error)]
+#[error("{runner}: {error}")]
+pub struct RunnerFailed {
+    /// The runner's address.
+    pub runner: String,
+    /// hyper's error (shown in the message, so not repeated as a source).
+    pub error: hyper::Error,
+}
+
+/// The result of one TryExec.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// Provably not started: the loop may try another runner.
+    NotPlaced(NotPlaced),
+    /// Started (or possibly started): never sent anywhere else. `Err` is a failure after
+    /// commit and becomes a 502.
+    Committed(Result<T, RunnerFailed>),
+}
+
+/// Sends a call to one runner, given the handle its pool handed out.
+pub trait TryExec<C: ?Sized, H>: Send + Sync {
+    /// What a placed call yields (the runner's response).
+    type Output: Send;
+    /// Tries `call` on the runner behind `handle`.
+    fn try_exec(&self, handle: &H, call: &C) -> impl Future<Output = Attempt<Self::Output>> + Send;
+}

@@ -1,10 +1,12 @@
 //! The runner pool: the current membership (from `runners.static`, a runner file or DNS;
-//! see `discovery`), per-runner live state (in-flight, reported load, refusals, status
-//! health) and keep-alive connections.
+//! see `discovery`) and, per runner, the live state behind its handle: in-flight calls,
+//! reported load, refusals, status health, keep-alive connections and ejection.
 //!
 //! Membership is an immutable [`Membership`] swapped whole. A change gets the next
 //! generation; runners that stay keep their state (in-flight counts, connections,
-//! ejection), so a membership change never resets what the placers see of them.
+//! ejection), so a membership change never resets what the placers see of them. A runner
+//! that leaves is marked so: a pass that still holds its handle gets
+//! [`NotPlaced::Closed`](super::NotPlaced::Closed) from the client.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,20 +17,19 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 
-use super::RunnerSet;
-use crate::lifecycle::{PoolError, RunnerPool};
-use crate::placer::{Runner, RunnerLoad};
+use super::{Membership, PoolError, RunnerPool};
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::placer::{Runner, RunnerLoad, RunnerSet};
 
 /// Idle keep-alive connections kept per runner.
 const MAX_IDLE_CONNECTIONS: usize = 64;
-/// Consecutive connect failures that eject a runner (busy refusals never count).
-const EJECT_AFTER: u32 = 5;
-/// First ejection period; it doubles on every repeat without a success in between.
-const EJECT_BASE: Duration = Duration::from_secs(30);
-/// Longest ejection period.
-const EJECT_MAX: Duration = Duration::from_secs(300);
+/// Passive ejection: 5 connect failures in a row eject a runner for 30 s, doubling on
+/// every repeat without a committed call in between, up to 300 s. Busy refusals never
+/// count as failures.
+const EJECTION: BackoffPolicy =
+    BackoffPolicy { after: 5, base: Duration::from_secs(30), max: Duration::from_secs(300) };
 
-/// Live state of one runner.
+/// Live state of one runner: what its handle points to.
 #[derive(Debug)]
 pub struct RunnerState {
     /// `host:port`.
@@ -39,20 +40,14 @@ pub struct RunnerState {
     reported_active: AtomicU32,
     /// False while status polling fails.
     status_ok: AtomicBool,
+    /// True once the runner has left the pool: no new calls go to it.
+    left: AtomicBool,
     /// Busy refusals in the current one-second window.
     refusals: Mutex<(Instant, u32)>,
     /// Idle HTTP/1.1 connections (some may still be finishing a response).
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
-    /// Connect failures in a row (reset by any answer, refusals included).
-    connect_failures: AtomicU32,
-    /// Passive ejection: until when, and how long the next one lasts.
-    ejection: Mutex<Ejection>,
-}
-
-#[derive(Debug)]
-struct Ejection {
-    until: Option<Instant>,
-    next: Duration,
+    /// Connect failures in a row and the ejection period.
+    ejection: Mutex<Backoff>,
 }
 
 impl RunnerState {
@@ -62,10 +57,10 @@ impl RunnerState {
             in_flight: AtomicU32::new(0),
             reported_active: AtomicU32::new(0),
             status_ok: AtomicBool::new(true),
+            left: AtomicBool::new(false),
             refusals: Mutex::new((Instant::now(), 0)),
             idle: Mutex::new(Vec::new()),
-            connect_failures: AtomicU32::new(0),
-            ejection: Mutex::new(Ejection { until: None, next: EJECT_BASE }),
+            ejection: Mutex::new(Backoff::new(EJECTION)),
         }
     }
 
@@ -75,14 +70,23 @@ impl RunnerState {
     }
 
     fn ejected_at(&self, now: Instant) -> bool {
-        self.ejection.lock().is_ok_and(|e| e.until.is_some_and(|until| now < until))
+        self.ejection.lock().is_ok_and(|e| e.active(now))
     }
 
-    /// The runner answered (a refusal counts as an answer): forget connect failures.
+    /// True once the runner has left the pool.
+    pub fn left(&self) -> bool {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    /// The runner answered. Any answer (a refusal too) forgets connect failures; a
+    /// committed call also ends an ejection and starts the doubling over.
     pub(crate) fn record_answer(&self, committed: bool) {
-        self.connect_failures.store(0, Ordering::Relaxed);
-        if committed && let Ok(mut e) = self.ejection.lock() {
-            e.next = EJECT_BASE;
+        if let Ok(mut e) = self.ejection.lock() {
+            if committed {
+                e.succeed();
+            } else {
+                e.clear_failures();
+            }
         }
     }
 
@@ -147,7 +151,7 @@ impl RunnerState {
             in_flight: self.in_flight(),
             reported_active: self.reported_active.load(Ordering::Relaxed),
             recent_refusals: self.recent_refusals_at(now),
-            healthy: self.status_ok.load(Ordering::Relaxed) && !self.ejected_at(now),
+            healthy: self.status_ok.load(Ordering::Relaxed) && !self.ejected_at(now) && !self.left(),
         }
     }
 }
@@ -162,20 +166,10 @@ impl Drop for InFlight {
     }
 }
 
-/// One membership of the pool: the set the placers see and each runner's live state, in
-/// the same order.
-#[derive(Debug)]
-pub struct Membership {
-    /// What placers are told (`set-runners`).
-    pub set: Arc<RunnerSet>,
-    /// Live state per runner of `set`, same order.
-    pub states: Vec<Arc<RunnerState>>,
-}
-
 impl Membership {
     /// The state of the runner at `address`, if it is a member.
     pub fn by_address(&self, address: &str) -> Option<&Arc<RunnerState>> {
-        self.states.iter().find(|s| s.address == address)
+        self.handles.iter().find(|s| s.address == address)
     }
 }
 
@@ -188,44 +182,38 @@ pub enum Discovery {
     Dynamic,
 }
 
-/// The runner pool.
+/// The runner pool. Its membership is swapped whole when a source (the static list, a
+/// runner file, DNS) reports a change; readers never wait.
 #[derive(Debug)]
-pub struct StaticPool {
+pub struct DynamicPool {
     current: ArcSwap<Membership>,
     /// Serialises membership updates (readers never wait).
     update: Mutex<()>,
     discovery: Discovery,
-    /// TCP connect timeout for runner connections.
-    pub(crate) connect_timeout: Duration,
 }
 
-impl StaticPool {
-    /// A pool of `addresses`, in index order.
-    pub fn new(addresses: &[String], connect_timeout: Duration) -> Self {
+impl DynamicPool {
+    /// A pool of the static `addresses`, in index order.
+    pub fn new(addresses: &[String]) -> Self {
         let runners = addresses.iter().map(|a| Runner { address: a.clone(), labels: Vec::new() }).collect();
-        Self::with_runners(runners, Discovery::Static, connect_timeout)
+        Self::with_runners(runners, Discovery::Static)
     }
 
     /// A pool starting with `runners` (generation 1).
-    pub fn with_runners(runners: Vec<Runner>, discovery: Discovery, connect_timeout: Duration) -> Self {
-        let states = runners.iter().map(|r| Arc::new(RunnerState::new(r.address.clone()))).collect();
+    pub fn with_runners(runners: Vec<Runner>, discovery: Discovery) -> Self {
+        let handles = runners.iter().map(|r| Arc::new(RunnerState::new(r.address.clone()))).collect();
         let set = Arc::new(RunnerSet { generation: 1, runners });
-        StaticPool {
-            current: ArcSwap::from_pointee(Membership { set, states }),
-            update: Mutex::new(()),
-            discovery,
-            connect_timeout,
-        }
+        DynamicPool { current: ArcSwap::from_pointee(Membership { set, handles }), update: Mutex::new(()), discovery }
     }
 
-    /// The current membership.
+    /// The current membership, empty or not.
     pub fn membership(&self) -> Arc<Membership> {
         self.current.load_full()
     }
 
     /// Replaces the membership with `runners` (in placement order). Returns the new
     /// generation, or `None` when nothing changed (same addresses, labels and order).
-    /// Runners that stay keep their live state.
+    /// Runners that stay keep their live state; runners that leave are marked so.
     pub fn update(&self, runners: Vec<Runner>) -> Option<u64> {
         let _serial = self.update.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.current.load_full();
@@ -233,72 +221,61 @@ impl StaticPool {
         if old.set.runners.len() == runners.len() && old.set.runners.iter().zip(&runners).all(|(a, b)| same(a, b)) {
             return None;
         }
-        let states = runners
+        let handles: Vec<Arc<RunnerState>> = runners
             .iter()
             .map(|r| {
                 old.by_address(&r.address).cloned().unwrap_or_else(|| Arc::new(RunnerState::new(r.address.clone())))
             })
             .collect();
+        for gone in old.handles.iter().filter(|s| !handles.iter().any(|h| Arc::ptr_eq(h, s))) {
+            gone.left.store(true, Ordering::Relaxed);
+        }
         let generation = old.set.generation + 1;
-        self.current.store(Arc::new(Membership { set: Arc::new(RunnerSet { generation, runners }), states }));
+        self.current.store(Arc::new(Membership { set: Arc::new(RunnerSet { generation, runners }), handles }));
         Some(generation)
     }
-}
 
-impl StaticPool {
-    /// A connect to `state` failed. After [`EJECT_AFTER`] in a row the runner is ejected
-    /// (30 s, doubling to 300 s), unless half the set is ejected already.
+    /// A connect to `state` failed. After five in a row the runner is ejected (30 s,
+    /// doubling to 300 s), unless half the set is ejected already.
     pub(crate) fn record_connect_failure(&self, state: &RunnerState) {
-        let failures = state.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < EJECT_AFTER || state.ejected() {
+        let now = Instant::now();
+        let Ok(mut ejection) = state.ejection.lock() else { return };
+        if !ejection.fail(now) {
             return;
         }
+        let failures = ejection.failures();
+        drop(ejection);
         let membership = self.membership();
-        let ejected = membership.states.iter().filter(|s| s.ejected()).count();
-        if (ejected + 1) * 2 > membership.states.len() {
+        let ejected = membership.handles.iter().filter(|s| s.ejected_at(now)).count();
+        if (ejected + 1) * 2 > membership.handles.len() {
             tracing::warn!(runner = %state.address, failures, "not ejecting: half the runners are ejected already");
             return;
         }
-        if let Ok(mut e) = state.ejection.lock() {
-            let period = e.next;
-            e.until = Some(Instant::now() + period);
-            e.next = (period * 2).min(EJECT_MAX);
-            state.connect_failures.store(0, Ordering::Relaxed);
+        if let Ok(mut ejection) = state.ejection.lock() {
+            let period = ejection.start(now);
+            ejection.clear_failures();
             tracing::warn!(runner = %state.address, seconds = period.as_secs(), "runner ejected after repeated connect failures");
         }
     }
 }
 
-impl RunnerPool for StaticPool {
-    fn snapshot(&self) -> Result<Arc<RunnerSet>, PoolError> {
-        let membership = self.current.load();
+impl RunnerPool for DynamicPool {
+    type Handle = Arc<RunnerState>;
+
+    fn snapshot(&self) -> Result<Arc<Membership>, PoolError> {
+        let membership = self.current.load_full();
         if membership.set.is_empty() {
             return Err(match self.discovery {
                 Discovery::Static => PoolError::User("no runners configured".into()),
                 Discovery::Dynamic => PoolError::Service("no runners discovered yet".into()),
             });
         }
-        Ok(membership.set.clone())
+        Ok(membership)
     }
 
-    fn loads(&self, set: &RunnerSet) -> Vec<RunnerLoad> {
+    fn loads(&self, membership: &Membership) -> Vec<RunnerLoad> {
         let now = Instant::now();
-        let membership = self.current.load();
-        if membership.set.generation == set.generation {
-            return membership.states.iter().map(|s| s.load_at(now)).collect();
-        }
-        // The membership changed since `set` was taken: match by address; a runner that
-        // left is shown unhealthy (trying it gives `Closed`, and the loop moves on).
-        set.runners
-            .iter()
-            .map(|r| {
-                membership
-                    .by_address(&r.address)
-                    .map_or(RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: false }, |s| {
-                        s.load_at(now)
-                    })
-            })
-            .collect()
+        membership.handles.iter().map(|s| s.load_at(now)).collect()
     }
 }
 
@@ -306,36 +283,38 @@ impl RunnerPool for StaticPool {
 mod tests {
     use super::*;
 
-    fn pool(n: usize) -> StaticPool {
+    fn pool(n: usize) -> DynamicPool {
         let addresses: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:1")).collect();
-        StaticPool::new(&addresses, Duration::from_millis(10))
+        DynamicPool::new(&addresses)
+    }
+
+    fn fail_connects(p: &DynamicPool, s: &RunnerState, times: usize) {
+        for _ in 0..times {
+            p.record_connect_failure(s);
+        }
     }
 
     #[test]
     fn five_connect_failures_in_a_row_eject_a_runner() {
         let p = pool(4);
         let m = p.membership();
-        let s = &m.states[0];
-        for _ in 0..4 {
-            p.record_connect_failure(s);
-        }
+        let s = &m.handles[0];
+        fail_connects(&p, s, 4);
         assert!(!s.ejected());
         p.record_connect_failure(s);
         assert!(s.ejected());
         assert!(!s.load().healthy);
-        let e = s.ejection.lock().map(|e| e.next).unwrap_or_default();
-        assert_eq!(e, Duration::from_secs(60), "the next ejection lasts twice as long");
+        let next = s.ejection.lock().map(|mut e| e.start(Instant::now())).unwrap_or_default();
+        assert_eq!(next, Duration::from_secs(60), "the next ejection lasts twice as long");
     }
 
     #[test]
     fn refusals_and_answers_reset_the_count() {
         let p = pool(4);
         let m = p.membership();
-        let s = &m.states[1];
+        let s = &m.handles[1];
         for _ in 0..20 {
-            for _ in 0..4 {
-                p.record_connect_failure(s);
-            }
+            fail_connects(&p, s, 4);
             s.record_answer(false); // a busy refusal: the runner is alive
         }
         assert!(!s.ejected());
@@ -345,12 +324,10 @@ mod tests {
     fn at_most_half_the_set_is_ejected() {
         let p = pool(4);
         let m = p.membership();
-        for s in &m.states {
-            for _ in 0..5 {
-                p.record_connect_failure(s);
-            }
+        for s in &m.handles {
+            fail_connects(&p, s, 5);
         }
-        assert_eq!(m.states.iter().filter(|s| s.ejected()).count(), 2);
+        assert_eq!(m.handles.iter().filter(|s| s.ejected()).count(), 2);
     }
 
     fn runners(addresses: &[&str]) -> Vec<Runner> {
@@ -359,18 +336,20 @@ mod tests {
 
     #[test]
     fn an_update_bumps_the_generation_and_keeps_the_state_of_runners_that_stay() {
-        let p = StaticPool::with_runners(runners(&["a:1", "b:1"]), Discovery::Dynamic, Duration::from_millis(10));
+        let p = DynamicPool::with_runners(runners(&["a:1", "b:1"]), Discovery::Dynamic);
         let old = p.membership();
-        let _call = old.states[1].track();
+        let _call = old.handles[1].track();
         assert_eq!(p.update(runners(&["a:1", "b:1"])), None, "no change, no new generation");
         assert_eq!(p.update(runners(&["b:1", "c:1"])), Some(2));
         let new = p.membership();
         assert_eq!(new.set.generation, 2);
-        assert!(Arc::ptr_eq(&new.states[0], &old.states[1]), "b keeps its state");
-        assert_eq!(new.states[0].in_flight(), 1);
-        // Loads for the old set, asked after the change: matched by address.
-        let loads = p.loads(&old.set);
-        assert!(!loads[0].healthy, "a left");
+        assert!(Arc::ptr_eq(&new.handles[0], &old.handles[1]), "b keeps its state");
+        assert_eq!(new.handles[0].in_flight(), 1);
+        // Handles of the old membership, used after the change: a left, b stayed.
+        assert!(old.handles[0].left(), "a left");
+        assert!(!old.handles[1].left());
+        let loads = p.loads(&old);
+        assert!(!loads[0].healthy, "a runner that left is shown unhealthy");
         assert_eq!(loads[1].in_flight, 1);
         // Labels are part of the membership.
         let mut labelled = runners(&["b:1", "c:1"]);
@@ -380,7 +359,7 @@ mod tests {
 
     #[test]
     fn an_empty_dynamic_pool_is_retried_and_an_empty_static_one_is_a_user_error() {
-        let dynamic = StaticPool::with_runners(Vec::new(), Discovery::Dynamic, Duration::from_millis(10));
+        let dynamic = DynamicPool::with_runners(Vec::new(), Discovery::Dynamic);
         assert!(matches!(dynamic.snapshot(), Err(PoolError::Service(_))));
         assert!(matches!(pool(0).snapshot(), Err(PoolError::User(_))));
     }

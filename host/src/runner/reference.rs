@@ -18,11 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::server::serve_http;
 
 /// Largest body the reference runner reads.
 const MAX_BODY: usize = 16 << 20;
@@ -62,6 +61,9 @@ impl RunnerStats {
     }
 }
 
+/// How long calls in flight may finish when a reference runner stops.
+const GRACE: Duration = Duration::from_secs(1);
+
 /// Serves the reference runner on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -70,25 +72,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let options = Arc::new(options);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "runner accept failed");
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let (options, stats) = (options.clone(), stats.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, options.clone(), stats.clone()));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+    serve_http(listener, shutdown, GRACE, move |req| handle(req, options.clone(), stats.clone())).await;
 }
 
 /// A reference runner on 127.0.0.1 port 0, for tests and the demo. Stops when dropped.

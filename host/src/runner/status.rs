@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use super::pool::{RunnerState, StaticPool};
+use super::pool::{DynamicPool, RunnerState};
 
 /// The part of Fn's `RunnerStatus` placerd reads.
 #[derive(Debug, Deserialize)]
@@ -24,13 +24,13 @@ struct Status {
 const MAX_STATUS_BYTES: usize = 64 * 1024;
 
 /// Polls every runner of `pool` each `interval` until the task is aborted.
-pub async fn poll_status(pool: Arc<StaticPool>, interval: Duration) {
+pub async fn poll_status(pool: Arc<DynamicPool>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let mut polls = tokio::task::JoinSet::new();
-        for state in pool.membership().states.iter() {
+        for state in pool.membership().handles.iter() {
             let state = state.clone();
             polls.spawn(async move {
                 let result = tokio::time::timeout(interval.min(Duration::from_secs(2)), fetch(&state.address)).await;

@@ -24,8 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use crate::placer::{Call, CallKind, LoadError, PlacerRuntime, PlacerSource, PlacerVersion, RunnerLoad};
-use crate::runner::RunnerSet;
+use crate::placer::{Call, CallKind, LoadError, PlacerRuntime, PlacerSource, PlacerVersion, RunnerLoad, RunnerSet};
 
 /// How keys are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN §10), served as text at `GET /metrics` on the admin listener.
+//! Prometheus metrics, served as text at `GET /metrics` on the admin listener.
 //!
 //! Fn's `lb_placer_*` metrics are recorded at the points Fn's placer tracker records them
 //! (from the lifecycle's [`Outcome`]): one attempt-count and one latency sample per
@@ -11,10 +11,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
-use crate::lifecycle::{CallError, Outcome, PoolError};
+use crate::lifecycle::{CallError, Outcome};
 use crate::placer::PlacerObserver;
-use crate::reload::Registry;
-use crate::runner::StaticPool;
+use crate::reload::PlacerInfo;
+use crate::runner::{Membership, PoolError};
 
 type Labels = Vec<(String, String)>;
 
@@ -31,7 +31,6 @@ pub struct Metrics {
     rp_error: Counter,
     rp_empty: Counter,
     client_cancelled: Counter,
-    client_timeout: Counter,
     timeout: Counter,
     placed_ok: Counter,
     placed_error: Counter,
@@ -77,7 +76,6 @@ impl Metrics {
             rp_error: Counter::default(),
             rp_empty: Counter::default(),
             client_cancelled: Counter::default(),
-            client_timeout: Counter::default(),
             timeout: Counter::default(),
             placed_ok: Counter::default(),
             placed_error: Counter::default(),
@@ -101,37 +99,38 @@ impl Metrics {
         let r = &mut registry;
         r.register("lb_placer_attempt_count", "Runners attempted per placement", m.attempt_count.clone());
         r.register("lb_placer_latency", "Placement latency in ms, excluding the committed attempt", m.latency.clone());
-        r.register("lb_placer_rp_error_count", "Runner pool errors while placing", m.rp_error.clone());
-        r.register("lb_placer_rp_empty_count", "Placement passes over an empty runner set", m.rp_empty.clone());
-        r.register("lb_placer_client_cancelled_count", "Calls whose client went away", m.client_cancelled.clone());
-        r.register(
-            "lb_placer_client_timeout_count",
-            "Calls whose client deadline passed during placement (placerd has no client deadline yet)",
-            m.client_timeout.clone(),
-        );
-        r.register("lb_placer_timeout_count", "Calls not placed before the placer deadline", m.timeout.clone());
-        r.register("lb_placer_placed_ok_count", "Calls placed and answered", m.placed_ok.clone());
-        r.register("lb_placer_placed_error_count", "Calls placed that then failed (502)", m.placed_error.clone());
-        r.register(
-            "lb_placer_placed_abort_count",
-            "Calls rejected by the placer (on_placer_fault = reject)",
-            m.placed_abort.clone(),
-        );
-        r.register("lb_placer_retry_busy_count", "Attempts refused as busy", m.retry_busy.clone());
-        r.register("lb_placer_retry_error_count", "Attempts that failed before sending", m.retry_error.clone());
+        let counters = [
+            ("lb_placer_rp_error_count", "Runner pool errors while placing", &m.rp_error),
+            ("lb_placer_rp_empty_count", "Placement passes over an empty runner set", &m.rp_empty),
+            ("lb_placer_client_cancelled_count", "Calls whose client went away", &m.client_cancelled),
+            ("lb_placer_timeout_count", "Calls not placed before the placer deadline", &m.timeout),
+            ("lb_placer_placed_ok_count", "Calls placed and answered", &m.placed_ok),
+            ("lb_placer_placed_error_count", "Calls placed that then failed (502)", &m.placed_error),
+            (
+                "lb_placer_placed_abort_count",
+                "Calls rejected by the placer (on_placer_fault = reject)",
+                &m.placed_abort,
+            ),
+            ("lb_placer_retry_busy_count", "Attempts refused as busy", &m.retry_busy),
+            ("lb_placer_retry_error_count", "Attempts that failed before sending", &m.retry_error),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
         r.register("placer_guest_seconds", "Time in a placer's place call", m.guest_seconds.clone());
         r.register("placer_faults", "Placer faults by kind", m.faults.clone());
         r.register("placer_reloads", "Placer loads by result", m.reloads.clone());
         r.register("placer_info", "Running placer versions", m.placer_info.clone());
         r.register("placerd_requests", "Client requests by status", m.requests.clone());
-        r.register("runner_in_flight", "Calls in flight per runner", m.runner_in_flight.clone());
-        r.register("runner_reported_active", "Active calls a runner last reported", m.runner_reported_active.clone());
-        r.register(
-            "runner_recent_refusals",
-            "Busy refusals per runner in the last second",
-            m.runner_recent_refusals.clone(),
-        );
-        r.register("runner_healthy", "1 while a runner's status polls succeed", m.runner_healthy.clone());
+        let runner_gauges = [
+            ("runner_in_flight", "Calls in flight per runner", &m.runner_in_flight),
+            ("runner_reported_active", "Active calls a runner last reported", &m.runner_reported_active),
+            ("runner_recent_refusals", "Busy refusals per runner in the last second", &m.runner_recent_refusals),
+            ("runner_healthy", "1 while a runner's status polls succeed", &m.runner_healthy),
+        ];
+        for (name, help, gauge) in runner_gauges {
+            r.register(name, help, gauge.clone());
+        }
         r.register(
             "runner_set_generation",
             "Generation of the current runner set (grows with every membership change)",
@@ -154,7 +153,6 @@ impl Metrics {
             Err(CallError::TooBusy | CallError::ReservationFailure) => &self.timeout,
             Err(CallError::Pool(PoolError::Service(_))) if outcome.timed_out => &self.timeout,
             Err(CallError::Placer(_)) => &self.placed_abort,
-            Err(CallError::Cancelled) => &self.client_cancelled,
             Err(CallError::Pool(_)) => return,
         };
         counter.inc();
@@ -166,7 +164,8 @@ impl Metrics {
         self.rp_error.inc();
     }
 
-    /// A client that went away before its call was answered (hyper dropped the call).
+    /// A client that went away before its call was answered: hyper dropped the call, and
+    /// with it the placement loop.
     pub fn record_cancelled(&self) {
         self.client_cancelled.inc();
         self.record_status(499);
@@ -187,9 +186,9 @@ impl Metrics {
     }
 
     /// The exposition text, with the per-scrape gauges (placers, runners) refreshed.
-    pub fn render(&self, placers: &Registry, pool: &StaticPool) -> String {
+    pub fn render(&self, placers: &[PlacerInfo], membership: &Membership) -> String {
         self.placer_info.clear();
-        for info in placers.infos().iter().filter(|i| !i.sha256.is_empty()) {
+        for info in placers.iter().filter(|i| !i.sha256.is_empty()) {
             self.placer_info.get_or_create(&labels(&[("placer", &info.name), ("sha256", &info.sha256)])).set(1);
         }
         // Runners that left the pool must not linger as series.
@@ -197,9 +196,8 @@ impl Metrics {
         self.runner_reported_active.clear();
         self.runner_recent_refusals.clear();
         self.runner_healthy.clear();
-        let membership = pool.membership();
         self.runner_generation.set(membership.set.generation as i64);
-        for state in &membership.states {
+        for state in &membership.handles {
             let runner = labels(&[("runner", &state.address)]);
             let load = state.load();
             self.runner_in_flight.get_or_create(&runner).set(i64::from(load.in_flight));

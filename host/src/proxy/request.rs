@@ -1,0 +1,459 @@
+//! Step one of a call: the client's request becomes a [`Call`] for the placer and a
+//! [`Forward`] for the runner. Pure functions (ids and the clock come in as arguments), so
+//! every client error is unit-tested here.
+//!
+//! Routes: `POST /invoke/{fn_id}` and `/t/{app}/{path...}` (fn id `{app}/{first
+//! segment}`); `Fn-App-Id` / `Fn-Fn-Id` override. Anything else is a 404.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode};
+
+use crate::lifecycle::Timing;
+use crate::placer::{Call, CallKind};
+use crate::runner::Forward;
+
+/// Largest total size of request headers forwarded to a runner; above it, 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+/// Names, not strings, so removing them does not parse each name on every call.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
+];
+
+/// A request placerd will not place, with the status the client gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// No route matches the path: 404.
+    #[error("no such route")]
+    NoRoute,
+    /// A path under `/invoke/` that is not `POST /invoke/{fn_id}`: 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The headers add up to more than [`MAX_HEADER_BYTES`]: 431.
+    #[error("request headers over {MAX_HEADER_BYTES} bytes")]
+    HeadersTooLarge,
+    /// The body is (or says it is) larger than `max_body_bytes`: 413.
+    #[error("request body over {limit} bytes")]
+    BodyTooLarge {
+        /// `max_body_bytes`.
+        limit: usize,
+    },
+    /// The body could not be read (the client broke off, bad chunked encoding): 400.
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    /// An `Fn-*` header placerd reads as text is not UTF-8: 400.
+    #[error("header {0} is not valid UTF-8")]
+    NonUtf8Header(String),
+}
+
+impl ClientError {
+    /// The HTTP status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ClientError::NoRoute => StatusCode::NOT_FOUND,
+            ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ClientError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ClientError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ClientError::BadBody(_) | ClientError::NonUtf8Header(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Which function a request calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// `Fn-App-Id`, or the app of a `/t/` path ("" for `/invoke/`).
+    pub(crate) app_id: String,
+    /// `Fn-Fn-Id`, or the fn id from the path.
+    pub(crate) fn_id: String,
+}
+
+/// What the host gives a new call: its id, sequence number, random value and start time.
+#[derive(Debug, Clone)]
+pub(crate) struct CallIds {
+    /// A ULID.
+    pub(crate) id: String,
+    /// Host sequence number.
+    pub(crate) seq: u64,
+    /// Per-call random value.
+    pub(crate) random: u64,
+    /// When the call arrived (for `Fn-Deadline`).
+    pub(crate) now: SystemTime,
+}
+
+/// The placement deadlines a call gets, by kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// Wait after a full pass of refusals.
+    pub(crate) retry_all_delay: Duration,
+    /// Placement deadline of sync calls.
+    pub(crate) sync: Duration,
+    /// Placement deadline of detached calls.
+    pub(crate) detached: Duration,
+}
+
+/// A request turned into a call.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    /// What the placer sees.
+    pub(crate) call: Call,
+    /// What the runner gets.
+    pub(crate) forward: Forward,
+    /// The placement loop's timing for this call.
+    pub(crate) timing: Timing,
+}
+
+/// Checks a request's head before its body is read: route, header size, declared body
+/// length, `Fn-*` header encoding.
+///
+/// # Errors
+/// The [`ClientError`] to answer with; no body is read and no runner contacted.
+pub(crate) fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Target, ClientError> {
+    let target = route(&parts.method, parts.uri.path(), &parts.headers)?;
+    let head_bytes: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if head_bytes > MAX_HEADER_BYTES {
+        return Err(ClientError::HeadersTooLarge);
+    }
+    let declared = parts.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body_bytes as u64) {
+        return Err(ClientError::BodyTooLarge { limit: max_body_bytes });
+    }
+    if let Some((name, _)) =
+        parts.headers.iter().find(|(name, value)| name.as_str().starts_with("fn-") && value.to_str().is_err())
+    {
+        return Err(ClientError::NonUtf8Header(name.as_str().to_string()));
+    }
+    Ok(target)
+}
+
+/// Reads the whole body, up to `limit` bytes.
+///
+/// # Errors
+/// [`ClientError::BodyTooLarge`] past the limit, [`ClientError::BadBody`] when reading fails.
+pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ClientError>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ClientError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ClientError::BadBody(e.to_string())),
+    }
+}
+
+/// Builds the call and the forwarded request of a checked request.
+pub(crate) fn into_call(parts: &Parts, target: Target, body: Bytes, ids: CallIds, deadlines: Deadlines) -> Parsed {
+    let kind = match parts.headers.get("fn-call-type").map(HeaderValue::as_bytes) {
+        Some(b"detached") => CallKind::Detached,
+        _ => CallKind::Sync,
+    };
+    let call = Call {
+        id: ids.id,
+        slot_key: header_str(&parts.headers, "fn-slot-hash").unwrap_or(&target.fn_id).to_string(),
+        app_id: target.app_id,
+        fn_id: target.fn_id,
+        kind,
+        seq: ids.seq,
+        random: ids.random,
+        extensions: extensions(&parts.headers),
+    };
+    let placer_timeout = match kind {
+        CallKind::Detached => deadlines.detached,
+        CallKind::Sync => deadlines.sync,
+    };
+    let forward = Forward {
+        method: parts.method.clone(),
+        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        headers: forward_headers(&parts.headers, &call, ids.now + placer_timeout),
+        body,
+    };
+    let timing =
+        Timing { retry_all_delay: deadlines.retry_all_delay, placer_timeout, detached: kind == CallKind::Detached };
+    Parsed { call, forward, timing }
+}
+
+/// The function a request calls, or why it calls none.
+fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Target, ClientError> {
+    let (mut app_id, mut fn_id) = if let Some(fn_id) = path.strip_prefix("/invoke/") {
+        // Everything under `/invoke/` is the invoke API: only `POST /invoke/{fn_id}` is.
+        if *method != Method::POST || fn_id.is_empty() || fn_id.contains('/') {
+            return Err(ClientError::MethodNotAllowed);
+        }
+        (String::new(), fn_id.to_string())
+    } else if let Some(rest) = path.strip_prefix("/t/") {
+        let mut segments = rest.splitn(3, '/');
+        let app = segments.next().filter(|a| !a.is_empty()).ok_or(ClientError::NoRoute)?;
+        let first = segments.next().unwrap_or("");
+        (app.to_string(), format!("{app}/{first}"))
+    } else {
+        return Err(ClientError::NoRoute);
+    };
+    if let Some(a) = header_str(headers, "fn-app-id") {
+        app_id = a.to_string();
+    }
+    if let Some(f) = header_str(headers, "fn-fn-id") {
+        fn_id = f.to_string();
+    }
+    Ok(Target { app_id, fn_id })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+}
+
+/// `Fn-Ext-Key: value` headers become extensions `("key", "value")`.
+fn extensions(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.as_str().strip_prefix("fn-ext-")?;
+            Some((key.to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect()
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The client's headers without hop-by-hop ones, plus the `Fn-*` headers of `call`.
+fn forward_headers(original: &HeaderMap, call: &Call, deadline: SystemTime) -> HeaderMap {
+    let mut headers = original.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(hyper::header::CONTENT_LENGTH);
+    let kind = match call.kind {
+        CallKind::Sync => "sync",
+        CallKind::Detached => "detached",
+    };
+    let deadline = humantime::format_rfc3339_millis(deadline).to_string();
+    // Static names: inserting by `&str` would parse each name on every call.
+    for (name, value) in [
+        (HeaderName::from_static("fn-call-id"), call.id.as_str()),
+        (HeaderName::from_static("fn-app-id"), &call.app_id),
+        (HeaderName::from_static("fn-fn-id"), &call.fn_id),
+        (HeaderName::from_static("fn-call-type"), kind),
+        (HeaderName::from_static("fn-deadline"), &deadline),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    headers
+}
+
+/// A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, 26 characters.
+pub(crate) fn ulid(now: SystemTime, random: u128) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let value = (ms & ((1 << 48) - 1)) << 80 | (random & ((1 << 80) - 1));
+    (0..26).rev().map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Full;
+    use hyper::Request;
+
+    use super::*;
+
+    const MAX_BODY: usize = 100;
+
+    fn parts(method: Method, uri: &str, headers: &[(&str, &[u8])]) -> Parts {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, HeaderValue::from_bytes(value).expect("header value"));
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    fn check(method: Method, uri: &str, headers: &[(&str, &[u8])]) -> Result<Target, ClientError> {
+        check_head(&parts(method, uri, headers), MAX_BODY)
+    }
+
+    fn ids() -> CallIds {
+        CallIds { id: "01TESTCALL".into(), seq: 7, random: 42, now: SystemTime::UNIX_EPOCH }
+    }
+
+    const DEADLINES: Deadlines = Deadlines {
+        retry_all_delay: Duration::from_millis(10),
+        sync: Duration::from_secs(360),
+        detached: Duration::from_secs(30),
+    };
+
+    #[test]
+    fn routes_give_the_app_and_fn_and_headers_override_them() {
+        let t = |app: &str, f: &str| Ok(Target { app_id: app.into(), fn_id: f.into() });
+        assert_eq!(check(Method::POST, "/invoke/hello", &[]), t("", "hello"));
+        assert_eq!(check(Method::GET, "/t/shop/cart/items?x=1", &[]), t("shop", "shop/cart"));
+        assert_eq!(check(Method::PUT, "/t/shop", &[]), t("shop", "shop/"));
+        let overridden = [("fn-app-id", &b"billing"[..]), ("fn-fn-id", &b"billing/charge"[..])];
+        assert_eq!(check(Method::POST, "/invoke/hello", &overridden), t("billing", "billing/charge"));
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        for uri in ["/", "/v1/status", "/t/", "/t//x", "/tx/a"] {
+            assert_eq!(check(Method::POST, uri, &[]), Err(ClientError::NoRoute), "{uri}");
+        }
+        for (method, uri) in [(Method::GET, "/invoke/hello"), (Method::POST, "/invoke/"), (Method::POST, "/invoke/a/b")]
+        {
+            assert_eq!(check(method, uri, &[]), Err(ClientError::MethodNotAllowed), "{uri}");
+        }
+        assert_eq!(ClientError::NoRoute.status(), StatusCode::NOT_FOUND);
+        assert_eq!(ClientError::MethodNotAllowed.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn oversized_headers_are_431() {
+        let big = vec![b'x'; MAX_HEADER_BYTES];
+        let e = check(Method::POST, "/invoke/f", &[("x-big", &big)]).expect_err("too large");
+        assert_eq!(e, ClientError::HeadersTooLarge);
+        assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn a_declared_body_over_the_limit_is_413_before_reading() {
+        let e = check(Method::POST, "/invoke/f", &[("content-length", b"101")]).expect_err("too large");
+        assert_eq!(e, ClientError::BodyTooLarge { limit: MAX_BODY });
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(check(Method::POST, "/invoke/f", &[("content-length", b"100")]).is_ok());
+    }
+
+    #[test]
+    fn fn_headers_must_be_utf8_and_others_need_not() {
+        let e = check(Method::POST, "/invoke/f", &[("fn-slot-hash", b"\xff\xfe")]).expect_err("not utf-8");
+        assert_eq!(e, ClientError::NonUtf8Header("fn-slot-hash".into()));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(check(Method::POST, "/invoke/f", &[("x-binary", b"\xff")]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_413_and_broken_ones_400() {
+        let ok = read_body(Full::new(Bytes::from_static(b"hello")), MAX_BODY).await;
+        assert_eq!(ok, Ok(Bytes::from_static(b"hello")));
+        let big = read_body(Full::new(Bytes::from(vec![0u8; MAX_BODY + 1])), MAX_BODY).await;
+        assert_eq!(big, Err(ClientError::BodyTooLarge { limit: MAX_BODY }));
+        let broken = read_body(Broken { sent: false }, MAX_BODY).await;
+        let e = broken.expect_err("broken body");
+        assert!(matches!(&e, ClientError::BadBody(m) if m.contains("client broke off")), "{e}");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    /// A body that sends one chunk, then fails like a client breaking off.
+    struct Broken {
+        sent: bool,
+    }
+
+    impl Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            if self.sent {
+                return std::task::Poll::Ready(Some(Err(std::io::Error::other("client broke off"))));
+            }
+            self.sent = true;
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"part")))))
+        }
+    }
+
+    #[test]
+    fn a_call_carries_the_ids_slot_key_extensions_and_fn_headers() {
+        let p = parts(
+            Method::POST,
+            "/t/shop/cart?x=1",
+            &[
+                ("fn-slot-hash", b"cart-42"),
+                ("fn-ext-zone", b"a"),
+                ("connection", b"x-private"),
+                ("x-private", b"1"),
+                ("content-length", b"2"),
+                ("x-kept", b"1"),
+            ],
+        );
+        let target = check_head(&p, MAX_BODY).expect("routable");
+        let parsed = into_call(&p, target, Bytes::from_static(b"hi"), ids(), DEADLINES);
+        let call = &parsed.call;
+        assert_eq!((call.id.as_str(), call.seq, call.random), ("01TESTCALL", 7, 42));
+        assert_eq!(
+            (call.app_id.as_str(), call.fn_id.as_str(), call.slot_key.as_str()),
+            ("shop", "shop/cart", "cart-42")
+        );
+        assert_eq!(call.kind, CallKind::Sync);
+        assert_eq!(call.extensions, vec![("zone".to_string(), "a".to_string())]);
+        let f = &parsed.forward;
+        assert_eq!(f.path_and_query, "/t/shop/cart?x=1");
+        assert!(f.headers.contains_key("x-kept"));
+        for gone in ["connection", "x-private", "content-length"] {
+            assert!(!f.headers.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(f.headers["fn-call-id"], "01TESTCALL");
+        assert_eq!(f.headers["fn-call-type"], "sync");
+        assert_eq!(f.headers["fn-deadline"], "1970-01-01T00:06:00.000Z");
+        assert_eq!(parsed.timing.placer_timeout, DEADLINES.sync);
+    }
+
+    #[test]
+    fn detached_calls_get_the_detached_deadline() {
+        let p = parts(Method::POST, "/invoke/f", &[("fn-call-type", b"detached")]);
+        let parsed = into_call(&p, check_head(&p, MAX_BODY).expect("ok"), Bytes::new(), ids(), DEADLINES);
+        assert_eq!(parsed.call.kind, CallKind::Detached);
+        assert!(parsed.timing.detached);
+        assert_eq!(parsed.timing.placer_timeout, DEADLINES.detached);
+        assert_eq!(parsed.forward.headers["fn-deadline"], "1970-01-01T00:00:30.000Z");
+    }
+
+    #[test]
+    fn ulids_are_26_chars_and_sort_by_time() {
+        let t0 = SystemTime::now();
+        let a = ulid(t0, u128::MAX);
+        let b = ulid(t0 + Duration::from_millis(2), 0);
+        assert_eq!(a.len(), 26);
+        assert!(a < b, "{a} {b}");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,75 @@
+//! Folder watching, shared by the placers folder (`reload`) and the runner file
+//! (`runner::discovery`).
+//!
+//! Any event of any kind in the folder counts as a change, and changes are debounced
+//! ([`DEBOUNCE`] of quiet). Callers then re-read what they care about whole instead of
+//! interpreting events: that handles write-in-place, atomic renames, deletes and Kubernetes
+//! ConfigMap updates (files are symlinks through `..data`, swapped atomically) the same way.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+/// Quiet time after the last event before a change is reported.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A running folder watch; dropping it stops watching and the task that reacts.
+pub struct FolderWatch {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FolderWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderWatch").finish_non_exhaustive()
+    }
+}
+
+impl Drop for FolderWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches `dir` (not recursively) and runs `on_change` after every debounced change,
+/// one run at a time, until the returned watch is dropped.
+///
+/// # Errors
+/// The folder cannot be watched.
+pub fn watch<F, Fut>(dir: &Path, mut on_change: F) -> std::io::Result<FolderWatch>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(std::io::Error::other)?;
+    watcher.watch(dir, RecursiveMode::NonRecursive).map_err(std::io::Error::other)?;
+    let task = tokio::spawn(async move {
+        while changed(&mut rx).await {
+            on_change().await;
+        }
+    });
+    Ok(FolderWatch { _watcher: watcher, task })
+}
+
+/// Waits for an event, then until the folder has been quiet for [`DEBOUNCE`]. False once
+/// the watcher is gone.
+async fn changed(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> bool {
+    if rx.recv().await.is_none() {
+        return false;
+    }
+    loop {
+        match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+            Ok(Some(())) => continue,
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}
