@@ -23,11 +23,14 @@ use crate::watch::{FolderWatch, watch};
 pub async fn watch_dir(registry: Arc<Registry>, dir: PathBuf) -> std::io::Result<FolderWatch> {
     std::fs::create_dir_all(&dir)?;
     let scanner = Arc::new(Mutex::new(Scanner { registry, dir: dir.clone(), seen: HashMap::new() }));
-    scanner.lock().await.rescan().await;
-    watch(&dir, move || {
-        let scanner = scanner.clone();
+    // Watch first, so a file written during the first scan is seen by the next one.
+    let watching = scanner.clone();
+    let watch = watch(&dir, move || {
+        let scanner = watching.clone();
         async move { scanner.lock().await.rescan().await }
-    })
+    })?;
+    scanner.lock().await.rescan().await;
+    Ok(watch)
 }
 
 struct Scanner {
