@@ -15,7 +15,7 @@ const TARGET: &str = "wasm32-wasip2";
 const BUILTINS: &[(&str, &str)] =
     &[("naive", "naive"), ("consistent-hash", "consistent-hash"), ("least-loaded", "least-loaded")];
 const FIXTURES: &[&str] =
-    &["loops-forever", "traps", "eats-memory", "wrong-world", "bad-indices", "configure-error", "flaky"];
+    &["loops-forever", "traps", "eats-memory", "wrong-world", "bad-indices", "configure-error", "flaky", "naive-v01"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

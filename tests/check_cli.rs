@@ -82,3 +82,36 @@ fn unreadable_and_non_wasm_files_are_rejected() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid WebAssembly component"));
 }
+
+#[test]
+fn bench_reports_place_percentiles_and_memory_for_a_builtin_and_a_0_1_component() {
+    let line = |out: &Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        stdout.lines().find(|l| l.starts_with("place p50=")).map(str::to_string).unwrap_or_else(|| panic!("{stdout}"))
+    };
+    // A bare built-in name, and a file built for contract 0.1.
+    let builtin = check(&["consistent-hash", "--bench", "--budget-ms", "200"], Duration::from_secs(120));
+    let legacy_path = fixture("naive-v01");
+    let legacy = check(
+        &[legacy_path.to_str().expect("utf-8 path"), "--bench", "--runners", "8", "--budget-ms", "200"],
+        Duration::from_secs(120),
+    );
+    for (out, runners) in [(&builtin, 64), (&legacy, 8)] {
+        let line = line(out);
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        assert_eq!(fields[3], format!("runners={runners}"), "{line}");
+        for (field, key) in [(fields[1], "p50="), (fields[2], "p99=")] {
+            let value = field.strip_prefix(key).unwrap_or_else(|| panic!("{line}"));
+            let number = value.trim_end_matches(|c: char| c.is_alphabetic() || c == 'µ');
+            let unit = &value[number.len()..];
+            assert!(number.parse::<f64>().is_ok_and(|n| n > 0.0), "{line}");
+            assert!(["ns", "µs", "ms"].contains(&unit), "{line}");
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.lines().any(|l| l.starts_with("memory ") && l.contains("KiB per instance")), "{stdout}");
+    }
+    assert!(String::from_utf8_lossy(&legacy.stdout).contains("contract 0.1.0"));
+    assert!(String::from_utf8_lossy(&builtin.stdout).contains("contract 0.2.0"));
+}

@@ -52,7 +52,11 @@ async fn guest_stderr_reaches_the_log_even_from_a_tokio_task() {
     let bytes = std::fs::read(Path::new(env!("PLACERD_FIXTURES_DIR")).join("flaky.wasm")).expect("fixture");
     let version = rt.load("flaky", PlacerSource::Builtin, &bytes, Vec::new()).expect("load");
     let set = RunnerSet::from_addresses(1, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
-    let idle = vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true }; 3];
+    let idle =
+        vec![
+            RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true, ..RunnerLoad::default() };
+            3
+        ];
     let placed = version.place(&call(1, "trap-key"), &set, &idle).expect("fallback");
     assert!(matches!(placed.by, PlacedBy::Fallback(FaultKind::Trap(_))), "{placed:?}");
     let log = String::from_utf8_lossy(&captured.0.lock().map(|b| b.clone()).unwrap_or_default()).to_string();

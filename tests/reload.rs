@@ -182,3 +182,22 @@ async fn admin_writes_need_the_token_when_one_is_configured() {
     // Reads stay open on the (loopback) admin listener.
     assert_eq!(send(p.admin, "GET", "/admin/placers", &[], b"").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_placer_built_for_contract_0_1_dropped_into_the_folder_serves_calls() {
+    let runners = three_runners().await;
+    let legacy = fixture("naive-v01");
+    let p = start(addresses(&runners), "naive", |_| {}).await;
+    atomic_write(&p.placers_dir, "legacy.wasm", &legacy);
+    assert!(wait_for_sha(&p, "legacy", &sha256_hex(&legacy)).await, "legacy.wasm never loaded");
+    let routes = br#"[{"app": "old", "placer": "legacy"}]"#;
+    assert_eq!(send(p.admin, "PUT", "/admin/routes", &[], routes).await.status, StatusCode::OK);
+    let mut seen = std::collections::HashSet::new();
+    for k in 0..9 {
+        let r = send(p.addr, "POST", &format!("/t/old/f{k}"), &[], b"x").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.header("fn-placer").starts_with("legacy/"), "{}", r.header("fn-placer"));
+        seen.insert(r.header("fn-runner").to_string());
+    }
+    assert_eq!(seen.len(), 3, "round robin over the three runners: {seen:?}");
+}

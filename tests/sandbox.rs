@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use placerd::placer::{
-    BUILTINS, Call, CallKind, FaultKind, FaultPolicy, LoadError, OnFault, PlaceError, PlacedBy, PlacerRuntime,
-    PlacerSource, PlacerVersion, RunnerLoad, RunnerSet, SandboxLimits, builtin, fallback_order,
+    BUILTINS, Call, CallKind, Contract, FaultKind, FaultPolicy, LoadError, OnFault, PlaceError, PlacedBy,
+    PlacerRuntime, PlacerSource, PlacerVersion, RunnerLoad, RunnerSet, SandboxLimits, builtin, fallback_order,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -53,7 +53,7 @@ fn surviving(seq: u64) -> Call {
 }
 
 fn idle(n: usize) -> Vec<RunnerLoad> {
-    vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true }; n]
+    vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true, ..RunnerLoad::default() }; n]
 }
 
 fn set(generation: u64, n: usize) -> RunnerSet {
@@ -98,6 +98,7 @@ fn wasm_consistent_hash_gives_the_native_order() {
                     reported_active: 0,
                     recent_refusals: 0,
                     healthy: (k + i) % 11 != 0,
+                    ..RunnerLoad::default()
                 })
                 .collect();
             let placed = version.place(&call(k, &key), &runners, &loads).expect("fallback policy");
@@ -304,6 +305,7 @@ fn wasm_least_loaded_gives_the_native_order() {
                 reported_active: ((k + i) % 4) as u32,
                 recent_refusals: 0,
                 healthy: (k + i) % 13 != 0,
+                ..RunnerLoad::default()
             })
             .collect();
         let c = call(k, "k");
@@ -316,5 +318,35 @@ fn wasm_least_loaded_gives_the_native_order() {
         let mut expected = Vec::new();
         order(c.random, &native, &mut expected);
         assert_eq!(placed.order, expected, "call {k}");
+    }
+}
+
+#[test]
+fn a_component_built_for_contract_0_1_loads_and_places_like_its_0_2_twin() {
+    let rt = runtime(roomy());
+    let legacy = load(&rt, "naive-v01", &fixture("naive-v01"));
+    let current = load(&rt, "naive", builtin("naive").expect("embedded"));
+    assert_eq!(legacy.contract(), Contract::V0_1);
+    assert_eq!(current.contract(), Contract::V0_2);
+    legacy.check().unwrap_or_else(|e| panic!("{e}"));
+    // Membership changes (set-runners) and changing health (the per-call loads) reach
+    // both alike.
+    for generation in 1..4u64 {
+        let n = 3 + generation as usize;
+        let runners = set(generation, n);
+        for seq in 0..50u64 {
+            let loads: Vec<RunnerLoad> = (0..n)
+                .map(|i| RunnerLoad {
+                    in_flight: (seq as u32 + i as u32) % 4,
+                    healthy: !(seq + i as u64).is_multiple_of(3),
+                    latency_us: 100 * i as u32,
+                    ..RunnerLoad::default()
+                })
+                .collect();
+            let a = legacy.place(&call(seq, "k"), &runners, &loads).expect("placed");
+            let b = current.place(&call(seq, "k"), &runners, &loads).expect("placed");
+            assert_eq!(a.by, PlacedBy::Guest { cleaned: 0 });
+            assert_eq!(a.order, b.order, "generation {generation}, seq {seq}");
+        }
     }
 }

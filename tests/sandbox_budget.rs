@@ -20,7 +20,11 @@ fn endless_loop_is_stopped_within_budget_and_gets_the_fallback_order() {
     let bytes = std::fs::read(Path::new(env!("PLACERD_FIXTURES_DIR")).join("loops-forever.wasm")).expect("fixture");
     let version = rt.load("loops-forever", PlacerSource::Builtin, &bytes, Vec::new()).expect("load");
     let runners = RunnerSet::from_addresses(1, (0..4).map(|i| format!("127.0.0.1:{}", 9000 + i)));
-    let idle = vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true }; 4];
+    let idle =
+        vec![
+            RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true, ..RunnerLoad::default() };
+            4
+        ];
     let mut elapsed = Vec::new();
     for seq in 0..9 {
         let call = Call {

@@ -27,7 +27,11 @@ fn host_rss_stays_bounded_over_ten_thousand_capped_calls() {
     let bytes = std::fs::read(Path::new(env!("PLACERD_FIXTURES_DIR")).join("eats-memory.wasm")).expect("fixture");
     let version = rt.load("eats-memory", PlacerSource::Builtin, &bytes, Vec::new()).expect("load");
     let runners = RunnerSet::from_addresses(1, ["127.0.0.1:1", "127.0.0.1:2"]);
-    let loads = vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true }; 2];
+    let loads =
+        vec![
+            RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true, ..RunnerLoad::default() };
+            2
+        ];
     let mut memory_faults = 0;
     let mut baseline = 0;
     for seq in 0..10_000u64 {

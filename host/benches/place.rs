@@ -37,6 +37,7 @@ fn loads(n: usize) -> Vec<RunnerLoad> {
             reported_active: (i % 3) as u32,
             recent_refusals: 0,
             healthy: true,
+            ..RunnerLoad::default()
         })
         .collect()
 }

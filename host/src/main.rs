@@ -141,9 +141,11 @@ enum Command {
     ///
     /// Checks the world (exports configure, set-runners, place), runs configure, set-runners
     /// on a sample set and place on sample calls under the sandbox budget. Exits 0 for a
-    /// good placer, 1 with a one-line reason for a bad one.
+    /// good placer, 1 with a one-line reason for a bad one. With `--bench`, then times
+    /// `place` through the sandbox and prints `place p50=.. p99=.. runners=N` and the
+    /// instance's memory.
     Check {
-        /// The component to check (`NAME.wasm` becomes placer NAME).
+        /// The component to check (`NAME.wasm` becomes placer NAME), or a built-in's name.
         #[arg(required_unless_present = "builtin", conflicts_with = "builtin")]
         file: Option<PathBuf>,
         /// Check an embedded built-in instead of a file.
@@ -158,6 +160,12 @@ enum Command {
         /// Memory cap per instance, in bytes (placer_memory_limit_bytes).
         #[arg(long, default_value_t = 16 << 20)]
         memory_limit_bytes: usize,
+        /// After the check, time `place` through the sandbox (p50, p99) and report memory.
+        #[arg(long)]
+        bench: bool,
+        /// Runners in the set `--bench` places over.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000), requires = "bench")]
+        runners: u32,
     },
 }
 
@@ -317,13 +325,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Check { file, builtin: name, config, budget_ms, memory_limit_bytes } => {
+        Command::Check { file, builtin: name, config, budget_ms, memory_limit_bytes, bench, runners } => {
             let limits = SandboxLimits {
                 budget: Duration::from_millis(budget_ms),
                 memory_limit_bytes,
                 ..SandboxLimits::default()
             };
-            check(file, name, config, limits)
+            // A bare built-in name (`check consistent-hash`) checks the built-in.
+            let (file, name) = match (file, name) {
+                (Some(path), None) if !path.exists() && path.to_str().is_some_and(|p| builtin(p).is_some()) => {
+                    (None, path.to_str().map(str::to_string))
+                }
+                other => other,
+            };
+            check(file, name, config, limits, bench.then_some(runners as usize))
         }
     }
 }
@@ -418,6 +433,7 @@ fn check(
     builtin_name: Option<String>,
     config: Vec<(String, String)>,
     limits: SandboxLimits,
+    bench_runners: Option<usize>,
 ) -> anyhow::Result<()> {
     let (name, source, bytes) = match (file, builtin_name) {
         (Some(path), _) => {
@@ -447,5 +463,30 @@ fn check(
         println!("  {:<14} seq={} -> {order:?}", call.fn_id, call.seq);
     }
     println!("{} sample calls placed within the {} ms budget", report.calls, limits.budget.as_millis());
+    if let Some(runners) = bench_runners {
+        let bench = version.bench(runners, BENCH_CALLS).context("bench failed")?;
+        println!("place p50={} p99={} runners={}", duration(bench.p50), duration(bench.p99), bench.runners);
+        println!(
+            "memory {} KiB per instance (contract {}, {} calls timed)",
+            bench.memory_bytes / 1024,
+            version.contract().version(),
+            bench.calls
+        );
+    }
     Ok(())
+}
+
+/// Calls `check --bench` times (after as many warm-up calls).
+const BENCH_CALLS: usize = 20_000;
+
+/// `123ns`, `1.23µs`, `4.56ms`: three significant figures in the natural unit.
+fn duration(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns < 1_000.0 {
+        format!("{ns:.0}ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2}µs", ns / 1e3)
+    } else {
+        format!("{:.2}ms", ns / 1e6)
+    }
 }

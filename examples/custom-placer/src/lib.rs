@@ -21,9 +21,10 @@ mod component {
 
         fn set_runners(_generation: u64, _runners: Vec<Runner>) {}
 
-        fn place(call: Call, load: Vec<RunnerLoad>) -> Vec<u32> {
-            let loads: Vec<(u32, bool)> =
-                load.iter().map(|l| (l.in_flight.saturating_add(l.reported_active), l.healthy)).collect();
+        fn place(call: Call, loads: Loads) -> Vec<u32> {
+            let loads: Vec<(u32, bool)> = (loads.in_flight.iter().zip(&loads.reported_active).zip(&loads.healthy))
+                .map(|((&in_flight, &active), &healthy)| (in_flight.saturating_add(active), healthy != 0))
+                .collect();
             crate::order::order(call.slot_key.as_bytes(), &loads)
         }
     }

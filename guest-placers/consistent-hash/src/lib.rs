@@ -32,11 +32,17 @@ mod component {
             ADDRESSES.set(runners.iter().map(|r| crate::order::key_hash(r.address.as_bytes())).collect());
         }
 
-        fn place(call: Call, load: Vec<RunnerLoad>) -> Vec<u32> {
+        fn place(call: Call, columns: Loads) -> Vec<u32> {
             let config = CONFIG.with_borrow(|c| *c);
             LOADS.with_borrow_mut(|loads| {
                 loads.clear();
-                loads.extend(load.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }));
+                loads.extend(
+                    columns
+                        .in_flight
+                        .iter()
+                        .zip(&columns.healthy)
+                        .map(|(&in_flight, &healthy)| Load { in_flight, healthy: healthy != 0 }),
+                );
                 let mut out = Vec::with_capacity(loads.len());
                 ADDRESSES.with_borrow(|addresses| {
                     crate::order::order(&config, call.slot_key.as_bytes(), loads, addresses, &mut out);

@@ -28,14 +28,16 @@ mod component {
 
         fn set_runners(_generation: u64, _runners: Vec<Runner>) {}
 
-        fn place(call: Call, load: Vec<RunnerLoad>) -> Vec<u32> {
+        fn place(call: Call, columns: Loads) -> Vec<u32> {
             LOADS.with_borrow_mut(|loads| {
                 loads.clear();
-                loads.extend(load.iter().map(|l| Load {
-                    in_flight: l.in_flight,
-                    reported_active: l.reported_active,
-                    healthy: l.healthy,
-                }));
+                loads.extend(columns.in_flight.iter().zip(&columns.reported_active).zip(&columns.healthy).map(
+                    |((&in_flight, &reported_active), &healthy)| Load {
+                        in_flight,
+                        reported_active,
+                        healthy: healthy != 0,
+                    },
+                ));
                 let mut out = Vec::with_capacity(loads.len());
                 crate::order::order(call.random, loads, &mut out);
                 out

@@ -28,11 +28,11 @@ mod component {
 
         fn set_runners(_generation: u64, _runners: Vec<Runner>) {}
 
-        fn place(call: Call, load: Vec<RunnerLoad>) -> Vec<u32> {
+        fn place(call: Call, loads: Loads) -> Vec<u32> {
             HEALTHY.with_borrow_mut(|healthy| {
                 healthy.clear();
-                healthy.extend(load.iter().map(|l| l.healthy));
-                let mut out = Vec::with_capacity(load.len());
+                healthy.extend(loads.healthy.iter().map(|&h| h != 0));
+                let mut out = Vec::with_capacity(healthy.len());
                 crate::order::order(call.seq, healthy, &mut out);
                 out
             })

@@ -55,7 +55,7 @@ impl RunnerPool for FakePool {
     }
     fn loads(&self, membership: &Membership<usize>) -> Vec<RunnerLoad> {
         vec![
-            RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true };
+            RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true, ..RunnerLoad::default() };
             membership.handles.len()
         ]
     }

@@ -1,9 +1,11 @@
 //! Validation with sample calls: what `placerd check` prints and what a reload runs before
 //! it publishes a version.
 
+use std::time::{Duration, Instant};
+
 use super::error::LoadError;
 use super::fault::FaultKind;
-use super::version::PlacerVersion;
+use super::version::{PlacedBy, PlacerVersion};
 use super::{Call, CallKind, Runner, RunnerLoad, RunnerSet};
 
 /// Sample calls after the printed ones, to catch placers that leak or fail only later.
@@ -58,6 +60,7 @@ fn sample_loads(n: usize, seq: u64) -> Vec<RunnerLoad> {
             reported_active: (i % 3) as u32,
             recent_refusals: 0,
             healthy: true,
+            ..RunnerLoad::default()
         })
         .collect()
 }
@@ -107,6 +110,67 @@ impl PlacerVersion {
             run(&smaller, &call)?;
         }
         Ok(CheckReport { runners: set, orders, calls })
+    }
+}
+
+/// What `placerd check --bench` measured: `place` through the sandbox, one call at a time.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Runners in the synthetic set.
+    pub runners: usize,
+    /// Calls timed (after a warm-up).
+    pub calls: usize,
+    /// Median time of one `place` (instance checkout, lowering, guest, lifting, cleaning).
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Linear memory of the warm instance afterwards.
+    pub memory_bytes: usize,
+}
+
+impl PlacerVersion {
+    /// Times `calls` placements over a synthetic set of `runners` runners with varying
+    /// loads, after as many warm-up calls, through [`PlacerVersion::place`] (the path a
+    /// call takes: instance pool, sandbox limits, output cleaning).
+    ///
+    /// # Errors
+    /// [`LoadError::Validation`] when a call faults (a bench of fallback orders would
+    /// measure the host, not the placer).
+    pub fn bench(&self, runners: usize, calls: usize) -> Result<BenchReport, LoadError> {
+        let set = sample_runners(1, runners);
+        let samples = sample_calls(calls as u64);
+        let loads: Vec<Vec<RunnerLoad>> = (0..16).map(|seq| sample_loads(runners, seq)).collect();
+        let mut times = Vec::with_capacity(calls);
+        for round in 0..2 {
+            for (i, call) in samples.iter().enumerate() {
+                let started = Instant::now();
+                let placed = self.place(call, &set, &loads[i % loads.len()]).map_err(|e| LoadError::Validation {
+                    placer: self.name().into(),
+                    reason: e.to_string(),
+                    fault: None,
+                })?;
+                let took = started.elapsed();
+                if let PlacedBy::Fallback(kind) = placed.by {
+                    return Err(LoadError::Validation {
+                        placer: self.name().into(),
+                        reason: format!("place faulted during the bench on call {}", call.seq),
+                        fault: Some(kind),
+                    });
+                }
+                if round == 1 {
+                    times.push(took);
+                }
+            }
+        }
+        times.sort_unstable();
+        let at = |q: f64| times.get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1))).copied();
+        Ok(BenchReport {
+            runners,
+            calls,
+            p50: at(0.5).unwrap_or_default(),
+            p99: at(0.99).unwrap_or_default(),
+            memory_bytes: self.instance_memory_bytes(),
+        })
     }
 }
 

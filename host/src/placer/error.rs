@@ -35,10 +35,12 @@ pub enum LoadError {
         detail: String,
     },
     /// The component's exports have the right names but the wrong types.
-    #[error("placer `{placer}` does not implement the world placerd:placer/placer")]
+    #[error("placer `{placer}` does not implement the world placerd:placer/placer@{}", contract.version())]
     WrongTypes {
         /// The placer's name.
         placer: String,
+        /// The contract it claims (by the `types` interface it imports).
+        contract: super::Contract,
         /// The type checker's error.
         #[source]
         source: wasmtime::Error,

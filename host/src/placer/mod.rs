@@ -14,6 +14,8 @@
 //! plain [`crate::backoff`].
 //!
 //! # Layout
+//! - `contract`: the two contracts a component may implement (0.2, and 0.1 adapted) and
+//!   the host's [`RunnerLoad`].
 //! - `engine`: what every version shares: engine, [`SandboxLimits`], epoch ticker,
 //!   [`PlacerObserver`].
 //! - `runtime`: [`PlacerRuntime`]: the linker, the compiled-component cache, loading and
@@ -26,13 +28,9 @@
 //! - `check`: validation with sample calls (`placerd check`, reload).
 //! - `builtin`: the embedded built-in placers.
 
-mod bindings {
-    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
-    wasmtime::component::bindgen!({ world: "placer", path: "../wit" });
-}
-
 mod builtin;
 mod check;
+mod contract;
 mod engine;
 mod error;
 mod fault;
@@ -42,9 +40,9 @@ mod runtime;
 mod sandbox;
 mod version;
 
-pub use bindings::placerd::placer::types::{Call, CallKind, Runner, RunnerLoad};
 pub use builtin::{BUILTINS, builtin};
-pub use check::{CheckReport, sample_calls, sample_runners};
+pub use check::{BenchReport, CheckReport, sample_calls, sample_runners};
+pub use contract::{Call, CallKind, Contract, Runner, RunnerLoad};
 pub(crate) use engine::hex;
 pub use engine::{PlacerObserver, SandboxLimits};
 pub use error::{LoadError, PlaceError};

@@ -64,7 +64,13 @@ mod tests {
 
     #[test]
     fn fallback_is_round_robin_over_healthy() {
-        let load = |healthy| RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy };
+        let load = |healthy| RunnerLoad {
+            in_flight: 0,
+            reported_active: 0,
+            recent_refusals: 0,
+            healthy,
+            ..RunnerLoad::default()
+        };
         assert_eq!(fallback_order(4, &[load(true), load(true), load(true)]), vec![1, 2, 0]);
         assert_eq!(fallback_order(0, &[load(false), load(true), load(true)]), vec![1, 2]);
         assert!(fallback_order(0, &[]).is_empty());

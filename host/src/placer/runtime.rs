@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{Placer, PlacerPre};
+use super::contract::{Contract, Pre, v01, v02};
 use super::engine::{NoObserver, PlacerObserver, SandboxLimits, Shared, hex};
 use super::error::LoadError;
 use super::sandbox::HostState;
@@ -66,8 +66,13 @@ impl PlacerRuntime {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
         super::sandbox::replace_blocking_wasi(&mut linker).map_err(LoadError::Engine)?;
-        Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+        v02::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(LoadError::Engine)?;
+        // 0.1 components import the same `log` function; its definition is shared.
+        linker.allow_shadowing(true);
+        v01::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(LoadError::Engine)?;
+        linker.allow_shadowing(false);
         let shared = Shared::new(engine, limits, observer).map_err(LoadError::Ticker)?;
         Ok(PlacerRuntime { linker, shared: Arc::new(shared), compiled: std::sync::Mutex::new(Vec::new()) })
     }
@@ -119,11 +124,16 @@ impl PlacerRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|source| LoadError::Imports { placer: placer.clone(), source })?;
-        let pre =
-            PlacerPre::new(instance_pre).map_err(|source| LoadError::WrongTypes { placer: placer.clone(), source })?;
+        let contract = Contract::of(&component);
+        let pre = Pre::new(instance_pre, contract).map_err(|source| LoadError::WrongTypes {
+            placer: placer.clone(),
+            contract,
+            source,
+        })?;
         tracing::debug!(
             placer = name,
             sha256 = &sha256[..12],
+            contract = contract.version(),
             compile_ms = started.elapsed().as_millis() as u64,
             "compiled placer"
         );

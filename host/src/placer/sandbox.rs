@@ -22,7 +22,7 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::StreamError as WitStreamError
 use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-use super::bindings;
+use super::contract::{v01, v02};
 
 /// Longest guest log line kept; the rest is cut.
 const MAX_LINE: usize = 1024;
@@ -129,12 +129,20 @@ impl WasiView for HostState {
     }
 }
 
-/// The `types` interface has no functions; the bindings still want it implemented.
-impl bindings::placerd::placer::types::Host for HostState {}
+// The `types` interfaces have no functions; the bindings still want them implemented.
+impl v02::placerd::placer::types::Host for HostState {}
+impl v01::placerd::placer::types::Host for HostState {}
 
-impl bindings::PlacerImports for HostState {
+impl v02::PlacerImports for HostState {
     fn log(&mut self, level: u8, message: String) {
         self.log.line("log", level, message.as_bytes());
+    }
+}
+
+/// The same sink for 0.1 components (the import is identical).
+impl v01::PlacerImports for HostState {
+    fn log(&mut self, level: u8, message: String) {
+        v02::PlacerImports::log(self, level, message);
     }
 }
 
@@ -150,6 +158,11 @@ pub(crate) struct MemoryLimiter {
 impl MemoryLimiter {
     fn new(limit: usize) -> Self {
         MemoryLimiter { limit, used: 0, refused: false }
+    }
+
+    /// Linear memory the instance holds now, all memories together.
+    pub(crate) fn used(&self) -> usize {
+        self.used
     }
 }
 

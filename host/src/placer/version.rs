@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::{Placer, PlacerPre};
+use super::contract::{Contract, Guest, Pre};
 use super::engine::Shared;
 use super::error::{LoadError, PlaceError};
 use super::fault::{FaultKind, FaultState, OnFault};
@@ -50,7 +50,7 @@ pub struct Placement {
 /// A warm instance: its store, its bindings and the runner generation it has been told.
 struct Warm {
     store: Store<HostState>,
-    placer: Placer,
+    guest: Guest,
     generation: Option<u64>,
 }
 
@@ -64,7 +64,7 @@ pub struct PlacerVersion {
     sha256: String,
     loaded_at: SystemTime,
     config: Vec<(String, String)>,
-    pre: PlacerPre<HostState>,
+    pre: Pre,
     /// Engine, limits, epoch ticker and observer: the runtime's, shared by every version.
     shared: Arc<Shared>,
     log: Arc<GuestLog>,
@@ -95,7 +95,7 @@ impl PlacerVersion {
         source: PlacerSource,
         sha256: String,
         config: Vec<(String, String)>,
-        pre: PlacerPre<HostState>,
+        pre: Pre,
         shared: Arc<Shared>,
     ) -> Self {
         let name: Arc<str> = name.into();
@@ -131,6 +131,14 @@ impl PlacerVersion {
         &self.source
     }
 
+    /// The contract the component implements.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V02(_) => Contract::V0_2,
+            Pre::V01(_) => Contract::V0_1,
+        }
+    }
+
     /// Hex SHA-256 of the component bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256
@@ -154,6 +162,12 @@ impl PlacerVersion {
     /// `set-runners` calls made so far.
     pub fn set_runners_calls(&self) -> u64 {
         self.set_runners_calls.load(Ordering::Relaxed)
+    }
+
+    /// The largest linear memory (all memories together) of this version's warm
+    /// instances, in bytes.
+    pub fn instance_memory_bytes(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.iter().map(|w| w.store.data().limiter.used()).max().unwrap_or(0))
     }
 
     /// True while this version is quarantined after repeated faults.
@@ -236,14 +250,14 @@ impl PlacerVersion {
         let mut warm = self.check_out()?;
         if warm.generation != Some(set.generation) {
             warm.store.set_epoch_deadline(self.shared.limits.setup_ticks());
-            let told = warm.placer.call_set_runners(&mut warm.store, set.generation, &set.runners);
+            let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
             self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
             told.map_err(|e| classify(&warm.store, &e))?;
             warm.generation = Some(set.generation);
         }
         warm.store.set_epoch_deadline(self.shared.limits.place_ticks());
         // On error the instance is dropped here, never returned to the pool.
-        let order = warm.placer.call_place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
+        let order = warm.guest.place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
         self.check_in(warm);
         Ok(order)
     }
@@ -274,12 +288,12 @@ impl PlacerVersion {
         // Set before instantiating: the epoch has long advanced past the default deadline.
         store.set_epoch_deadline(self.shared.limits.setup_ticks());
         self.instances_created.fetch_add(1, Ordering::Relaxed);
-        let placer = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
+        let guest = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
             FaultKind::Trap(msg) => FaultKind::Instantiate(msg),
             kind => kind,
         })?;
-        match placer.call_configure(&mut store, &self.config) {
-            Ok(Ok(())) => Ok(Warm { store, placer, generation: None }),
+        match guest.configure(&mut store, &self.config) {
+            Ok(Ok(())) => Ok(Warm { store, guest, generation: None }),
             Ok(Err(message)) => Err(FaultKind::Configure(message)),
             Err(e) => Err(classify(&store, &e)),
         }

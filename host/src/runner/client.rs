@@ -151,7 +151,12 @@ fn build(forward: &Forward) -> Result<Request<Full<Bytes>>, NotPlaced> {
 }
 
 /// A busy refusal is not placed; any other answer is committed.
-fn classify(runner: &RunnerState, response: Response<Incoming>, in_flight: InFlight) -> Attempt<Response<RunnerBody>> {
+fn classify(
+    runner: &RunnerState,
+    response: Response<Incoming>,
+    in_flight: InFlight,
+    latency: Duration,
+) -> Attempt<Response<RunnerBody>> {
     let busy = response.status() == StatusCode::SERVICE_UNAVAILABLE
         && response.headers().get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
     runner.record_answer(!busy);
@@ -159,6 +164,7 @@ fn classify(runner: &RunnerState, response: Response<Incoming>, in_flight: InFli
         runner.record_refusal();
         return Attempt::NotPlaced(NotPlaced::Busy);
     }
+    runner.record_latency(latency);
     Attempt::Committed(Ok(response.map(|inner| RunnerBody { inner, _in_flight: in_flight })))
 }
 
@@ -176,9 +182,13 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         // Count the call on the runner before anything else, so placements racing this
         // one already see it (bounded loads depend on it); dropped again if not placed.
         let in_flight = runner.track();
+        let sent = std::time::Instant::now();
         match self.send(runner, request).await {
-            Ok(Ok(response)) => classify(runner, response, in_flight),
-            Ok(Err(failed)) => Attempt::Committed(Err(failed)),
+            Ok(Ok(response)) => classify(runner, response, in_flight, sent.elapsed()),
+            Ok(Err(failed)) => {
+                runner.record_error();
+                Attempt::Committed(Err(failed))
+            }
             Err(not_placed) => Attempt::NotPlaced(not_placed),
         }
     }

@@ -44,6 +44,10 @@ pub struct RunnerState {
     left: AtomicBool,
     /// Busy refusals in the current one-second window.
     refusals: Mutex<(Instant, u32)>,
+    /// Connect failures and failures after commit in the current ten-second window.
+    errors: Mutex<(Instant, u32)>,
+    /// Moving average of the response-head latency of committed calls, µs (0: none yet).
+    latency_us: AtomicU32,
     /// Idle HTTP/1.1 connections (some may still be finishing a response).
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// Connect failures in a row and the ejection period.
@@ -59,6 +63,8 @@ impl RunnerState {
             status_ok: AtomicBool::new(true),
             left: AtomicBool::new(false),
             refusals: Mutex::new((Instant::now(), 0)),
+            errors: Mutex::new((Instant::now(), 0)),
+            latency_us: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
             ejection: Mutex::new(Backoff::new(EJECTION)),
         }
@@ -102,17 +108,21 @@ impl RunnerState {
     }
 
     pub(crate) fn record_refusal(&self) {
-        if let Ok(mut w) = self.refusals.lock() {
-            let now = Instant::now();
-            if now.duration_since(w.0) >= Duration::from_secs(1) {
-                *w = (now, 0);
-            }
-            w.1 += 1;
-        }
+        count_in_window(&self.refusals, REFUSAL_WINDOW);
     }
 
-    fn recent_refusals_at(&self, now: Instant) -> u32 {
-        self.refusals.lock().map_or(0, |w| if now.duration_since(w.0) < Duration::from_secs(1) { w.1 } else { 0 })
+    /// A connect failure or a failure after commit.
+    pub(crate) fn record_error(&self) {
+        count_in_window(&self.errors, ERROR_WINDOW);
+    }
+
+    /// A committed call's response head came after `latency`: folded into the moving
+    /// average with weight 1/8.
+    pub(crate) fn record_latency(&self, latency: Duration) {
+        let sample = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX).max(1);
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { (old as u64 * 7 / 8 + sample as u64 / 8).max(1) as u32 };
+        self.latency_us.store(new, Ordering::Relaxed);
     }
 
     pub(crate) fn set_status(&self, ok: bool, active: u32) {
@@ -150,10 +160,33 @@ impl RunnerState {
         RunnerLoad {
             in_flight: self.in_flight(),
             reported_active: self.reported_active.load(Ordering::Relaxed),
-            recent_refusals: self.recent_refusals_at(now),
+            recent_refusals: count_at(&self.refusals, REFUSAL_WINDOW, now),
             healthy: self.status_ok.load(Ordering::Relaxed) && !self.ejected_at(now) && !self.left(),
+            latency_us: self.latency_us.load(Ordering::Relaxed),
+            recent_errors: count_at(&self.errors, ERROR_WINDOW, now),
         }
     }
+}
+
+/// How long a busy refusal counts in `recent-refusals`.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(1);
+/// How long an error counts in `recent-errors`.
+const ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+/// Counts one event in a tumbling window (start, count) of length `window`.
+fn count_in_window(w: &Mutex<(Instant, u32)>, window: Duration) {
+    if let Ok(mut w) = w.lock() {
+        let now = Instant::now();
+        if now.duration_since(w.0) >= window {
+            *w = (now, 0);
+        }
+        w.1 = w.1.saturating_add(1);
+    }
+}
+
+/// The events counted in the window at `now` (0 once it has passed).
+fn count_at(w: &Mutex<(Instant, u32)>, window: Duration, now: Instant) -> u32 {
+    w.lock().map_or(0, |w| if now.duration_since(w.0) < window { w.1 } else { 0 })
 }
 
 /// Decrements a runner's in-flight count when dropped (with the response body).
@@ -238,6 +271,7 @@ impl DynamicPool {
     /// A connect to `state` failed. After five in a row the runner is ejected (30 s,
     /// doubling to 300 s), unless half the set is ejected already.
     pub(crate) fn record_connect_failure(&self, state: &RunnerState) {
+        state.record_error();
         let now = Instant::now();
         let Ok(mut ejection) = state.ejection.lock() else { return };
         if !ejection.fail(now) {
@@ -355,6 +389,22 @@ mod tests {
         let mut labelled = runners(&["b:1", "c:1"]);
         labelled[1].labels.push(("zone".into(), "a".into()));
         assert_eq!(p.update(labelled), Some(3));
+    }
+
+    #[test]
+    fn latency_is_a_moving_average_and_errors_count_for_ten_seconds() {
+        let p = pool(1);
+        let m = p.membership();
+        let s = &m.handles[0];
+        assert_eq!(s.load().latency_us, 0, "unknown until a call is answered");
+        s.record_latency(Duration::from_micros(800));
+        assert_eq!(s.load().latency_us, 800, "the first sample is the average");
+        s.record_latency(Duration::from_micros(1600));
+        assert_eq!(s.load().latency_us, 900, "then each sample weighs 1/8");
+        p.record_connect_failure(s);
+        s.record_error();
+        assert_eq!(s.load().recent_errors, 2);
+        assert_eq!(count_at(&s.errors, ERROR_WINDOW, Instant::now() + ERROR_WINDOW), 0, "forgotten after the window");
     }
 
     #[test]

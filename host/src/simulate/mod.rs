@@ -315,6 +315,7 @@ fn run(version: &Arc<PlacerVersion>, w: &Workload, planned: &[Planned], label: &
                 reported_active: 0,
                 recent_refusals: 0,
                 healthy: true,
+                ..RunnerLoad::default()
             })
             .collect();
         let placement = match version.place(&call(tick, &p.key, p.random), &set, &loads) {
@@ -381,7 +382,16 @@ fn moved_share(version: &PlacerVersion, before: &RunnerSet, after: &RunnerSet, p
         }
     }
     let first = |set: &RunnerSet, p: &Planned| {
-        let idle = vec![RunnerLoad { in_flight: 0, reported_active: 0, recent_refusals: 0, healthy: true }; set.len()];
+        let idle = vec![
+            RunnerLoad {
+                in_flight: 0,
+                reported_active: 0,
+                recent_refusals: 0,
+                healthy: true,
+                ..RunnerLoad::default()
+            };
+            set.len()
+        ];
         version
             .place(&call(0, &p.key, p.random), set, &idle)
             .ok()

@@ -1,0 +1,220 @@
+//! The placer contracts a component may implement, and how the host calls each.
+//!
+//! - `placerd:placer@0.2.0` (`wit/placer.wit`): loads as columns of primitives, one list
+//!   per field, each lowered into the guest with one copy; latency and recent errors in
+//!   the load view. The built-ins implement it.
+//! - `placerd:placer@0.1.0` (`wit/v0.1/placer.wit`): one `runner-load` record per runner,
+//!   lowered field by field. Components built for it keep loading and placing: the host
+//!   recognises the contract when it loads a component and adapts the call.
+//!
+//! The host's own view of a call and a runner is the 0.2 one ([`Call`], [`Runner`]) and
+//! its own [`RunnerLoad`]; a [`Guest`] converts to what its component expects and keeps
+//! the buffers it converts into, so a warm instance allocates nothing per call for them.
+
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre};
+
+use super::sandbox::HostState;
+
+/// Bindings of `placerd:placer@0.2.0`.
+pub(crate) mod v02 {
+    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
+    wasmtime::component::bindgen!({ world: "placer", path: "../wit" });
+}
+
+/// Bindings of `placerd:placer@0.1.0`.
+pub(crate) mod v01 {
+    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
+    wasmtime::component::bindgen!({ world: "placer", path: "../wit/v0.1" });
+}
+
+pub use v02::placerd::placer::types::{Call, CallKind, Runner};
+
+/// Live view of one runner, as the host keeps it; each contract gets the fields it knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerLoad {
+    /// Calls this host has placed on it and not finished.
+    pub in_flight: u32,
+    /// `active_request_count` from its last status; 0 if unknown.
+    pub reported_active: u32,
+    /// Busy refusals from it in the last second.
+    pub recent_refusals: u32,
+    /// False while status polling fails, it is ejected or it has left the pool.
+    pub healthy: bool,
+    /// Moving average of its response-head latency in µs (0.2 only); 0 if unknown.
+    pub latency_us: u32,
+    /// Connect failures and failures after commit in the last ten seconds (0.2 only).
+    pub recent_errors: u32,
+}
+
+/// Which contract a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `placerd:placer@0.1.0`.
+    V0_1,
+    /// `placerd:placer@0.2.0`.
+    V0_2,
+}
+
+impl Contract {
+    /// The contract's package version, e.g. `0.2.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The contract `component` says it implements: 0.1 when it imports the 0.1 `types`
+    /// interface, else 0.2.
+    pub(crate) fn of(component: &Component) -> Self {
+        let engine = component.engine();
+        let v01 =
+            component.component_type().imports(engine).any(|(name, _)| name.starts_with("placerd:placer/types@0.1."));
+        if v01 { Contract::V0_1 } else { Contract::V0_2 }
+    }
+}
+
+/// A component pre-linked for its contract.
+pub(crate) enum Pre {
+    V02(v02::PlacerPre<HostState>),
+    V01(v01::PlacerPre<HostState>),
+}
+
+impl Pre {
+    /// Type-checks `instance_pre` against `contract`'s world.
+    ///
+    /// # Errors
+    /// The exports do not have the contract's types.
+    pub(crate) fn new(instance_pre: InstancePre<HostState>, contract: Contract) -> wasmtime::Result<Self> {
+        Ok(match contract {
+            Contract::V0_2 => Pre::V02(v02::PlacerPre::new(instance_pre)?),
+            Contract::V0_1 => Pre::V01(v01::PlacerPre::new(instance_pre)?),
+        })
+    }
+
+    /// A new instance in `store`.
+    pub(crate) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Guest> {
+        Ok(match self {
+            Pre::V02(pre) => Guest::V02 { placer: pre.instantiate(store)?, loads: empty_columns() },
+            Pre::V01(pre) => Guest::V01 { placer: pre.instantiate(store)?, loads: Vec::new() },
+        })
+    }
+}
+
+/// The 0.2 load columns, reused from call to call.
+type Columns = v02::placerd::placer::types::Loads;
+
+/// One instance's exports, with the buffers its calls are converted into.
+pub(crate) enum Guest {
+    V02 { placer: v02::Placer, loads: Columns },
+    V01 { placer: v01::Placer, loads: Vec<v01::placerd::placer::types::RunnerLoad> },
+}
+
+impl Guest {
+    /// `configure`.
+    pub(crate) fn configure(
+        &self,
+        store: &mut Store<HostState>,
+        config: &[(String, String)],
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Guest::V02 { placer, .. } => placer.call_configure(store, config),
+            Guest::V01 { placer, .. } => placer.call_configure(store, config),
+        }
+    }
+
+    /// `set-runners`.
+    pub(crate) fn set_runners(
+        &self,
+        store: &mut Store<HostState>,
+        generation: u64,
+        runners: &[Runner],
+    ) -> wasmtime::Result<()> {
+        match self {
+            Guest::V02 { placer, .. } => placer.call_set_runners(store, generation, runners),
+            Guest::V01 { placer, .. } => {
+                let runners: Vec<v01::placerd::placer::types::Runner> = runners
+                    .iter()
+                    .map(|r| v01::placerd::placer::types::Runner {
+                        address: r.address.clone(),
+                        labels: r.labels.clone(),
+                    })
+                    .collect();
+                placer.call_set_runners(store, generation, &runners)
+            }
+        }
+    }
+
+    /// `place`, with `loads` converted into this contract's form.
+    pub(crate) fn place(
+        &mut self,
+        store: &mut Store<HostState>,
+        call: &Call,
+        loads: &[RunnerLoad],
+    ) -> wasmtime::Result<Vec<u32>> {
+        match self {
+            Guest::V02 { placer, loads: columns } => {
+                fill_columns(columns, loads);
+                placer.call_place(store, call, columns)
+            }
+            Guest::V01 { placer, loads: rows } => {
+                rows.clear();
+                rows.extend(loads.iter().map(|l| v01::placerd::placer::types::RunnerLoad {
+                    in_flight: l.in_flight,
+                    reported_active: l.reported_active,
+                    recent_refusals: l.recent_refusals,
+                    healthy: l.healthy,
+                }));
+                placer.call_place(store, &call_v01(call), rows)
+            }
+        }
+    }
+}
+
+fn empty_columns() -> Columns {
+    Columns {
+        in_flight: Vec::new(),
+        reported_active: Vec::new(),
+        recent_refusals: Vec::new(),
+        healthy: Vec::new(),
+        latency_us: Vec::new(),
+        recent_errors: Vec::new(),
+    }
+}
+
+fn fill_columns(columns: &mut Columns, loads: &[RunnerLoad]) {
+    let Columns { in_flight, reported_active, recent_refusals, healthy, latency_us, recent_errors } = columns;
+    in_flight.clear();
+    reported_active.clear();
+    recent_refusals.clear();
+    healthy.clear();
+    latency_us.clear();
+    recent_errors.clear();
+    for l in loads {
+        in_flight.push(l.in_flight);
+        reported_active.push(l.reported_active);
+        recent_refusals.push(l.recent_refusals);
+        healthy.push(u8::from(l.healthy));
+        latency_us.push(l.latency_us);
+        recent_errors.push(l.recent_errors);
+    }
+}
+
+/// The same call in 0.1's types (the record is unchanged; only its Rust type differs).
+fn call_v01(call: &Call) -> v01::placerd::placer::types::Call {
+    use v01::placerd::placer::types::{Call as Call01, CallKind as Kind01};
+    Call01 {
+        id: call.id.clone(),
+        app_id: call.app_id.clone(),
+        fn_id: call.fn_id.clone(),
+        kind: match call.kind {
+            CallKind::Sync => Kind01::Sync,
+            CallKind::Detached => Kind01::Detached,
+        },
+        slot_key: call.slot_key.clone(),
+        seq: call.seq,
+        random: call.random,
+        extensions: call.extensions.clone(),
+    }
+}
