@@ -13,9 +13,19 @@ mod component {
     use std::cell::RefCell;
 
     wit_bindgen::generate!({ world: "placer", path: "../../wit" });
+    use placerd::placer::types::LoadColumn;
 
     thread_local!(static CONFIG: RefCell<Config> = RefCell::new(Config::default()));
     thread_local!(static LOADS: RefCell<Vec<Load>> = const { RefCell::new(Vec::new()) });
+
+    /// Runners in the set last given to `set-runners`: the length of each load column.
+    thread_local!(static RUNNERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
+    /// Column `c` of the load view (`n` values per column, column after column).
+    fn column(loads: &[u32], c: LoadColumn) -> &[u32] {
+        let n = RUNNERS.get();
+        loads.get(c as usize * n..(c as usize + 1) * n).unwrap_or(&[])
+    }
     /// SipHash of each runner's address, for `hash = "rendezvous"`; set on `set-runners`.
     thread_local!(static ADDRESSES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) });
 
@@ -29,18 +39,20 @@ mod component {
         }
 
         fn set_runners(_generation: u64, runners: Vec<Runner>) {
+            RUNNERS.set(runners.len());
             ADDRESSES.set(runners.iter().map(|r| crate::order::key_hash(r.address.as_bytes())).collect());
         }
 
-        fn place(call: Call, columns: Loads) -> Vec<u32> {
+        fn place(call: Call, columns: Vec<u32>) -> Vec<u32> {
             let config = CONFIG.with_borrow(|c| *c);
+            let in_flight = column(&columns, LoadColumn::InFlight);
+            let healthy = column(&columns, LoadColumn::Healthy);
             LOADS.with_borrow_mut(|loads| {
                 loads.clear();
                 loads.extend(
-                    columns
-                        .in_flight
+                    in_flight
                         .iter()
-                        .zip(&columns.healthy)
+                        .zip(healthy)
                         .map(|(&in_flight, &healthy)| Load { in_flight, healthy: healthy != 0 }),
                 );
                 let mut out = Vec::with_capacity(loads.len());

@@ -13,8 +13,18 @@ mod component {
     use std::cell::RefCell;
 
     wit_bindgen::generate!({ world: "placer", path: "../../wit" });
+    use placerd::placer::types::LoadColumn;
 
     thread_local!(static LOADS: RefCell<Vec<Load>> = const { RefCell::new(Vec::new()) });
+
+    /// Runners in the set last given to `set-runners`: the length of each load column.
+    thread_local!(static RUNNERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
+    /// Column `c` of the load view (`n` values per column, column after column).
+    fn column(loads: &[u32], c: LoadColumn) -> &[u32] {
+        let n = RUNNERS.get();
+        loads.get(c as usize * n..(c as usize + 1) * n).unwrap_or(&[])
+    }
 
     struct LeastLoaded;
 
@@ -26,12 +36,17 @@ mod component {
             }
         }
 
-        fn set_runners(_generation: u64, _runners: Vec<Runner>) {}
+        fn set_runners(_generation: u64, runners: Vec<Runner>) {
+            RUNNERS.set(runners.len());
+        }
 
-        fn place(call: Call, columns: Loads) -> Vec<u32> {
+        fn place(call: Call, columns: Vec<u32>) -> Vec<u32> {
+            let in_flight = column(&columns, LoadColumn::InFlight);
+            let active = column(&columns, LoadColumn::ReportedActive);
+            let healthy = column(&columns, LoadColumn::Healthy);
             LOADS.with_borrow_mut(|loads| {
                 loads.clear();
-                loads.extend(columns.in_flight.iter().zip(&columns.reported_active).zip(&columns.healthy).map(
+                loads.extend(in_flight.iter().zip(active).zip(healthy).map(
                     |((&in_flight, &reported_active), &healthy)| Load {
                         in_flight,
                         reported_active,

@@ -13,8 +13,18 @@ mod component {
     use std::cell::RefCell;
 
     wit_bindgen::generate!({ world: "placer", path: "../../wit" });
+    use placerd::placer::types::LoadColumn;
 
     thread_local!(static HEALTHY: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) });
+
+    /// Runners in the set last given to `set-runners`: the length of each load column.
+    thread_local!(static RUNNERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
+    /// Column `c` of the load view (`n` values per column, column after column).
+    fn column(loads: &[u32], c: LoadColumn) -> &[u32] {
+        let n = RUNNERS.get();
+        loads.get(c as usize * n..(c as usize + 1) * n).unwrap_or(&[])
+    }
 
     struct Naive;
 
@@ -26,12 +36,14 @@ mod component {
             }
         }
 
-        fn set_runners(_generation: u64, _runners: Vec<Runner>) {}
+        fn set_runners(_generation: u64, runners: Vec<Runner>) {
+            RUNNERS.set(runners.len());
+        }
 
-        fn place(call: Call, loads: Loads) -> Vec<u32> {
+        fn place(call: Call, loads: Vec<u32>) -> Vec<u32> {
             HEALTHY.with_borrow_mut(|healthy| {
                 healthy.clear();
-                healthy.extend(loads.healthy.iter().map(|&h| h != 0));
+                healthy.extend(column(&loads, LoadColumn::Healthy).iter().map(|&h| h != 0));
                 let mut out = Vec::with_capacity(healthy.len());
                 crate::order::order(call.seq, healthy, &mut out);
                 out

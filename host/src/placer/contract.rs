@@ -1,8 +1,8 @@
 //! The placer contracts a component may implement, and how the host calls each.
 //!
-//! - `placerd:placer@0.2.0` (`wit/placer.wit`): loads as columns of primitives, one list
-//!   per field, each lowered into the guest with one copy; latency and recent errors in
-//!   the load view. The built-ins implement it.
+//! - `placerd:placer@0.2.0` (`wit/placer.wit`): the loads as one `list<u32>`, column
+//!   after column, lowered into the guest with one copy; latency and recent errors in the
+//!   load view. The built-ins implement it.
 //! - `placerd:placer@0.1.0` (`wit/v0.1/placer.wit`): one `runner-load` record per runner,
 //!   lowered field by field. Components built for it keep loading and placing: the host
 //!   recognises the contract when it loads a component and adapts the call.
@@ -96,18 +96,15 @@ impl Pre {
     /// A new instance in `store`.
     pub(crate) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Guest> {
         Ok(match self {
-            Pre::V02(pre) => Guest::V02 { placer: pre.instantiate(store)?, loads: empty_columns() },
+            Pre::V02(pre) => Guest::V02 { placer: pre.instantiate(store)?, loads: Vec::new() },
             Pre::V01(pre) => Guest::V01 { placer: pre.instantiate(store)?, loads: Vec::new() },
         })
     }
 }
 
-/// The 0.2 load columns, reused from call to call.
-type Columns = v02::placerd::placer::types::Loads;
-
 /// One instance's exports, with the buffers its calls are converted into.
 pub(crate) enum Guest {
-    V02 { placer: v02::Placer, loads: Columns },
+    V02 { placer: v02::Placer, loads: Vec<u32> },
     V01 { placer: v01::Placer, loads: Vec<v01::placerd::placer::types::RunnerLoad> },
 }
 
@@ -172,33 +169,16 @@ impl Guest {
     }
 }
 
-fn empty_columns() -> Columns {
-    Columns {
-        in_flight: Vec::new(),
-        reported_active: Vec::new(),
-        recent_refusals: Vec::new(),
-        healthy: Vec::new(),
-        latency_us: Vec::new(),
-        recent_errors: Vec::new(),
-    }
-}
-
-fn fill_columns(columns: &mut Columns, loads: &[RunnerLoad]) {
-    let Columns { in_flight, reported_active, recent_refusals, healthy, latency_us, recent_errors } = columns;
-    in_flight.clear();
-    reported_active.clear();
-    recent_refusals.clear();
-    healthy.clear();
-    latency_us.clear();
-    recent_errors.clear();
-    for l in loads {
-        in_flight.push(l.in_flight);
-        reported_active.push(l.reported_active);
-        recent_refusals.push(l.recent_refusals);
-        healthy.push(u8::from(l.healthy));
-        latency_us.push(l.latency_us);
-        recent_errors.push(l.recent_errors);
-    }
+/// The 0.2 load view: each column of `loads` (in `load-column` order), one after another.
+fn fill_columns(columns: &mut Vec<u32>, loads: &[RunnerLoad]) {
+    columns.clear();
+    columns.reserve(loads.len() * 6);
+    columns.extend(loads.iter().map(|l| l.in_flight));
+    columns.extend(loads.iter().map(|l| l.reported_active));
+    columns.extend(loads.iter().map(|l| l.recent_refusals));
+    columns.extend(loads.iter().map(|l| u32::from(l.healthy)));
+    columns.extend(loads.iter().map(|l| l.latency_us));
+    columns.extend(loads.iter().map(|l| l.recent_errors));
 }
 
 /// The same call in 0.1's types (the record is unchanged; only its Rust type differs).
