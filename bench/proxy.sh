@@ -6,6 +6,8 @@
 #
 #   bench/proxy.sh                         # 10 s per run, 3 rounds, 64 connections, 1 worker
 #   DURATION=20 ROUNDS=5 WORKERS=2 bench/proxy.sh
+#   PLACERD_BASELINE=/tmp/placerd-old bench/proxy.sh   # also an older build, side by side
+#   PLACERD=/tmp/placerd-new bench/proxy.sh            # a given binary instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -29,8 +31,11 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-cargo build --release -p placerd >&2
-PLACERD="$CARGO_TARGET_DIR/release/placerd"
+if [ -z "${PLACERD:-}" ]; then
+  cargo build --release -p placerd >&2
+  PLACERD="$CARGO_TARGET_DIR/release/placerd"
+fi
+PLACERD_BASELINE=${PLACERD_BASELINE:-}
 
 work=$(mktemp -d)
 pids=()
@@ -83,9 +88,10 @@ runner_args=()
 for port in "${BACKENDS[@]}"; do runner_args+=(--runner "127.0.0.1:$port"); done
 declare -A PIDS=()
 start_placerd() { # name port placer [extra args]
-  local name=$1 port=$2 placer=$3
+  local name=$1 port=$2 placer=$3 bin=$PLACERD
   shift 3
-  RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS "$PLACERD" serve --listen "127.0.0.1:$port" \
+  if [ "$name" = placerd-ch-baseline ]; then bin=$PLACERD_BASELINE; fi
+  RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS "$bin" serve --listen "127.0.0.1:$port" \
     --admin-listen "127.0.0.1:$((port + 90))" --default-placer "$placer" --placers-dir "$work/placers-$name" \
     "${runner_args[@]}" "$@" 2> "$work/$name.log" &
   pids+=($!)
@@ -95,14 +101,19 @@ start_placerd placerd-naive 18201 naive
 start_placerd placerd-consistent-hash 18202 consistent-hash
 # The same placer's algorithm called natively, outside the sandbox: the Wasm cost.
 start_placerd placerd-ch-native 18203 consistent-hash --native-placement
-PIDS[haproxy]=${pids[0]}
-for port in 18101 18201 18202 18203 18301 18401; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
-done
-
 declare -A TARGETS=([direct]=18101 [placerd-naive]=18201 [placerd-consistent-hash]=18202 [placerd-ch-native]=18203
   [nginx]=18301 [haproxy]=18401)
 ORDER=(direct placerd-naive placerd-consistent-hash placerd-ch-native nginx haproxy)
+if [ -n "$PLACERD_BASELINE" ]; then
+  start_placerd placerd-ch-baseline 18204 consistent-hash
+  TARGETS[placerd-ch-baseline]=18204
+  ORDER=(direct placerd-naive placerd-consistent-hash placerd-ch-native placerd-ch-baseline nginx haproxy)
+fi
+PIDS[haproxy]=${pids[0]}
+for port in "${TARGETS[@]}"; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
+done
+
 # CPU time (user + system, clock ticks) of a target's processes: placerd and HAProxy are one
 # process each; nginx is its master and workers. "direct" has no proxy.
 cpu_ticks() {
@@ -158,7 +169,9 @@ print(f"wrk -t1 -c{conns} -d{duration}s, {rounds} rounds alternating, {workers} 
 print()
 print("| target | req/s | p50 | p99 | proxy CPU/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "nginx", "haproxy"]:
+for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy"]:
+    if name not in med:
+        continue
     m = med[name]
     note = " (errors: " + "; ".join(rows[name]["errors"]) + ")" if rows[name]["errors"] else ""
     cpu = f"{m['cpu']:.1f} us" if name != "direct" else "-"

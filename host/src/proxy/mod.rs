@@ -4,7 +4,7 @@
 //! 1. `request`: route, limits and headers checked, the body buffered up to
 //!    `max_body_bytes`, and the [`Call`] and [`Forward`](crate::runner::Forward) built;
 //! 2. here: the route's placer orders the runners and the placement loop
-//!    ([`lifecycle::place`]) sends the call to them;
+//!    ([`lifecycle::place`]) sends the call to them; a small response body is read whole;
 //! 3. `response`: the runner's response (or the error) shaped for the client, then the
 //!    access log and the trace line.
 //!
@@ -31,11 +31,11 @@ pub use routes::RouteTable;
 use self::request::{CallIds, Deadlines, Parsed};
 use self::response::{Access, Trace};
 use crate::config::Config;
-use crate::lifecycle::{self, Outcome};
+use crate::lifecycle::{self, CallError, Outcome};
 use crate::metrics::Metrics;
 use crate::placer::{Call, NativePlacer, Order, PlacerSource, PlacerVersion};
 use crate::reload::Registry;
-use crate::runner::{DynamicPool, RunnerBody, RunnerClient};
+use crate::runner::{DynamicPool, RunnerClient};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -194,8 +194,8 @@ impl Proxy {
     }
 
     /// Step 2: the placement loop with `placer` (or its native twin under
-    /// `--native-placement`).
-    async fn place(&self, parsed: &Parsed, placer: &PlacerVersion) -> Outcome<Response<RunnerBody>> {
+    /// `--native-placement`), then the runner's body read whole when it is small.
+    async fn place(&self, parsed: &Parsed, placer: &PlacerVersion) -> Outcome<Response<ProxyBody>> {
         let native = if self.native.is_empty() {
             None // the normal path: no lookup
         } else {
@@ -205,7 +205,14 @@ impl Proxy {
             Some(native) => native,
             None => placer,
         };
-        lifecycle::place(&*self.pool, &self.client, order, &parsed.call, &parsed.forward, parsed.timing).await
+        let outcome =
+            lifecycle::place(&*self.pool, &self.client, order, &parsed.call, &parsed.forward, parsed.timing).await;
+        let (result, mut outcome) = outcome.take_result(Err(CallError::TooBusy));
+        outcome.result = match result {
+            Ok(response) => response::buffer_small(response, outcome.runner.as_deref().unwrap_or("-")).await,
+            Err(e) => Err(e),
+        };
+        outcome
     }
 }
 

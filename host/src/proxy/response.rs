@@ -14,7 +14,12 @@ use hyper::{Response, StatusCode};
 use super::request::strip_hop_by_hop;
 use crate::lifecycle::{CallError, Outcome};
 use crate::placer::{Call, CallKind};
-use crate::runner::RunnerBody;
+use crate::runner::{RunnerBody, RunnerFailed};
+
+/// Largest runner response body read whole before answering: the client then gets head
+/// and body in one write, and a runner that dies mid-body gets a clean 502 instead of a
+/// cut response. Larger or unsized bodies stream.
+const BUFFER_BODY_BYTES: u64 = 64 * 1024;
 
 /// The response body type of the proxy and the admin API.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -35,10 +40,34 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     json(status, serde_json::json!({ "message": message }).to_string())
 }
 
+/// The runner's response with its body read whole when its length is known and at most
+/// [`BUFFER_BODY_BYTES`]; else streaming.
+///
+/// # Errors
+/// The runner failed while sending the body (committed: a 502, never re-sent).
+pub(crate) async fn buffer_small(
+    response: Response<RunnerBody>,
+    runner: &str,
+) -> Result<Response<ProxyBody>, CallError> {
+    use http_body::Body;
+    let small = response.body().size_hint().exact().is_some_and(|n| n <= BUFFER_BODY_BYTES);
+    if !small {
+        return Ok(response.map(BodyExt::boxed));
+    }
+    let (head, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => {
+            let body = Full::new(collected.to_bytes()).map_err(|never| match never {}).boxed();
+            Ok(Response::from_parts(head, body))
+        }
+        Err(error) => Err(CallError::Runner(RunnerFailed { runner: runner.to_string(), error })),
+    }
+}
+
 /// The client's response for a placed or failed call: the runner's response without
 /// hop-by-hop headers, with `Fn-Call-Id` and `Fn-Placer` (`placer`); a detached call the
 /// runner accepted becomes `202 {"call_id"}`; an error becomes its JSON error.
-pub(crate) fn shape(result: Result<Response<RunnerBody>, CallError>, call: &Call, placer: &str) -> Response<ProxyBody> {
+pub(crate) fn shape(result: Result<Response<ProxyBody>, CallError>, call: &Call, placer: &str) -> Response<ProxyBody> {
     let call_id = HeaderValue::from_str(&call.id).ok();
     let mut response = match result {
         Ok(response) => {
@@ -51,7 +80,7 @@ pub(crate) fn shape(result: Result<Response<RunnerBody>, CallError>, call: &Call
                 drop(body);
                 json(StatusCode::ACCEPTED, serde_json::json!({ "call_id": call.id }).to_string())
             } else {
-                Response::from_parts(head, body.boxed())
+                Response::from_parts(head, body)
             }
         }
         Err(e) => json_error(e.status(), &e.to_string()),
