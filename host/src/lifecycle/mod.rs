@@ -60,38 +60,6 @@ pub struct Outcome<T> {
     pub timed_out: bool,
 }
 
-impl<T> Outcome<T> {
-    /// Takes the result out, leaving `with` in its place; the record of what the loop did
-    /// stays (for a caller that turns the runner's response into something else).
-    pub fn take_result<U>(self, with: Result<U, CallError>) -> (Result<T, CallError>, Outcome<U>) {
-        let Outcome {
-            result,
-            attempts,
-            busy,
-            connect_errors,
-            runner,
-            generation,
-            placement_time,
-            pool_errors,
-            empty_passes,
-            timed_out,
-        } = self;
-        let rest = Outcome {
-            result: with,
-            attempts,
-            busy,
-            connect_errors,
-            runner,
-            generation,
-            placement_time,
-            pool_errors,
-            empty_passes,
-            timed_out,
-        };
-        (result, rest)
-    }
-}
-
 /// Runs the placement loop for one call: `placer` orders the runners of `pool`, `client`
 /// sends `payload` to them.
 pub async fn place<C, X, P, O>(

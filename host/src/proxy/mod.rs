@@ -31,11 +31,11 @@ pub use routes::RouteTable;
 use self::request::{CallIds, Deadlines, Parsed};
 use self::response::{Access, Trace};
 use crate::config::Config;
-use crate::lifecycle::{self, CallError, Outcome};
+use crate::lifecycle::{self, Outcome};
 use crate::metrics::Metrics;
 use crate::placer::{Call, NativePlacer, Order, PlacerSource, PlacerVersion};
 use crate::reload::Registry;
-use crate::runner::{DynamicPool, RunnerClient};
+use crate::runner::{Attempt, DynamicPool, Forward, RunnerClient, RunnerState, TryExec};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -205,14 +205,24 @@ impl Proxy {
             Some(native) => native,
             None => placer,
         };
-        let outcome =
-            lifecycle::place(&*self.pool, &self.client, order, &parsed.call, &parsed.forward, parsed.timing).await;
-        let (result, mut outcome) = outcome.take_result(Err(CallError::TooBusy));
-        outcome.result = match result {
-            Ok(response) => response::buffer_small(response, outcome.runner.as_deref().unwrap_or("-")).await,
-            Err(e) => Err(e),
-        };
-        outcome
+        let client = Buffered(&self.client);
+        lifecycle::place(&*self.pool, &client, order, &parsed.call, &parsed.forward, parsed.timing).await
+    }
+}
+
+/// The runner client, with a committed response's small body read whole
+/// ([`response::buffer_small`]).
+struct Buffered<'a>(&'a RunnerClient);
+
+impl TryExec<Forward, Arc<RunnerState>> for Buffered<'_> {
+    type Output = Response<ProxyBody>;
+
+    async fn try_exec(&self, runner: &Arc<RunnerState>, call: &Forward) -> Attempt<Self::Output> {
+        match self.0.try_exec(runner, call).await {
+            Attempt::Committed(Ok(response)) => Attempt::Committed(response::buffer_small(response, runner).await),
+            Attempt::Committed(Err(failed)) => Attempt::Committed(Err(failed)),
+            Attempt::NotPlaced(not_placed) => Attempt::NotPlaced(not_placed),
+        }
     }
 }
 

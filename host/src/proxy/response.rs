@@ -14,7 +14,7 @@ use hyper::{Response, StatusCode};
 use super::request::strip_hop_by_hop;
 use crate::lifecycle::{CallError, Outcome};
 use crate::placer::{Call, CallKind};
-use crate::runner::{RunnerBody, RunnerFailed};
+use crate::runner::{RunnerBody, RunnerFailed, RunnerState};
 
 /// Largest runner response body read whole before answering: the client then gets head
 /// and body in one write, and a runner that dies mid-body gets a clean 502 instead of a
@@ -47,8 +47,8 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
 /// The runner failed while sending the body (committed: a 502, never re-sent).
 pub(crate) async fn buffer_small(
     response: Response<RunnerBody>,
-    runner: &str,
-) -> Result<Response<ProxyBody>, CallError> {
+    runner: &RunnerState,
+) -> Result<Response<ProxyBody>, RunnerFailed> {
     use http_body::Body;
     let small = response.body().size_hint().exact().is_some_and(|n| n <= BUFFER_BODY_BYTES);
     if !small {
@@ -60,7 +60,10 @@ pub(crate) async fn buffer_small(
             let body = Full::new(collected.to_bytes()).map_err(|never| match never {}).boxed();
             Ok(Response::from_parts(head, body))
         }
-        Err(error) => Err(CallError::Runner(RunnerFailed { runner: runner.to_string(), error })),
+        Err(error) => {
+            runner.record_error();
+            Err(RunnerFailed { runner: runner.address.clone(), error })
+        }
     }
 }
 
