@@ -111,9 +111,9 @@ impl Proxy {
     }
 
     async fn call(&self, req: Request<Incoming>, guard: &mut CancelGuard) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         // 1. The request becomes a call.
-        let parsed = match self.parse(&parts, body).await {
+        let parsed = match self.parse(&mut parts, body).await {
             Ok(parsed) => parsed,
             Err(e) => return json_error(e.status(), &e.to_string()),
         };
@@ -163,7 +163,7 @@ impl Proxy {
     }
 
     /// Step 1: checks the head, reads the body and builds the call.
-    async fn parse(&self, parts: &hyper::http::request::Parts, body: Incoming) -> Result<Parsed, ClientError> {
+    async fn parse(&self, parts: &mut hyper::http::request::Parts, body: Incoming) -> Result<Parsed, ClientError> {
         let limit = self.config.max_body_bytes;
         let target = request::check_head(parts, limit)?;
         let body = request::read_body(body, limit).await?;

@@ -158,8 +158,9 @@ where
     }
 }
 
-/// Builds the call and the forwarded request of a checked request.
-pub(crate) fn into_call(parts: &Parts, target: Target, body: Bytes, ids: CallIds, deadlines: Deadlines) -> Parsed {
+/// Builds the call and the forwarded request of a checked request. The request's headers
+/// move into the forward (no copy); method and URI stay for the access log.
+pub(crate) fn into_call(parts: &mut Parts, target: Target, body: Bytes, ids: CallIds, deadlines: Deadlines) -> Parsed {
     let kind = match parts.headers.get("fn-call-type").map(HeaderValue::as_bytes) {
         Some(b"detached") => CallKind::Detached,
         _ => CallKind::Sync,
@@ -181,7 +182,7 @@ pub(crate) fn into_call(parts: &Parts, target: Target, body: Bytes, ids: CallIds
     let forward = Forward {
         method: parts.method.clone(),
         path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
-        headers: forward_headers(&parts.headers, &call, ids.now + placer_timeout),
+        headers: forward_headers(std::mem::take(&mut parts.headers), &call, ids.now + placer_timeout),
         body,
     };
     let timing =
@@ -247,8 +248,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The client's headers without hop-by-hop ones, plus the `Fn-*` headers of `call`.
-fn forward_headers(original: &HeaderMap, call: &Call, deadline: SystemTime) -> HeaderMap {
-    let mut headers = original.clone();
+fn forward_headers(mut headers: HeaderMap, call: &Call, deadline: SystemTime) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     headers.remove(hyper::header::CONTENT_LENGTH);
     let kind = match call.kind {
@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_call_carries_the_ids_slot_key_extensions_and_fn_headers() {
-        let p = parts(
+        let mut p = parts(
             Method::POST,
             "/t/shop/cart?x=1",
             &[
@@ -405,7 +405,7 @@ mod tests {
             ],
         );
         let target = check_head(&p, MAX_BODY).expect("routable");
-        let parsed = into_call(&p, target, Bytes::from_static(b"hi"), ids(), DEADLINES);
+        let parsed = into_call(&mut p, target, Bytes::from_static(b"hi"), ids(), DEADLINES);
         let call = &parsed.call;
         assert_eq!((call.id.as_str(), call.seq, call.random), ("01TESTCALL", 7, 42));
         assert_eq!(
@@ -428,8 +428,9 @@ mod tests {
 
     #[test]
     fn detached_calls_get_the_detached_deadline() {
-        let p = parts(Method::POST, "/invoke/f", &[("fn-call-type", b"detached")]);
-        let parsed = into_call(&p, check_head(&p, MAX_BODY).expect("ok"), Bytes::new(), ids(), DEADLINES);
+        let mut p = parts(Method::POST, "/invoke/f", &[("fn-call-type", b"detached")]);
+        let target = check_head(&p, MAX_BODY).expect("ok");
+        let parsed = into_call(&mut p, target, Bytes::new(), ids(), DEADLINES);
         assert_eq!(parsed.call.kind, CallKind::Detached);
         assert!(parsed.timing.detached);
         assert_eq!(parsed.timing.placer_timeout, DEADLINES.detached);
