@@ -225,3 +225,35 @@ async fn fn_headers_reach_the_runner_and_hop_by_hop_headers_do_not() {
     let id = r.header("fn-call-id");
     assert_eq!(r1.stats.executions(id), 1);
 }
+
+#[tokio::test]
+async fn a_runner_dying_mid_body_gives_a_clean_502_and_the_call_is_never_resent() {
+    // A runner that answers a head promising 100 bytes, sends 10 and closes: the body is
+    // read whole before answering (it is small), so the client gets a 502, not a cut 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = calls.clone();
+    let fake = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if String::from_utf8_lossy(&buf[..n]).contains("/t/app/cut") {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let p = start(vec![addr.to_string()], "naive", |_| {}).await;
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let r = send(p.addr, "POST", "/t/app/cut", &[], b"payload").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
+    assert!(!r.header("fn-call-id").is_empty());
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst) - before, 1, "the call was sent more than once");
+    fake.abort();
+}
