@@ -272,8 +272,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runner { listen, max_concurrency, name } => tokio_runtime()?.block_on(async move {
             let listener = TcpListener::bind(&listen).await.with_context(|| format!("listen on {listen}"))?;
             let options = RunnerOptions { max_concurrency, name: name.unwrap_or_else(|| listen.clone()) };
+            let shutdown = shutdown_signal();
             tracing::info!(%listen, max_concurrency, "reference runner serving");
-            reference::serve(listener, options, Arc::new(RunnerStats::default()), shutdown_signal()).await;
+            reference::serve(listener, options, Arc::new(RunnerStats::default()), shutdown).await;
             Ok(())
         }),
         Command::Simulate { runners, keys, dist, calls, concurrency, events, seed, trace, placers, html, svg } => {
@@ -376,23 +377,23 @@ async fn ctrl_c() {
     tracing::info!("shutting down");
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The SIGTERM handler is installed when this is called,
+/// not when the future is first polled: a process that has said it is serving must not die
+/// of a SIGTERM that arrives before its accept loop runs. Call it inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
             }
-            Err(_) => ctrl_c().await,
+            return;
         }
+        ctrl_c().await;
     }
-    #[cfg(not(unix))]
-    ctrl_c().await;
 }
 
 async fn demo(listen: String, default_placer: String, admin_listen: String) -> anyhow::Result<()> {
