@@ -14,8 +14,17 @@ const TARGET: &str = "wasm32-wasip2";
 /// `OUT_DIR/fixtures`.
 const BUILTINS: &[(&str, &str)] =
     &[("naive", "naive"), ("consistent-hash", "consistent-hash"), ("least-loaded", "least-loaded")];
-const FIXTURES: &[&str] =
-    &["loops-forever", "traps", "eats-memory", "wrong-world", "bad-indices", "configure-error", "flaky", "naive-v01"];
+const FIXTURES: &[&str] = &[
+    "loops-forever",
+    "traps",
+    "eats-memory",
+    "wrong-world",
+    "bad-indices",
+    "configure-error",
+    "flaky",
+    "naive-v01",
+    "call-details",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -106,7 +106,7 @@ fn wasm_consistent_hash_gives_the_native_order() {
             let native_loads: Vec<Load> =
                 loads.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }).collect();
             let mut expected = Vec::new();
-            order(&native, key.as_bytes(), &native_loads, &addresses, &mut expected);
+            order(&native, key_hash(key.as_bytes()), &native_loads, &addresses, &mut expected);
             assert_eq!(placed.order, expected, "key {key} with {native:?}");
         }
     }
@@ -348,5 +348,37 @@ fn a_component_built_for_contract_0_1_loads_and_places_like_its_0_2_twin() {
             assert_eq!(a.by, PlacedBy::Guest { cleaned: 0 });
             assert_eq!(a.order, b.order, "generation {generation}, seq {seq}");
         }
+    }
+}
+
+#[test]
+fn a_0_2_placer_reads_the_calls_text_through_current_call_and_only_during_place() {
+    let rt = runtime(roomy());
+    let placer = load(&rt, "call-details", &fixture("call-details"));
+    assert_eq!(placer.contract(), Contract::V0_2);
+    let runners = set(1, 4);
+    for (k, key) in ["app/a", "app/b", "another/key"].into_iter().enumerate() {
+        let mut c = call(k as u64, key);
+        // The fixture checks the text against the numbers and the id it was told to expect.
+        c.extensions = vec![
+            ("runner".into(), "2".into()),
+            ("expect-id".into(), c.id.clone()),
+            ("expect-slot-hash".into(), placerd::placer::slot_hash(key).to_string()),
+        ];
+        let placed = placer.place(&c, &runners, &idle(4)).expect("placed");
+        assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+        assert_eq!(placed.order, vec![2, 0, 1, 3], "call {k}");
+    }
+    // Details that disagree with the call make the fixture answer "none acceptable".
+    let mut wrong = call(9, "app/a");
+    wrong.extensions = vec![("expect-id".into(), "some-other-call".into())];
+    assert_eq!(placer.place(&wrong, &runners, &idle(4)).expect("placed").order, Vec::<u32>::new());
+}
+
+#[test]
+fn the_slot_hash_is_fns_siphash_of_the_key() {
+    // The value consistent-hash (and Fn's placer) computes from the key itself.
+    for key in ["", "fn-0000", "my-app/hello", "ключ"] {
+        assert_eq!(placerd::placer::slot_hash(key), consistent_hash::order::key_hash(key.as_bytes()));
     }
 }

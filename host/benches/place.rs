@@ -86,7 +86,8 @@ fn place(c: &mut Criterion) {
                     .map(|l| consistent_hash::order::Load { in_flight: l.in_flight, healthy: l.healthy })
                     .collect();
                 let mut out = Vec::with_capacity(n);
-                consistent_hash::order::order(&config, calls[i].slot_key.as_bytes(), &native, &[], &mut out);
+                let hash = consistent_hash::order::key_hash(calls[i].slot_key.as_bytes());
+                consistent_hash::order::order(&config, hash, &native, &[], &mut out);
                 out
             })
         });

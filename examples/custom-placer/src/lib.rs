@@ -40,7 +40,7 @@ mod component {
             let loads: Vec<(u32, bool)> = (in_flight.iter().zip(active).zip(healthy))
                 .map(|((&in_flight, &active), &healthy)| (in_flight.saturating_add(active), healthy != 0))
                 .collect();
-            crate::order::order(call.slot_key.as_bytes(), &loads)
+            crate::order::order(call.slot_hash, &loads)
         }
     }
 

@@ -57,7 +57,7 @@ mod component {
                 );
                 let mut out = Vec::with_capacity(loads.len());
                 ADDRESSES.with_borrow(|addresses| {
-                    crate::order::order(&config, call.slot_key.as_bytes(), loads, addresses, &mut out);
+                    crate::order::order(&config, call.slot_hash, loads, addresses, &mut out);
                 });
                 out
             })

@@ -132,7 +132,8 @@ pub fn jump(mut key: u64, buckets: u32, variant: Variant) -> u32 {
     b.max(0) as u32
 }
 
-/// Orders the runners for one call with affinity key `slot_key`.
+/// Orders the runners for one call whose affinity key hashes to `hash` ([`key_hash`] of
+/// the key: the host's `slot-hash`).
 ///
 /// `addresses` holds [`key_hash`] of each runner's address, in set order; only
 /// `hash = "rendezvous"` reads it. Unhealthy runners are left out unless all are unhealthy
@@ -151,17 +152,16 @@ pub fn jump(mut key: u64, buckets: u32, variant: Variant) -> u32 {
 /// lose their runner and each spilled key finds its second runner warm.
 ///
 /// `out` is cleared and filled, so a caller can reuse its allocation.
-pub fn order(config: &Config, slot_key: &[u8], loads: &[Load], addresses: &[u64], out: &mut Vec<u32>) {
+pub fn order(config: &Config, hash: u64, loads: &[Load], addresses: &[u64], out: &mut Vec<u32>) {
     out.clear();
     let n = loads.len();
     if n == 0 {
         return;
     }
-    let hash = key_hash(slot_key);
     match (config.hash, config.max_load_factor) {
         (Hash::Jump, None) => {
             let first = jump(hash, n as u32, config.variant) as usize;
-            emit(out, (0..n).map(|k| (first + k) % n), loads, None);
+            emit(out, (first..n).chain(0..first), loads, None);
         }
         (Hash::Jump, factor) => {
             let first = jump(hash, n as u32, config.variant) as usize;
@@ -236,7 +236,7 @@ mod tests {
 
     fn order_of(config: &Config, key: &str, loads: &[Load]) -> Vec<u32> {
         let mut out = Vec::new();
-        order(config, key.as_bytes(), loads, &[], &mut out);
+        order(config, key_hash(key.as_bytes()), loads, &[], &mut out);
         out
     }
 
@@ -382,7 +382,7 @@ mod tests {
     fn rendezvous_first(key: &str, addresses: &[u64]) -> u32 {
         let config = Config { hash: Hash::Rendezvous, ..Config::default() };
         let mut out = Vec::new();
-        order(&config, key.as_bytes(), &idle(addresses.len()), addresses, &mut out);
+        order(&config, key_hash(key.as_bytes()), &idle(addresses.len()), addresses, &mut out);
         out[0]
     }
 
@@ -428,10 +428,16 @@ mod tests {
         let config = Config { hash: Hash::Rendezvous, max_load_factor: Some(1.25), ..Config::default() };
         let mut loads = idle(10);
         let mut plain = Vec::new();
-        order(&Config { hash: Hash::Rendezvous, ..Config::default() }, b"fn-0000", &loads, &hashes, &mut plain);
+        order(
+            &Config { hash: Hash::Rendezvous, ..Config::default() },
+            key_hash(b"fn-0000"),
+            &loads,
+            &hashes,
+            &mut plain,
+        );
         loads[plain[0] as usize].in_flight = 10;
         let mut bounded = Vec::new();
-        order(&config, b"fn-0000", &loads, &hashes, &mut bounded);
+        order(&config, key_hash(b"fn-0000"), &loads, &hashes, &mut bounded);
         assert_eq!(bounded[..9], plain[1..], "the key's next-ranked runners, in rank order");
         assert_eq!(bounded[9], plain[0], "the full runner last");
     }
@@ -487,7 +493,7 @@ mod tests {
             };
             let addresses: Vec<u64> = (0..loads.len()).map(|i| key_hash(format!("10.0.0.{i}:80").as_bytes())).collect();
             let mut out = Vec::new();
-            order(&config, &key, &loads, &addresses, &mut out);
+            order(&config, key_hash(&key), &loads, &addresses, &mut out);
             let mut seen = vec![false; loads.len()];
             for &i in &out {
                 prop_assert!((i as usize) < loads.len());

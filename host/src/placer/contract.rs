@@ -1,15 +1,18 @@
 //! The placer contracts a component may implement, and how the host calls each.
 //!
-//! - `placerd:placer@0.2.0` (`wit/placer.wit`): the loads as one `list<u32>`, column
-//!   after column, lowered into the guest with one copy; latency and recent errors in the
-//!   load view. The built-ins implement it.
+//! - `placerd:placer@0.2.0` (`wit/placer.wit`): `place` gets numbers only: the call as
+//!   integers (its affinity key hashed by the host) and the loads as one `list<u32>`,
+//!   column after column, lowered into the guest with one copy; latency and recent errors
+//!   in the load view. The call's text is there on request (`current-call`). The
+//!   built-ins implement it.
 //! - `placerd:placer@0.1.0` (`wit/v0.1/placer.wit`): one `runner-load` record per runner,
 //!   lowered field by field. Components built for it keep loading and placing: the host
 //!   recognises the contract when it loads a component and adapts the call.
 //!
-//! The host's own view of a call and a runner is the 0.2 one ([`Call`], [`Runner`]) and
-//! its own [`RunnerLoad`]; a [`Guest`] converts to what its component expects and keeps
-//! the buffers it converts into, so a warm instance allocates nothing per call for them.
+//! The host has its own view of a call ([`Call`], everything any contract may ask for) and
+//! of a runner's load ([`RunnerLoad`]); a [`Guest`] converts them to what its component
+//! expects and keeps the buffers it converts into, so a warm instance allocates nothing
+//! per call for them.
 
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
@@ -28,7 +31,39 @@ pub(crate) mod v01 {
     wasmtime::component::bindgen!({ world: "placer", path: "../wit/v0.1" });
 }
 
-pub use v02::placerd::placer::types::{Call, CallKind, Runner};
+pub use v02::placerd::placer::types::{CallKind, Runner};
+
+/// One call to place, as the host knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Unique call id (ULID).
+    pub id: String,
+    /// App id ("" for `/invoke/` calls).
+    pub app_id: String,
+    /// Fn id.
+    pub fn_id: String,
+    /// Sync or detached.
+    pub kind: CallKind,
+    /// Affinity key: the `Fn-Slot-Hash` header if given, else the fn id.
+    pub slot_key: String,
+    /// Host sequence number of the call (monotonic per host).
+    pub seq: u64,
+    /// Per-call random value.
+    pub random: u64,
+    /// Extra key/values from `Fn-Ext-*` request headers.
+    pub extensions: Vec<(String, String)>,
+}
+
+/// SipHash-2-4 keys of Fn's consistent-hash placer: `k0 = 0`, `k1` = "LaryBoat".
+const SLOT_HASH_KEYS: (u64, u64) = (0, 0x4c61_7279_426f_6174);
+
+/// The `slot-hash` of contract 0.2: SipHash-2-4 of the affinity key with Fn's keys.
+pub fn slot_hash(slot_key: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = siphasher::sip::SipHasher24::new_with_keys(SLOT_HASH_KEYS.0, SLOT_HASH_KEYS.1);
+    hasher.write(slot_key.as_bytes());
+    hasher.finish()
+}
 
 /// Live view of one runner, as the host keeps it; each contract gets the fields it knows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -153,7 +188,16 @@ impl Guest {
         match self {
             Guest::V02 { placer, loads: columns } => {
                 fill_columns(columns, loads);
-                placer.call_place(store, call, columns)
+                store.data_mut().details.copy_from(call);
+                let numbers = v02::placerd::placer::types::Call {
+                    seq: call.seq,
+                    random: call.random,
+                    kind: call.kind,
+                    slot_hash: slot_hash(&call.slot_key),
+                };
+                let order = placer.call_place(&mut *store, numbers, columns);
+                store.data_mut().details.clear();
+                order
             }
             Guest::V01 { placer, loads: rows } => {
                 rows.clear();
@@ -179,6 +223,51 @@ fn fill_columns(columns: &mut Vec<u32>, loads: &[RunnerLoad]) {
     columns.extend(loads.iter().map(|l| u32::from(l.healthy)));
     columns.extend(loads.iter().map(|l| l.latency_us));
     columns.extend(loads.iter().map(|l| l.recent_errors));
+}
+
+/// The text of the call a 0.2 guest is placing, kept in buffers that live as long as the
+/// instance so that filling them allocates only when a call's text outgrows them.
+#[derive(Debug, Default)]
+pub(crate) struct CallText {
+    id: String,
+    app_id: String,
+    fn_id: String,
+    slot_key: String,
+    extensions: Vec<(String, String)>,
+}
+
+impl CallText {
+    fn copy_from(&mut self, call: &Call) {
+        for (to, from) in [
+            (&mut self.id, &call.id),
+            (&mut self.app_id, &call.app_id),
+            (&mut self.fn_id, &call.fn_id),
+            (&mut self.slot_key, &call.slot_key),
+        ] {
+            to.clear();
+            to.push_str(from);
+        }
+        self.extensions.clone_from(&call.extensions);
+    }
+
+    fn clear(&mut self) {
+        self.id.clear();
+        self.app_id.clear();
+        self.fn_id.clear();
+        self.slot_key.clear();
+        self.extensions.clear();
+    }
+
+    /// What `current-call` answers.
+    pub(crate) fn details(&self) -> v02::placerd::placer::types::CallDetails {
+        v02::placerd::placer::types::CallDetails {
+            id: self.id.clone(),
+            app_id: self.app_id.clone(),
+            fn_id: self.fn_id.clone(),
+            slot_key: self.slot_key.clone(),
+            extensions: self.extensions.clone(),
+        }
+    }
 }
 
 /// The same call in 0.1's types (the record is unchanged; only its Rust type differs).

@@ -54,7 +54,8 @@ impl Order for NativePlacer {
                         set.runners.iter().map(|r| consistent_hash::order::key_hash(r.address.as_bytes())).collect()
                     }
                 };
-                consistent_hash::order::order(config, call.slot_key.as_bytes(), &loads, &addresses, &mut out);
+                let hash = super::contract::slot_hash(&call.slot_key);
+                consistent_hash::order::order(config, hash, &loads, &addresses, &mut out);
             }
             NativePlacer::LeastLoaded => {
                 let loads: Vec<least_loaded::order::Load> = loads

@@ -7,16 +7,25 @@ use super::RunnerLoad;
 /// many entries were dropped (0 for a valid order).
 pub fn sanitize(order: &mut Vec<u32>, n: usize) -> usize {
     let original = order.len();
-    let mut seen = vec![false; n];
+    // One bit per runner; on the stack up to 1,024 runners (no allocation per call).
+    let words = n.div_ceil(64);
+    let mut small = [0u64; 16];
+    let mut large = Vec::new();
+    let seen: &mut [u64] = if words <= small.len() {
+        &mut small[..words]
+    } else {
+        large.resize(words, 0);
+        &mut large
+    };
     let mut kept = 0;
     for i in 0..order.len() {
         if kept == n {
             break;
         }
-        let idx = order[i];
-        if let Some(slot) = seen.get_mut(idx as usize).filter(|s| !**s) {
-            *slot = true;
-            order[kept] = idx;
+        let idx = order[i] as usize;
+        if idx < n && seen[idx / 64] & (1 << (idx % 64)) == 0 {
+            seen[idx / 64] |= 1 << (idx % 64);
+            order[kept] = idx as u32;
             kept += 1;
         }
     }

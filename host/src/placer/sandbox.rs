@@ -22,7 +22,7 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::StreamError as WitStreamError
 use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-use super::contract::{v01, v02};
+use super::contract::{CallText, v01, v02};
 
 /// Longest guest log line kept; the rest is cut.
 const MAX_LINE: usize = 1024;
@@ -108,6 +108,8 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     log: Arc<GuestLog>,
+    /// The call being placed, for `current-call` (contract 0.2); empty between calls.
+    pub(crate) details: CallText,
 }
 
 impl HostState {
@@ -119,7 +121,13 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        HostState { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory_limit), log }
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_limit),
+            log,
+            details: CallText::default(),
+        }
     }
 }
 
@@ -136,6 +144,10 @@ impl v01::placerd::placer::types::Host for HostState {}
 impl v02::PlacerImports for HostState {
     fn log(&mut self, level: u8, message: String) {
         self.log.line("log", level, message.as_bytes());
+    }
+
+    fn current_call(&mut self) -> v02::placerd::placer::types::CallDetails {
+        self.details.details()
     }
 }
 
