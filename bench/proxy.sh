@@ -8,6 +8,7 @@
 #   DURATION=20 ROUNDS=5 WORKERS=2 bench/proxy.sh
 #   PLACERD_BASELINE=/tmp/placerd-old bench/proxy.sh   # also an older build, side by side
 #   PLACERD=/tmp/placerd-new bench/proxy.sh            # a given binary instead of building
+#   LEAN=1 bench/proxy.sh                  # also bench/lean-proxy, the hyper floor (1 thread)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -36,6 +37,12 @@ if [ -z "${PLACERD:-}" ]; then
   PLACERD="$CARGO_TARGET_DIR/release/placerd"
 fi
 PLACERD_BASELINE=${PLACERD_BASELINE:-}
+# LEAN=1 also runs bench/lean-proxy: the same hyper and tokio doing nothing but forwarding.
+LEAN=${LEAN:-}
+if [ -n "$LEAN" ]; then
+  cargo build --release --manifest-path bench/lean-proxy/Cargo.toml >&2
+  LEAN_PROXY="$CARGO_TARGET_DIR/release/lean-proxy"
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -109,6 +116,15 @@ if [ -n "$PLACERD_BASELINE" ]; then
   TARGETS[placerd-ch-baseline]=18204
   ORDER=(direct placerd-naive placerd-consistent-hash placerd-ch-native placerd-ch-baseline nginx haproxy)
 fi
+if [ -n "$LEAN" ]; then
+  backend_addrs=()
+  for port in "${BACKENDS[@]}"; do backend_addrs+=("127.0.0.1:$port"); done
+  "$LEAN_PROXY" 127.0.0.1:18501 "${backend_addrs[@]}" 2> "$work/lean-proxy.log" &
+  pids+=($!)
+  PIDS[lean-proxy]=$!
+  TARGETS[lean-proxy]=18501
+  ORDER+=(lean-proxy)
+fi
 PIDS[haproxy]=${pids[0]}
 for port in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
@@ -169,7 +185,7 @@ print(f"wrk -t1 -c{conns} -d{duration}s, {rounds} rounds alternating, {workers} 
 print()
 print("| target | req/s | p50 | p99 | proxy CPU/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy"]:
+for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy", "lean-proxy"]:
     if name not in med:
         continue
     m = med[name]

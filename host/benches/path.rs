@@ -87,7 +87,7 @@ fn path(c: &mut Criterion) {
         .expect("load");
     let forward = Forward {
         method: Method::POST,
-        path_and_query: "/t/bench/hello".into(),
+        uri: hyper::Uri::from_static("/t/bench/hello"),
         headers: HeaderMap::new(),
         body: Bytes::from_static(b"hi"),
     };

@@ -91,8 +91,10 @@ where
         timed_out: false,
     };
     let mut last_pool_error = None;
+    // The first pass checks the deadline against `started`, just read.
+    let mut clock = Some(started);
     'placement: loop {
-        if Instant::now() >= deadline {
+        if clock.take().unwrap_or_else(Instant::now) >= deadline {
             out.result = Err(timed_out(timing, last_pool_error));
             out.timed_out = true;
             break;
@@ -125,13 +127,13 @@ where
                     else {
                         continue;
                     };
-                    if Instant::now() >= deadline {
+                    let attempt_started = Instant::now();
+                    if attempt_started >= deadline {
                         out.result = Err(timed_out(timing, last_pool_error));
                         out.timed_out = true;
                         break 'placement;
                     }
                     out.attempts += 1;
-                    let attempt_started = Instant::now();
                     match client.try_exec(handle, payload).await {
                         Attempt::NotPlaced(NotPlaced::Busy) => out.busy += 1,
                         Attempt::NotPlaced(NotPlaced::Closed) => {}

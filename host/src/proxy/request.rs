@@ -12,7 +12,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::{Method, StatusCode};
+use hyper::{Method, StatusCode, Uri};
 
 use crate::lifecycle::Timing;
 use crate::placer::{Call, CallKind};
@@ -33,6 +33,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("transfer-encoding"),
     HeaderName::from_static("upgrade"),
 ];
+
+// The `Fn-*` headers placerd reads, by static name: looking up by `&str` would parse and
+// hash the name on every call.
+const FN_APP_ID: HeaderName = HeaderName::from_static("fn-app-id");
+const FN_FN_ID: HeaderName = HeaderName::from_static("fn-fn-id");
+const FN_CALL_TYPE: HeaderName = HeaderName::from_static("fn-call-type");
+const FN_SLOT_HASH: HeaderName = HeaderName::from_static("fn-slot-hash");
 
 /// A request placerd will not place, with the status the client gets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,7 +131,15 @@ pub(crate) struct Parsed {
 /// The [`ClientError`] to answer with; no body is read and no runner contacted.
 pub(crate) fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Target, ClientError> {
     let target = route(&parts.method, parts.uri.path(), &parts.headers)?;
-    let head_bytes: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    // One pass over the headers for their size and the encoding of the `Fn-*` ones.
+    let mut head_bytes = 0;
+    let mut non_utf8 = None;
+    for (name, value) in &parts.headers {
+        head_bytes += name.as_str().len() + value.len() + 4;
+        if non_utf8.is_none() && name.as_str().starts_with("fn-") && value.to_str().is_err() {
+            non_utf8 = Some(name);
+        }
+    }
     if head_bytes > MAX_HEADER_BYTES {
         return Err(ClientError::HeadersTooLarge);
     }
@@ -132,9 +147,7 @@ pub(crate) fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Target,
     if declared.is_some_and(|n| n > max_body_bytes as u64) {
         return Err(ClientError::BodyTooLarge { limit: max_body_bytes });
     }
-    if let Some((name, _)) =
-        parts.headers.iter().find(|(name, value)| name.as_str().starts_with("fn-") && value.to_str().is_err())
-    {
+    if let Some(name) = non_utf8 {
         return Err(ClientError::NonUtf8Header(name.as_str().to_string()));
     }
     Ok(target)
@@ -161,13 +174,13 @@ where
 /// Builds the call and the forwarded request of a checked request. The request's headers
 /// move into the forward (no copy); method and URI stay for the access log.
 pub(crate) fn into_call(parts: &mut Parts, target: Target, body: Bytes, ids: CallIds, deadlines: Deadlines) -> Parsed {
-    let kind = match parts.headers.get("fn-call-type").map(HeaderValue::as_bytes) {
+    let kind = match parts.headers.get(FN_CALL_TYPE).map(HeaderValue::as_bytes) {
         Some(b"detached") => CallKind::Detached,
         _ => CallKind::Sync,
     };
     let call = Call {
         id: ids.id,
-        slot_key: header_str(&parts.headers, "fn-slot-hash").unwrap_or(&target.fn_id).to_string(),
+        slot_key: header_str(&parts.headers, FN_SLOT_HASH).unwrap_or(&target.fn_id).to_string(),
         app_id: target.app_id,
         fn_id: target.fn_id,
         kind,
@@ -181,7 +194,7 @@ pub(crate) fn into_call(parts: &mut Parts, target: Target, body: Bytes, ids: Cal
     };
     let forward = Forward {
         method: parts.method.clone(),
-        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        uri: parts.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone())),
         headers: forward_headers(std::mem::take(&mut parts.headers), &call, ids.now + placer_timeout),
         body,
     };
@@ -202,20 +215,24 @@ fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Target, Cli
         let mut segments = rest.splitn(3, '/');
         let app = segments.next().filter(|a| !a.is_empty()).ok_or(ClientError::NoRoute)?;
         let first = segments.next().unwrap_or("");
-        (app.to_string(), format!("{app}/{first}"))
+        let mut fn_id = String::with_capacity(app.len() + 1 + first.len());
+        fn_id.push_str(app);
+        fn_id.push('/');
+        fn_id.push_str(first);
+        (app.to_string(), fn_id)
     } else {
         return Err(ClientError::NoRoute);
     };
-    if let Some(a) = header_str(headers, "fn-app-id") {
+    if let Some(a) = header_str(headers, FN_APP_ID) {
         app_id = a.to_string();
     }
-    if let Some(f) = header_str(headers, "fn-fn-id") {
+    if let Some(f) = header_str(headers, FN_FN_ID) {
         fn_id = f.to_string();
     }
     Ok(Target { app_id, fn_id })
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
 }
 
@@ -232,17 +249,19 @@ fn extensions(headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// Removes hop-by-hop headers and those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Find them in one pass, then remove only those present: most messages carry none or
+    // just `Connection`, and removing each of the eight names would hash every one.
+    let mut present: Vec<HeaderName> = Vec::new();
+    for (name, value) in &*headers {
+        if HOP_BY_HOP.contains(name) {
+            present.push(name.clone());
+        }
+        if name == hyper::header::CONNECTION {
+            let named = value.to_str().into_iter().flat_map(|v| v.split(','));
+            present.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
+        }
     }
-    for name in &HOP_BY_HOP {
+    for name in present {
         headers.remove(name);
     }
 }
@@ -415,7 +434,7 @@ mod tests {
         assert_eq!(call.kind, CallKind::Sync);
         assert_eq!(call.extensions, vec![("zone".to_string(), "a".to_string())]);
         let f = &parsed.forward;
-        assert_eq!(f.path_and_query, "/t/shop/cart?x=1");
+        assert_eq!(f.uri, "/t/shop/cart?x=1");
         assert!(f.headers.contains_key("x-kept"));
         for gone in ["connection", "x-private", "content-length"] {
             assert!(!f.headers.contains_key(gone), "{gone} forwarded");

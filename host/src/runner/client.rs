@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -30,8 +30,8 @@ pub const BUSY_HEADER: &str = "fn-runner-busy";
 pub struct Forward {
     /// Original method.
     pub method: Method,
-    /// Original path and query.
-    pub path_and_query: String,
+    /// Original path and query (parsed once; each attempt clones it).
+    pub uri: Uri,
     /// Headers to send.
     pub headers: HeaderMap,
     /// The buffered body.
@@ -143,7 +143,7 @@ impl RunnerClient {
 fn build(forward: &Forward) -> Result<Request<Full<Bytes>>, NotPlaced> {
     let mut request = Request::builder()
         .method(forward.method.clone())
-        .uri(&forward.path_and_query)
+        .uri(forward.uri.clone())
         .body(Full::new(forward.body.clone()))
         .map_err(NotPlaced::BadRequest)?;
     *request.headers_mut() = forward.headers.clone();
