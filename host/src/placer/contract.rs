@@ -112,7 +112,12 @@ impl Contract {
 
 /// A component pre-linked for its contract.
 pub(crate) enum Pre {
-    V02(v02::PlacerPre<HostState>),
+    /// `text`: the component imports `current-call`, so each `place` keeps the call's text
+    /// for it; other components pay nothing for the text.
+    V02 {
+        pre: v02::PlacerPre<HostState>,
+        text: bool,
+    },
     V01(v01::PlacerPre<HostState>),
 }
 
@@ -123,7 +128,12 @@ impl Pre {
     /// The exports do not have the contract's types.
     pub(crate) fn new(instance_pre: InstancePre<HostState>, contract: Contract) -> wasmtime::Result<Self> {
         Ok(match contract {
-            Contract::V0_2 => Pre::V02(v02::PlacerPre::new(instance_pre)?),
+            Contract::V0_2 => {
+                let component = instance_pre.component();
+                let text =
+                    component.component_type().imports(component.engine()).any(|(name, _)| name == "current-call");
+                Pre::V02 { pre: v02::PlacerPre::new(instance_pre)?, text }
+            }
             Contract::V0_1 => Pre::V01(v01::PlacerPre::new(instance_pre)?),
         })
     }
@@ -131,7 +141,7 @@ impl Pre {
     /// A new instance in `store`.
     pub(crate) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Guest> {
         Ok(match self {
-            Pre::V02(pre) => Guest::V02 { placer: pre.instantiate(store)?, loads: Vec::new() },
+            Pre::V02 { pre, text } => Guest::V02 { placer: pre.instantiate(store)?, loads: Vec::new(), text: *text },
             Pre::V01(pre) => Guest::V01 { placer: pre.instantiate(store)?, loads: Vec::new() },
         })
     }
@@ -139,7 +149,7 @@ impl Pre {
 
 /// One instance's exports, with the buffers its calls are converted into.
 pub(crate) enum Guest {
-    V02 { placer: v02::Placer, loads: Vec<u32> },
+    V02 { placer: v02::Placer, loads: Vec<u32>, text: bool },
     V01 { placer: v01::Placer, loads: Vec<v01::placerd::placer::types::RunnerLoad> },
 }
 
@@ -186,9 +196,11 @@ impl Guest {
         loads: &[RunnerLoad],
     ) -> wasmtime::Result<Vec<u32>> {
         match self {
-            Guest::V02 { placer, loads: columns } => {
+            Guest::V02 { placer, loads: columns, text } => {
                 fill_columns(columns, loads);
-                store.data_mut().details.copy_from(call);
+                if *text {
+                    store.data_mut().details.copy_from(call);
+                }
                 let numbers = v02::placerd::placer::types::Call {
                     seq: call.seq,
                     random: call.random,
@@ -196,7 +208,9 @@ impl Guest {
                     slot_hash: slot_hash(&call.slot_key),
                 };
                 let order = placer.call_place(&mut *store, numbers, columns);
-                store.data_mut().details.clear();
+                if *text {
+                    store.data_mut().details.clear();
+                }
                 order
             }
             Guest::V01 { placer, loads: rows } => {

@@ -134,7 +134,7 @@ impl PlacerVersion {
     /// The contract the component implements.
     pub fn contract(&self) -> Contract {
         match self.pre {
-            Pre::V02(_) => Contract::V0_2,
+            Pre::V02 { .. } => Contract::V0_2,
             Pre::V01(_) => Contract::V0_1,
         }
     }
