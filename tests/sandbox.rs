@@ -106,7 +106,7 @@ fn wasm_consistent_hash_gives_the_native_order() {
             let native_loads: Vec<Load> =
                 loads.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }).collect();
             let mut expected = Vec::new();
-            order(&native, key_hash(key.as_bytes()), &native_loads, &addresses, &mut expected);
+            order(&native, key_hash(key.as_bytes()), native_loads.as_slice(), &addresses, &mut expected);
             assert_eq!(placed.order, expected, "key {key} with {native:?}");
         }
     }

@@ -87,7 +87,7 @@ fn place(c: &mut Criterion) {
                     .collect();
                 let mut out = Vec::with_capacity(n);
                 let hash = consistent_hash::order::key_hash(calls[i].slot_key.as_bytes());
-                consistent_hash::order::order(&config, hash, &native, &[], &mut out);
+                consistent_hash::order::order(&config, hash, native.as_slice(), &[], &mut out);
                 out
             })
         });

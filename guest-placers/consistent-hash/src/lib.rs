@@ -9,14 +9,13 @@ pub mod order;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod component {
-    use crate::order::{Config, Load};
+    use crate::order::{Columns, Config, Loads};
     use std::cell::RefCell;
 
     wit_bindgen::generate!({ world: "placer", path: "../../wit" });
     use placerd::placer::types::LoadColumn;
 
     thread_local!(static CONFIG: RefCell<Config> = RefCell::new(Config::default()));
-    thread_local!(static LOADS: RefCell<Vec<Load>> = const { RefCell::new(Vec::new()) });
 
     /// Runners in the set last given to `set-runners`: the length of each load column.
     thread_local!(static RUNNERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
@@ -45,22 +44,15 @@ mod component {
 
         fn place(call: Call, columns: Vec<u32>) -> Vec<u32> {
             let config = CONFIG.with_borrow(|c| *c);
-            let in_flight = column(&columns, LoadColumn::InFlight);
-            let healthy = column(&columns, LoadColumn::Healthy);
-            LOADS.with_borrow_mut(|loads| {
-                loads.clear();
-                loads.extend(
-                    in_flight
-                        .iter()
-                        .zip(healthy)
-                        .map(|(&in_flight, &healthy)| Load { in_flight, healthy: healthy != 0 }),
-                );
-                let mut out = Vec::with_capacity(loads.len());
-                ADDRESSES.with_borrow(|addresses| {
-                    crate::order::order(&config, call.slot_hash, loads, addresses, &mut out);
-                });
-                out
-            })
+            let loads = Columns {
+                in_flight: column(&columns, LoadColumn::InFlight),
+                healthy: column(&columns, LoadColumn::Healthy),
+            };
+            let mut out = Vec::with_capacity(loads.len());
+            ADDRESSES.with_borrow(|addresses| {
+                crate::order::order(&config, call.slot_hash, &loads, addresses, &mut out);
+            });
+            out
         }
     }
 

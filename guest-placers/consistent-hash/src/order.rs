@@ -106,6 +106,55 @@ pub struct Load {
     pub healthy: bool,
 }
 
+/// The live state the algorithm reads, one entry per runner: a slice of [`Load`], or the
+/// host's load columns read in place ([`Columns`]).
+pub trait Loads {
+    /// Number of runners.
+    fn len(&self) -> usize;
+    /// Whether runner `i` is healthy.
+    fn healthy(&self, i: usize) -> bool;
+    /// Runner `i`'s in-flight calls.
+    fn in_flight(&self, i: usize) -> u32;
+    /// True when there are no runners.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Loads for [Load] {
+    fn len(&self) -> usize {
+        <[Load]>::len(self)
+    }
+    fn healthy(&self, i: usize) -> bool {
+        self[i].healthy
+    }
+    fn in_flight(&self, i: usize) -> u32 {
+        self[i].in_flight
+    }
+}
+
+/// Two columns of the contract's load view, read where they lie (nonzero `healthy` means
+/// healthy). The runners are the first `min` of both lengths.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    /// The in-flight column.
+    pub in_flight: &'a [u32],
+    /// The healthy column.
+    pub healthy: &'a [u32],
+}
+
+impl Loads for Columns<'_> {
+    fn len(&self) -> usize {
+        self.in_flight.len().min(self.healthy.len())
+    }
+    fn healthy(&self, i: usize) -> bool {
+        self.healthy[i] != 0
+    }
+    fn in_flight(&self, i: usize) -> u32 {
+        self.in_flight[i]
+    }
+}
+
 /// SipHash-2-4 of `key` with Fn's keys.
 pub fn key_hash(key: &[u8]) -> u64 {
     let mut hasher = SipHasher24::new_with_keys(K0, K1);
@@ -152,7 +201,7 @@ pub fn jump(mut key: u64, buckets: u32, variant: Variant) -> u32 {
 /// lose their runner and each spilled key finds its second runner warm.
 ///
 /// `out` is cleared and filled, so a caller can reuse its allocation.
-pub fn order(config: &Config, hash: u64, loads: &[Load], addresses: &[u64], out: &mut Vec<u32>) {
+pub fn order<L: Loads + ?Sized>(config: &Config, hash: u64, loads: &L, addresses: &[u64], out: &mut Vec<u32>) {
     out.clear();
     let n = loads.len();
     if n == 0 {
@@ -174,21 +223,24 @@ pub fn order(config: &Config, hash: u64, loads: &[Load], addresses: &[u64], out:
 /// Appends `preference` (every runner index once, most preferred first) to `out`, leaving
 /// out unhealthy runners unless all are unhealthy; with `factor`, runners at the bounded-load
 /// cap go behind the others, each group in preference order.
-fn emit(out: &mut Vec<u32>, preference: impl Iterator<Item = usize> + Clone, loads: &[Load], factor: Option<f64>) {
-    let any_healthy = loads.iter().any(|l| l.healthy);
-    let usable = move |i: &usize| !any_healthy || loads[*i].healthy;
+fn emit<L: Loads + ?Sized>(
+    out: &mut Vec<u32>,
+    preference: impl Iterator<Item = usize> + Clone,
+    loads: &L,
+    factor: Option<f64>,
+) {
+    let n = loads.len();
+    let any_healthy = (0..n).any(|i| loads.healthy(i));
+    let usable = move |i: &usize| !any_healthy || loads.healthy(*i);
     let preference = preference.filter(usable);
     let Some(factor) = factor else {
         out.extend(preference.map(|i| i as u32));
         return;
     };
-    let (count, total) = loads
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| usable(i))
-        .fold((0u64, 0u64), |(c, t), (_, l)| (c + 1, t + u64::from(l.in_flight)));
+    let (count, total) =
+        (0..n).filter(usable).fold((0u64, 0u64), |(c, t), i| (c + 1, t + u64::from(loads.in_flight(i))));
     let cap = (factor * (total + 1) as f64 / count as f64).ceil() as u64;
-    let has_room = |i: &usize| u64::from(loads[*i].in_flight) < cap;
+    let has_room = |i: &usize| u64::from(loads.in_flight(*i)) < cap;
     out.extend(preference.clone().filter(has_room).map(|i| i as u32));
     out.extend(preference.filter(|i| !has_room(i)).map(|i| i as u32));
 }
@@ -382,7 +434,7 @@ mod tests {
     fn rendezvous_first(key: &str, addresses: &[u64]) -> u32 {
         let config = Config { hash: Hash::Rendezvous, ..Config::default() };
         let mut out = Vec::new();
-        order(&config, key_hash(key.as_bytes()), &idle(addresses.len()), addresses, &mut out);
+        order(&config, key_hash(key.as_bytes()), idle(addresses.len()).as_slice(), addresses, &mut out);
         out[0]
     }
 
@@ -431,13 +483,13 @@ mod tests {
         order(
             &Config { hash: Hash::Rendezvous, ..Config::default() },
             key_hash(b"fn-0000"),
-            &loads,
+            loads.as_slice(),
             &hashes,
             &mut plain,
         );
         loads[plain[0] as usize].in_flight = 10;
         let mut bounded = Vec::new();
-        order(&config, key_hash(b"fn-0000"), &loads, &hashes, &mut bounded);
+        order(&config, key_hash(b"fn-0000"), loads.as_slice(), &hashes, &mut bounded);
         assert_eq!(bounded[..9], plain[1..], "the key's next-ranked runners, in rank order");
         assert_eq!(bounded[9], plain[0], "the full runner last");
     }
@@ -478,6 +530,22 @@ mod tests {
         }
 
         #[test]
+        fn the_host_columns_give_the_same_order_as_load_records(
+            key: Vec<u8>,
+            loads in proptest::collection::vec((0u32..50, any::<bool>()), 0..64),
+            factor in proptest::option::of(1.0f64..4.0),
+        ) {
+            let records: Vec<Load> = loads.iter().map(|&(in_flight, healthy)| Load { in_flight, healthy }).collect();
+            let in_flight: Vec<u32> = loads.iter().map(|l| l.0).collect();
+            let healthy: Vec<u32> = loads.iter().map(|l| u32::from(l.1)).collect();
+            let config = Config { max_load_factor: factor, ..Config::default() };
+            let (mut from_records, mut from_columns) = (Vec::new(), Vec::new());
+            order(&config, key_hash(&key), records.as_slice(), &[], &mut from_records);
+            order(&config, key_hash(&key), &Columns { in_flight: &in_flight, healthy: &healthy }, &[], &mut from_columns);
+            prop_assert_eq!(from_records, from_columns);
+        }
+
+        #[test]
         fn output_is_always_a_valid_order(
             key: Vec<u8>,
             loads in proptest::collection::vec((0u32..50, any::<bool>()), 0..64),
@@ -493,7 +561,7 @@ mod tests {
             };
             let addresses: Vec<u64> = (0..loads.len()).map(|i| key_hash(format!("10.0.0.{i}:80").as_bytes())).collect();
             let mut out = Vec::new();
-            order(&config, key_hash(&key), &loads, &addresses, &mut out);
+            order(&config, key_hash(&key), loads.as_slice(), &addresses, &mut out);
             let mut seen = vec![false; loads.len()];
             for &i in &out {
                 prop_assert!((i as usize) < loads.len());

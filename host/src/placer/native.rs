@@ -55,7 +55,7 @@ impl Order for NativePlacer {
                     }
                 };
                 let hash = super::contract::slot_hash(&call.slot_key);
-                consistent_hash::order::order(config, hash, &loads, &addresses, &mut out);
+                consistent_hash::order::order(config, hash, loads.as_slice(), &addresses, &mut out);
             }
             NativePlacer::LeastLoaded => {
                 let loads: Vec<least_loaded::order::Load> = loads

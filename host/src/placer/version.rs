@@ -1,6 +1,6 @@
 //! One loaded placer version, its pool of warm instances and the placement call.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -70,6 +70,10 @@ pub struct PlacerVersion {
     log: Arc<GuestLog>,
     idle: Mutex<Vec<Warm>>,
     faults: Mutex<FaultState>,
+    /// True while no fault is on record since the last success: then the version is not
+    /// quarantined and a success has nothing to forget, and a call skips the `faults` lock
+    /// and its clock read. Cleared under the lock before a fault is recorded.
+    fault_free: AtomicBool,
     /// Instances built so far (a trapped instance is replaced, never reused).
     instances_created: AtomicU64,
     /// `set-runners` calls so far: once per instance per runner generation.
@@ -110,6 +114,7 @@ impl PlacerVersion {
             pre,
             idle: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultState::new(shared.limits.fault_policy)),
+            fault_free: AtomicBool::new(true),
             instances_created: AtomicU64::new(0),
             set_runners_calls: AtomicU64::new(0),
             shared,
@@ -172,7 +177,7 @@ impl PlacerVersion {
 
     /// True while this version is quarantined after repeated faults.
     pub fn quarantined(&self) -> bool {
-        self.faults.lock().is_ok_and(|f| f.quarantined(Instant::now()))
+        !self.fault_free.load(Ordering::Acquire) && self.faults.lock().is_ok_and(|f| f.quarantined(Instant::now()))
     }
 
     /// Builds the first instance (running `configure`) and keeps it warm.
@@ -226,10 +231,17 @@ impl PlacerVersion {
     /// to see the raw order.
     pub(crate) fn place_raw(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
         let result = self.try_place(call, set, loads);
+        if result.is_ok() && self.fault_free.load(Ordering::Acquire) {
+            return result;
+        }
         if let Ok(mut faults) = self.faults.lock() {
             match &result {
-                Ok(_) => faults.record_success(),
+                Ok(_) => {
+                    faults.record_success();
+                    self.fault_free.store(true, Ordering::Release);
+                }
                 Err(kind) => {
+                    self.fault_free.store(false, Ordering::Release);
                     let name = &*self.name;
                     self.shared.observer.fault(name, kind.as_str());
                     tracing::warn!(placer = name, fault = %kind, call_id = %call.id, "placer fault");
