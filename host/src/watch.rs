@@ -1,8 +1,10 @@
 //! Folder watching, shared by the placers folder (`reload`) and the runner file
 //! (`runner::discovery`).
 //!
-//! Any event of any kind in the folder counts as a change, and changes are debounced
-//! ([`DEBOUNCE`] of quiet). Callers then re-read what they care about whole instead of
+//! Any event in the folder that can change a file counts as a change, and changes are
+//! debounced ([`DEBOUNCE`] of quiet). Reads do not count: opening or closing a file
+//! unwritten is reported too (inotify's `IN_OPEN`, `IN_CLOSE_NOWRITE`), and counting them
+//! would make every rescan, which reads the files, trigger the next one. Callers then re-read what they care about whole instead of
 //! interpreting events: that handles write-in-place, atomic renames, deletes and Kubernetes
 //! ConfigMap updates (files are symlinks through `..data`, swapped atomically) the same way.
 
@@ -10,7 +12,8 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 /// Quiet time after the last event before a change is reported.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -45,7 +48,7 @@ where
 {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| may_change(&e.kind)) {
             let _ = tx.send(());
         }
     })
@@ -57,6 +60,15 @@ where
         }
     });
     Ok(FolderWatch { _watcher: watcher, task })
+}
+
+/// False for events that only say a file was read: opened, or closed without writing.
+fn may_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// Waits for an event, then until the folder has been quiet for [`DEBOUNCE`]. False once
@@ -71,5 +83,41 @@ async fn changed(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> bool {
             Ok(None) => return false,
             Err(_) => return true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reading_files_is_not_a_change_and_writing_one_is() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("a.wasm");
+        std::fs::write(&file, b"one").expect("write");
+        let changes = Arc::new(AtomicUsize::new(0));
+        let counter = changes.clone();
+        let _watch = watch(dir.path(), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {}
+        })
+        .expect("watch");
+        for _ in 0..5 {
+            assert_eq!(std::fs::read(&file).expect("read"), b"one");
+            let _ = std::fs::read_dir(dir.path()).expect("list").count();
+        }
+        tokio::time::sleep(DEBOUNCE * 6).await;
+        assert_eq!(changes.load(Ordering::SeqCst), 0, "reads reported as changes");
+        std::fs::write(&file, b"two").expect("write");
+        for _ in 0..100 {
+            if changes.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+        }
+        panic!("a write in place was never reported");
     }
 }
