@@ -24,6 +24,7 @@ const FIXTURES: &[&str] = &[
     "flaky",
     "naive-v01",
     "call-details",
+    "peeks",
 ];
 
 fn main() {

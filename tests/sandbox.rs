@@ -382,3 +382,20 @@ fn the_slot_hash_is_fns_siphash_of_the_key() {
         assert_eq!(placerd::placer::slot_hash(key), consistent_hash::order::key_hash(key.as_bytes()));
     }
 }
+
+#[test]
+fn a_placer_sees_no_running_clock_and_no_randomness() {
+    let rt = runtime(roomy());
+    let runners = set(1, 64);
+    // Each load is a new version with fresh instances: with real randomness their
+    // `RandomState` keys, and so their first choices, would differ (1 in 64 to agree).
+    let firsts: Vec<u32> = (0..5)
+        .map(|k| {
+            let placer = load(&rt, &format!("peeks-{k}"), &fixture("peeks"));
+            let placed = placer.place(&call(0, "k"), &runners, &idle(64)).expect("placed");
+            assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 }, "the guest trapped: a clock runs");
+            placed.order[0]
+        })
+        .collect();
+    assert!(firsts.iter().all(|&f| f == firsts[0]), "instances saw different randomness: {firsts:?}");
+}

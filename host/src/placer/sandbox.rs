@@ -2,9 +2,12 @@
 //!
 //! WASI is linked because a `wasm32-wasip2` guest's std imports a few `wasi:cli`/`wasi:io`
 //! interfaces, but the context grants nothing: no preopened directories, no network, no
-//! environment, no args, empty stdin. Guest stdout/stderr and the `log` import go to
-//! `tracing`, line by line, truncated and rate limited per placer version so a chatty or
-//! hostile guest cannot flood the host's logs. Memory is capped per instance (all memories
+//! environment, no args, empty stdin, clocks stopped at zero ([`Stopped`]: the Unix epoch,
+//! and a monotonic clock that never advances) and "random" bytes that are all zero. A
+//! placer's order is a function of its inputs only. Guest stdout/stderr and the `log`
+//! import go to `tracing`, line by line, control characters escaped, truncated and rate
+//! limited per placer version so a chatty or hostile guest cannot flood or forge the
+//! host's logs. Memory is capped per instance (all memories
 //! together) by [`MemoryLimiter`].
 
 use std::pin::Pin;
@@ -17,7 +20,7 @@ use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io::streams::StreamError as WitStreamError;
 use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
@@ -102,6 +105,27 @@ fn write_now(state: &mut HostState, stream: &Resource<DynOutputStream>, bytes: B
     stream.write(bytes).and_then(|()| stream.flush()).map_err(|_| WitStreamError::Closed)
 }
 
+/// The clocks a placer sees: stopped at zero (the wall clock at the Unix epoch).
+struct Stopped;
+
+impl HostWallClock for Stopped {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Stopped {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 /// State of one placer instance's `Store`.
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -120,6 +144,11 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .wall_clock(Stopped)
+            .monotonic_clock(Stopped)
+            .secure_random(Deterministic::new(vec![0]))
+            .insecure_random(Deterministic::new(vec![0]))
+            .insecure_random_seed(0)
             .build();
         HostState {
             wasi,
@@ -257,8 +286,8 @@ impl GuestLog {
             return;
         }
         let cut = &bytes[..bytes.len().min(MAX_LINE)];
-        let message = String::from_utf8_lossy(cut);
-        let message = message.trim_end();
+        let text = String::from_utf8_lossy(cut);
+        let message = printable(text.trim_end());
         match level {
             0 => tracing::error!(target: "placerd::guest", placer, stream, "{message}"),
             1 => tracing::warn!(target: "placerd::guest", placer, stream, "{message}"),
@@ -266,6 +295,16 @@ impl GuestLog {
             3 => tracing::debug!(target: "placerd::guest", placer, stream, "{message}"),
             _ => tracing::trace!(target: "placerd::guest", placer, stream, "{message}"),
         }
+    }
+}
+
+/// `message` with control characters (newlines, carriage returns, escape sequences)
+/// escaped, so one guest line is one host log line and cannot forge another.
+fn printable(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.chars().any(char::is_control) {
+        message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
+    } else {
+        message.into()
     }
 }
 
@@ -391,6 +430,13 @@ mod tests {
         assert!(l.refused);
         assert!(l.memory_growing(6, 10, None).unwrap_or(false));
         assert!(!l.memory_growing(10, 11, None).unwrap_or(true));
+    }
+
+    #[test]
+    fn guest_lines_cannot_carry_control_characters_into_the_log() {
+        assert_eq!(printable("plain line"), "plain line");
+        assert_eq!(printable("one\nINFO forged line\r"), "one\\nINFO forged line\\r");
+        assert_eq!(printable("\u{1b}[31mred"), "\\u{1b}[31mred");
     }
 
     #[test]
