@@ -167,7 +167,7 @@ async fn admin_api_pushes_validates_lists_and_deletes_placers() {
 }
 
 #[tokio::test]
-async fn admin_writes_need_the_token_when_one_is_configured() {
+async fn admin_requests_need_the_token_when_one_is_configured() {
     let token_dir = tempfile::tempdir().expect("tempdir");
     let token_file = token_dir.path().join("token");
     std::fs::write(&token_file, "s3cret\n").expect("token");
@@ -180,8 +180,10 @@ async fn admin_writes_need_the_token_when_one_is_configured() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = send(p.admin, "PUT", "/admin/placers/mine", &[("authorization", "Bearer s3cret")], &custom).await;
     assert_eq!(r.status, StatusCode::OK);
-    // Reads stay open on the (loopback) admin listener.
-    assert_eq!(send(p.admin, "GET", "/admin/placers", &[], b"").await.status, StatusCode::OK);
+    // Reads need it too (they show runner addresses, file paths and errors).
+    assert_eq!(send(p.admin, "GET", "/admin/placers", &[], b"").await.status, StatusCode::UNAUTHORIZED);
+    let r = send(p.admin, "GET", "/admin/placers", &[("authorization", "Bearer s3cret")], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
 }
 
 #[tokio::test]

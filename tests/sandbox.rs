@@ -28,7 +28,10 @@ fn roomy() -> SandboxLimits {
 
 /// Quarantine out of the way, for tests that fault on purpose many times.
 fn no_quarantine() -> SandboxLimits {
-    SandboxLimits { fault_policy: FaultPolicy { quarantine_after: u32::MAX, ..FaultPolicy::default() }, ..roomy() }
+    SandboxLimits {
+        fault_policy: FaultPolicy { quarantine_after: u32::MAX, rate_min_faults: u32::MAX, ..FaultPolicy::default() },
+        ..roomy()
+    }
 }
 
 fn load(rt: &PlacerRuntime, name: &str, bytes: &[u8]) -> Arc<PlacerVersion> {
@@ -175,7 +178,12 @@ fn reject_policy_fails_the_call_instead_of_falling_back() {
 #[test]
 fn five_faults_quarantine_then_the_guest_is_tried_again() {
     let period = Duration::from_millis(300);
-    let policy = FaultPolicy { quarantine_after: 5, quarantine_base: period, quarantine_max: period * 4 };
+    let policy = FaultPolicy {
+        quarantine_after: 5,
+        quarantine_base: period,
+        quarantine_max: period * 4,
+        ..FaultPolicy::default()
+    };
     let rt = runtime(SandboxLimits { fault_policy: policy, ..roomy() });
     let version = load(&rt, "traps", &fixture("traps"));
     let (runners, loads) = (set(1, 1_000), idle(1_000));

@@ -13,7 +13,7 @@ use placerd::placer::{
 #[test]
 fn endless_loop_is_stopped_within_budget_and_gets_the_fallback_order() {
     let limits = SandboxLimits {
-        fault_policy: FaultPolicy { quarantine_after: u32::MAX, ..FaultPolicy::default() },
+        fault_policy: FaultPolicy { quarantine_after: u32::MAX, rate_min_faults: u32::MAX, ..FaultPolicy::default() },
         ..SandboxLimits::default()
     };
     let rt = PlacerRuntime::new(limits).expect("engine");

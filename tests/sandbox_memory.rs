@@ -20,7 +20,7 @@ fn rss_bytes() -> u64 {
 #[test]
 fn host_rss_stays_bounded_over_ten_thousand_capped_calls() {
     let limits = SandboxLimits {
-        fault_policy: FaultPolicy { quarantine_after: u32::MAX, ..FaultPolicy::default() },
+        fault_policy: FaultPolicy { quarantine_after: u32::MAX, rate_min_faults: u32::MAX, ..FaultPolicy::default() },
         ..SandboxLimits::default()
     };
     let rt = PlacerRuntime::new(limits).expect("engine");

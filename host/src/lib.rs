@@ -39,6 +39,7 @@ pub mod reload;
 pub mod runner;
 pub mod server;
 pub mod simulate;
+pub mod throttle;
 pub mod watch;
 
 use std::future::Future;
@@ -50,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Admin;
 use crate::config::{Config, RunnerSource};
 use crate::metrics::Metrics;
-use crate::placer::PlacerRuntime;
+use crate::placer::{PlacerRuntime, Runner};
 use crate::proxy::{Proxy, RouteTable};
 use crate::reload::Registry;
 use crate::runner::discovery::{self, DnsSource, OnError};
@@ -86,10 +87,15 @@ async fn start_discovery(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Res
         Arc::new(move || metrics.record_discovery_error())
     };
     Ok(match &config.discovery {
-        RunnerSource::Static => (Arc::new(DynamicPool::new(&config.runners)), DiscoveryTask::Static),
+        RunnerSource::Static => {
+            let runners = config.runners.iter().map(|a| Runner { address: a.clone(), labels: Vec::new() }).collect();
+            let pool = DynamicPool::with_outlier_detection(runners, Discovery::Static, config.outlier_detection);
+            (Arc::new(pool), DiscoveryTask::Static)
+        }
         RunnerSource::File(path) => {
             let runners = discovery::read_runner_file(path).map_err(|e| anyhow::anyhow!("runners.file: {e}"))?;
-            let pool = Arc::new(DynamicPool::with_runners(runners, Discovery::Dynamic));
+            let pool =
+                Arc::new(DynamicPool::with_outlier_detection(runners, Discovery::Dynamic, config.outlier_detection));
             let watch = discovery::watch_file(pool.clone(), path.clone(), on_error)
                 .with_context(|| format!("runners.file: cannot watch {}", path.display()))?;
             (pool, DiscoveryTask::File(watch))
@@ -104,7 +110,8 @@ async fn start_discovery(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Res
                     Vec::new()
                 }
             };
-            let pool = Arc::new(DynamicPool::with_runners(runners, Discovery::Dynamic));
+            let pool =
+                Arc::new(DynamicPool::with_outlier_detection(runners, Discovery::Dynamic, config.outlier_detection));
             let task = tokio::spawn(discovery::poll_dns(pool.clone(), source, *interval, on_error));
             (pool, DiscoveryTask::Dns(task))
         }
@@ -172,6 +179,14 @@ pub async fn serve_with_admin(
             registry.names().join(", ")
         );
     }
+    for (i, route) in routes.routes().iter().enumerate() {
+        anyhow::ensure!(
+            registry.get(&route.placer).is_some(),
+            "routes[{i}].placer: no placer named `{}` (loaded: {})",
+            route.placer,
+            registry.names().join(", ")
+        );
+    }
     let (pool, discovery_task) = start_discovery(&config, &metrics).await?;
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
     let proxy = Arc::new(
@@ -185,12 +200,15 @@ pub async fn serve_with_admin(
     let grace = config.shutdown_grace;
     let admin_task = admin.map(|admin| {
         let admin_state = Arc::new(Admin { proxy: proxy.clone(), token });
-        tokio::spawn(serve_http(admin, stop.clone().cancelled_owned(), grace, move |req| {
+        tokio::spawn(serve_http(admin, stop.clone().cancelled_owned(), grace, config.max_connections, move |req| {
             admin_state.clone().handle(req)
         }))
     });
+    let max_connections = config.max_connections;
     let proxy_task =
-        tokio::spawn(serve_http(listener, stop.clone().cancelled_owned(), grace, move |req| proxy.clone().handle(req)));
+        tokio::spawn(serve_http(listener, stop.clone().cancelled_owned(), grace, max_connections, move |req| {
+            proxy.clone().handle(req)
+        }));
     shutdown.await;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing calls in flight");
     stop.cancel();

@@ -140,13 +140,20 @@ impl Metrics {
     }
 
     /// Records one finished placement, as Fn's placer tracker does.
+    /// One attempt failed before sending (connect, handshake, unsent): counted when it
+    /// happens, not when placement ends.
+    pub fn record_retry_error(&self) {
+        self.retry_error.inc();
+    }
+
+    /// Records one finished placement (attempt failures are counted as they happen by
+    /// [`Metrics::record_retry_error`]).
     pub fn record_outcome<T>(&self, outcome: &Outcome<T>) {
         self.attempt_count.observe(f64::from(outcome.attempts));
         self.latency.observe(outcome.placement_time.as_secs_f64() * 1e3);
         self.rp_error.inc_by(u64::from(outcome.pool_errors));
         self.rp_empty.inc_by(u64::from(outcome.empty_passes));
         self.retry_busy.inc_by(u64::from(outcome.busy));
-        self.retry_error.inc_by(u64::from(outcome.connect_errors));
         let counter = match &outcome.result {
             Ok(_) => &self.placed_ok,
             Err(CallError::Runner(_)) => &self.placed_error,

@@ -1,18 +1,19 @@
 //! Folder watching, shared by the placers folder (`reload`) and the runner file
 //! (`runner::discovery`).
 //!
-//! Any event in the folder that can change a file counts as a change, and changes are
-//! debounced ([`DEBOUNCE`] of quiet). Reads do not count: opening or closing a file
-//! unwritten is reported too (inotify's `IN_OPEN`, `IN_CLOSE_NOWRITE`), and counting them
-//! would make every rescan, which reads the files, trigger the next one. Callers then re-read what they care about whole instead of
-//! interpreting events: that handles write-in-place, atomic renames, deletes and Kubernetes
+//! Creating, writing, renaming and removing a file count as a change, and changes are
+//! debounced ([`DEBOUNCE`] of quiet). Reads and metadata do not count: opening or closing
+//! a file unwritten is reported too (inotify's `IN_OPEN`, `IN_CLOSE_NOWRITE`), and so is
+//! an access time or mode change (`IN_ATTRIB`); counting them would make every rescan,
+//! which reads the files, trigger the next one. Callers then re-read what they care about
+//! whole instead of interpreting events: that handles write-in-place, atomic renames, deletes and Kubernetes
 //! ConfigMap updates (files are symlinks through `..data`, swapped atomically) the same way.
 
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 /// Quiet time after the last event before a change is reported.
@@ -62,12 +63,15 @@ where
     Ok(FolderWatch { _watcher: watcher, task })
 }
 
-/// False for events that only say a file was read: opened, or closed without writing.
+/// True for a create, a write, a rename or a remove; false for reads (open, close without
+/// writing) and metadata (access time, mode, owner).
 fn may_change(kind: &EventKind) -> bool {
     match kind {
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
+        EventKind::Access(_) | EventKind::Other => false,
     }
 }
 
@@ -109,8 +113,15 @@ mod tests {
             assert_eq!(std::fs::read(&file).expect("read"), b"one");
             let _ = std::fs::read_dir(dir.path()).expect("list").count();
         }
+        // Metadata only: access and modification times, mode.
+        let f = std::fs::File::open(&file).expect("open");
+        f.set_times(std::fs::FileTimes::new().set_accessed(std::time::SystemTime::UNIX_EPOCH)).expect("touch");
+        drop(f);
+        let mut mode = std::fs::metadata(&file).expect("metadata").permissions();
+        mode.set_readonly(true);
+        std::fs::set_permissions(&file, mode).expect("chmod");
         tokio::time::sleep(DEBOUNCE * 6).await;
-        assert_eq!(changes.load(Ordering::SeqCst), 0, "reads reported as changes");
+        assert_eq!(changes.load(Ordering::SeqCst), 0, "reads or metadata reported as changes");
         std::fs::write(&file, b"two").expect("write");
         for _ in 0..100 {
             if changes.load(Ordering::SeqCst) > 0 {

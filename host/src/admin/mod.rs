@@ -9,8 +9,12 @@
 //! - `GET /metrics` (Prometheus text), `GET /healthz` (alive), `GET /readyz` (placers
 //!   loaded and at least one runner known).
 //!
-//! Writes need `Authorization: Bearer <token>` when `admin_token_file` is set. Bodies are
-//! limited to the largest component placerd compiles.
+//! With `admin_token_file` set, every `/admin/*` request (reads too) needs
+//! `Authorization: Bearer <token>`; `/metrics`, `/healthz` and `/readyz` stay open. Without
+//! a token (only allowed on a loopback `admin_listen`) every request must carry a `Host`
+//! that names a loopback address or `localhost`, so a web page that rebinds its own name
+//! to 127.0.0.1 cannot drive the API from an operator's browser. Bodies are limited to the
+//! largest component placerd compiles.
 
 use std::sync::Arc;
 
@@ -51,9 +55,14 @@ impl Admin {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, hyper::Error> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
-        let write = method == Method::PUT || method == Method::DELETE;
-        if write && !self.authorized(&req) {
-            return Ok(json_error(StatusCode::UNAUTHORIZED, "admin writes need Authorization: Bearer <token>"));
+        if self.token.is_none() && !loopback_host(&req) {
+            return Ok(json_error(
+                StatusCode::FORBIDDEN,
+                "without admin_token_file the admin API answers only Host: localhost or a loopback address",
+            ));
+        }
+        if path.starts_with("/admin/") && !self.authorized(&req) {
+            return Ok(json_error(StatusCode::UNAUTHORIZED, "the admin API needs Authorization: Bearer <token>"));
         }
         let response = match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
@@ -93,6 +102,13 @@ impl Admin {
                         }
                         Err(r) => r,
                     },
+                    Method::DELETE if !self.routes_to(name).is_empty() => json_error(
+                        StatusCode::CONFLICT,
+                        &format!(
+                            "placer `{name}` serves routes {}: point them elsewhere (PUT /admin/routes) first",
+                            self.routes_to(name).join(", ")
+                        ),
+                    ),
                     Method::DELETE if self.proxy.placers.remove(name) => {
                         json(StatusCode::OK, serde_json::json!({ "removed": name }).to_string())
                     }
@@ -130,6 +146,17 @@ impl Admin {
         given.is_some_and(|g| {
             g.len() == expected.len() && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
         })
+    }
+
+    /// The routes (`app=…,fn=…`) whose placer is `name`.
+    fn routes_to(&self, name: &str) -> Vec<String> {
+        let mut named = Vec::new();
+        for (i, r) in self.proxy.routes.routes().iter().enumerate().filter(|(_, r)| r.placer == name) {
+            let app = r.app.as_deref().map(|a| format!(" app={a}")).unwrap_or_default();
+            let fn_id = r.fn_id.as_deref().map(|f| format!(" fn={f}")).unwrap_or_default();
+            named.push(format!("[{i}]{app}{fn_id}"));
+        }
+        named
     }
 
     fn routes(&self) -> Vec<RouteJson> {
@@ -194,6 +221,22 @@ impl Admin {
     }
 }
 
+/// True when the request's `Host` names `localhost` or a loopback address (any port).
+fn loopback_host<B>(req: &Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false; // none, or two that may disagree
+    };
+    let Ok(host) = host.to_str() else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(ip, _)| ip)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"message\":\"{e}\"}}"))
 }
@@ -206,5 +249,33 @@ async fn body(req: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>> {
             &format!("admin bodies are limited to {MAX_ADMIN_BODY} bytes"),
         )),
         Err(e) => Err(json_error(StatusCode::BAD_REQUEST, &format!("could not read the body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: Option<&str>) -> Request<()> {
+        let mut r = Request::builder().uri("/admin/placers");
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        r.body(()).expect("request")
+    }
+
+    #[test]
+    fn only_loopback_hosts_pass_without_a_token() {
+        for host in
+            ["localhost", "LOCALHOST:9090", "localhost.:1", "127.0.0.1:9090", "127.3.4.5", "[::1]:9090", "[::1]"]
+        {
+            assert!(loopback_host(&with_host(Some(host))), "{host}");
+        }
+        for host in ["evil.example", "evil.example:9090", "10.0.0.1:9090", "localhost.evil.example", "[::2]:1", ""] {
+            assert!(!loopback_host(&with_host(Some(host))), "{host}");
+        }
+        assert!(!loopback_host(&with_host(None)));
+        let two = Request::builder().header("host", "localhost").header("host", "evil.example").body(());
+        assert!(!loopback_host(&two.expect("request")), "two Host headers");
     }
 }

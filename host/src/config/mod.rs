@@ -43,6 +43,15 @@ pub struct FileConfig {
     pub placers_dir: String,
     /// `max_body_bytes = 6291456`: larger request bodies get 413.
     pub max_body_bytes: u64,
+    /// `body_timeout_ms = 30000`: the whole request body must arrive within it, else 408
+    /// and the connection closes.
+    pub body_timeout_ms: u64,
+    /// `max_connections = 10000`: open client connections per listener; beyond it new
+    /// connections wait in the listen backlog.
+    pub max_connections: u64,
+    /// `max_buffered_bytes = 268435456`: request bodies held in memory across all calls; a
+    /// call that would pass it gets 503 with `Retry-After`.
+    pub max_buffered_bytes: u64,
     /// `retry_all_delay_ms = 10`: wait after every runner refused, before asking again.
     pub retry_all_delay_ms: u64,
     /// `placer_timeout_ms = 360000`: how long a sync call may wait to be placed.
@@ -78,6 +87,9 @@ impl Default for FileConfig {
             default_placer: "consistent-hash".into(),
             placers_dir: "placers".into(),
             max_body_bytes: 6 << 20,
+            body_timeout_ms: 30_000,
+            max_connections: crate::server::MAX_CONNECTIONS as u64,
+            max_buffered_bytes: 256 << 20,
             retry_all_delay_ms: 10,
             placer_timeout_ms: 360_000,
             detached_placer_timeout_ms: 30_000,
@@ -110,6 +122,78 @@ pub struct FileRunners {
     /// `dns_server = ""`: `IP:port` of the DNS server to ask; empty means the system's
     /// (`/etc/resolv.conf`, with its search domains).
     pub dns_server: String,
+    /// `[runners.outlier_detection]`: passive ejection after connect failures.
+    pub outlier_detection: FileOutlierDetection,
+}
+
+/// `[runners.outlier_detection]`, named after Envoy's outlier detection.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileOutlierDetection {
+    /// `consecutive_failures = 5`: connect failures in a row that eject a runner.
+    pub consecutive_failures: u64,
+    /// `base_ejection_time_ms = 30000`: the first ejection; each repeat without a
+    /// committed call in between lasts twice as long.
+    pub base_ejection_time_ms: u64,
+    /// `max_ejection_time_ms = 300000`: the longest ejection.
+    pub max_ejection_time_ms: u64,
+    /// `max_ejection_percent = 50`: never eject more than this share of the runners.
+    pub max_ejection_percent: u64,
+}
+
+impl Default for FileOutlierDetection {
+    fn default() -> Self {
+        FileOutlierDetection {
+            consecutive_failures: 5,
+            base_ejection_time_ms: 30_000,
+            max_ejection_time_ms: 300_000,
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Passive ejection of runners after connect failures (`[runners.outlier_detection]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Connect failures in a row that eject a runner.
+    pub consecutive_failures: u32,
+    /// Length of the first ejection.
+    pub base_ejection_time: Duration,
+    /// Longest ejection.
+    pub max_ejection_time: Duration,
+    /// Largest share of the runners ejected at once, percent.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        FileOutlierDetection::default().validate().unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+}
+
+impl FileOutlierDetection {
+    fn validate(&self) -> Result<OutlierDetection, ConfigError> {
+        const KEY: &str = "runners.outlier_detection";
+        let consecutive_failures = u32::try_from(self.consecutive_failures)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| invalid(&format!("{KEY}.consecutive_failures"), "must be at least 1"))?;
+        let max_ejection_percent = u32::try_from(self.max_ejection_percent)
+            .ok()
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| invalid(&format!("{KEY}.max_ejection_percent"), "must be 0 to 100"))?;
+        let base = ms(&format!("{KEY}.base_ejection_time_ms"), self.base_ejection_time_ms, 1)?;
+        let max = ms(&format!("{KEY}.max_ejection_time_ms"), self.max_ejection_time_ms, 1)?;
+        if max < base {
+            return Err(invalid(&format!("{KEY}.max_ejection_time_ms"), "must be at least base_ejection_time_ms"));
+        }
+        Ok(OutlierDetection {
+            consecutive_failures,
+            base_ejection_time: base,
+            max_ejection_time: max,
+            max_ejection_percent,
+        })
+    }
 }
 
 impl Default for FileRunners {
@@ -120,6 +204,7 @@ impl Default for FileRunners {
             dns: String::new(),
             dns_interval_ms: 5_000,
             dns_server: String::new(),
+            outlier_detection: FileOutlierDetection::default(),
         }
     }
 }
@@ -171,6 +256,12 @@ pub struct Config {
     pub placers_dir: PathBuf,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// Request body bytes held across all calls.
+    pub max_buffered_bytes: usize,
     /// Wait after a full pass of refusals.
     pub retry_all_delay: Duration,
     /// Placement deadline of sync calls.
@@ -189,6 +280,8 @@ pub struct Config {
     pub runners: Vec<String>,
     /// Where runners come from: the static list, a file or DNS.
     pub discovery: RunnerSource,
+    /// When connect failures eject a runner.
+    pub outlier_detection: OutlierDetection,
     /// `configure` tables by placer name.
     pub placer_config: BTreeMap<String, Vec<(String, String)>>,
     /// `[[routes]]` as configured, first match wins. `serve` moves them into the live
@@ -314,6 +407,7 @@ impl FileConfig {
             }
         };
         let discovery = self.runners.source()?;
+        let outlier_detection = self.runners.outlier_detection.validate()?;
         let mut runners = Vec::new();
         for (i, runner) in self.runners.static_.iter().enumerate() {
             let key = format!("runners.static[{i}]");
@@ -363,6 +457,17 @@ impl FileConfig {
         if max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be at least 1"));
         }
+        let max_connections = usize::try_from(self.max_connections)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| invalid("max_connections", format!("must be at least 1, got {}", self.max_connections)))?;
+        let max_buffered_bytes =
+            usize::try_from(self.max_buffered_bytes).ok().filter(|n| *n >= max_body_bytes).ok_or_else(|| {
+                invalid(
+                    "max_buffered_bytes",
+                    format!("must be at least max_body_bytes ({max_body_bytes}), got {}", self.max_buffered_bytes),
+                )
+            })?;
         let memory = usize::try_from(self.placer_memory_limit_bytes)
             .ok()
             .filter(|m| *m >= 2 << 20)
@@ -382,6 +487,9 @@ impl FileConfig {
             default_placer: self.default_placer,
             placers_dir: PathBuf::from(self.placers_dir),
             max_body_bytes,
+            body_timeout: ms("body_timeout_ms", self.body_timeout_ms, 1)?,
+            max_connections,
+            max_buffered_bytes,
             retry_all_delay: ms("retry_all_delay_ms", self.retry_all_delay_ms, 1)?,
             placer_timeout: ms("placer_timeout_ms", self.placer_timeout_ms, 1)?,
             detached_placer_timeout: ms("detached_placer_timeout_ms", self.detached_placer_timeout_ms, 1)?,
@@ -396,6 +504,7 @@ impl FileConfig {
             },
             runners,
             discovery,
+            outlier_detection,
             placer_config,
             routes,
             record_trace: None,
@@ -414,6 +523,9 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.default_placer, "consistent-hash");
         assert_eq!(c.max_body_bytes, 6_291_456);
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_buffered_bytes, 256 << 20);
         assert_eq!(c.retry_all_delay, Duration::from_millis(10));
         assert_eq!(c.placer_timeout, Duration::from_secs(360));
         assert_eq!(c.detached_placer_timeout, Duration::from_secs(30));
@@ -473,12 +585,24 @@ mod tests {
             ("[runners]\nstatic = [\"a:1\", \"a:1\"]", "runners.static[1]"),
             ("[[routes]]\nplacer = \"naive\"", "routes[0]"),
             ("max_body_bytes = \"big\"", "max_body_bytes"),
+            ("body_timeout_ms = 0", "body_timeout_ms"),
+            ("max_connections = 0", "max_connections"),
+            ("max_buffered_bytes = 10", "max_buffered_bytes"),
             ("admin_listen = \"0.0.0.0:9090\"", "admin_listen"),
             ("[runners]\nstatic = [\"a:1\"]\ndns = \"r:1\"", "runners"),
             ("[runners]\ndns = \"no-port\"", "runners.dns"),
             ("[runners]\ndns = \"r:99999\"", "runners.dns"),
             ("[runners]\ndns = \"r:80\"\ndns_interval_ms = 0", "runners.dns_interval_ms"),
             ("[runners]\ndns = \"r:80\"\ndns_server = \"localhost\"", "runners.dns_server"),
+            ("[runners.outlier_detection]\nconsecutive_failures = 0", "runners.outlier_detection.consecutive_failures"),
+            (
+                "[runners.outlier_detection]\nmax_ejection_percent = 101",
+                "runners.outlier_detection.max_ejection_percent",
+            ),
+            (
+                "[runners.outlier_detection]\nmax_ejection_time_ms = 10",
+                "runners.outlier_detection.max_ejection_time_ms",
+            ),
         ] {
             let err = Config::from_toml(toml).expect_err(toml).to_string();
             assert!(err.contains(key), "{toml}: {err}");

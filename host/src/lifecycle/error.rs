@@ -38,6 +38,15 @@ impl PartialEq for CallError {
 }
 
 impl CallError {
+    /// What the client is told: what happened, without runner addresses or the internal
+    /// error (those are in the log line with the call id).
+    pub fn client_message(&self) -> String {
+        match self {
+            CallError::Runner(_) => "the runner failed after accepting the call".to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// The HTTP status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {

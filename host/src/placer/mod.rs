@@ -49,7 +49,7 @@ pub use error::{LoadError, PlaceError};
 pub use fault::{FaultKind, FaultPolicy, OnFault};
 pub use native::NativePlacer;
 pub use order::{fallback_order, sanitize};
-pub use runtime::PlacerRuntime;
+pub use runtime::{MAX_COMPONENT_BYTES, PlacerRuntime};
 pub use version::{PlacedBy, Placement, PlacerSource, PlacerVersion};
 
 /// One published membership of runners, as placers are told it (`set-runners`). Every

@@ -17,7 +17,7 @@ use super::version::{PlacerSource, PlacerVersion};
 /// Exports a component must have to be a placer.
 const REQUIRED_EXPORTS: [&str; 3] = ["configure", "set-runners", "place"];
 /// Largest component placerd will compile.
-pub(crate) const MAX_COMPONENT_BYTES: usize = 32 << 20;
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 /// Compiled components kept by content hash, so swapping back to a recent version (a
 /// rollback, or a ConfigMap flipping between two files) skips Cranelift.
 const COMPILED_CACHE: usize = 8;

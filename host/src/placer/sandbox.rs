@@ -11,9 +11,9 @@
 //! together) by [`MemoryLimiter`].
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::component::{Linker, Resource, ResourceTable};
@@ -26,6 +26,7 @@ use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::contract::{CallText, v01, v02};
+use crate::throttle::Throttle;
 
 /// Longest guest log line kept; the rest is cut.
 const MAX_LINE: usize = 1024;
@@ -240,50 +241,20 @@ impl ResourceLimiter for MemoryLimiter {
 #[derive(Debug)]
 pub(crate) struct GuestLog {
     placer: Arc<str>,
-    window: Mutex<Window>,
-}
-
-#[derive(Debug)]
-struct Window {
-    start: Instant,
-    emitted: u32,
-    dropped: u64,
+    throttle: Throttle,
 }
 
 impl GuestLog {
     pub(crate) fn new(placer: Arc<str>) -> Self {
-        GuestLog { placer, window: Mutex::new(Window { start: Instant::now(), emitted: 0, dropped: 0 }) }
-    }
-
-    /// Decides whether one more line may go out now. Returns `(allowed, dropped_before)`,
-    /// where `dropped_before` counts lines suppressed in the window that just ended.
-    fn admit(&self, now: Instant) -> (bool, u64) {
-        let Ok(mut w) = self.window.lock() else {
-            return (false, 0);
-        };
-        let mut dropped_before = 0;
-        if now.duration_since(w.start) >= Duration::from_secs(1) {
-            dropped_before = w.dropped;
-            *w = Window { start: now, emitted: 0, dropped: 0 };
-        }
-        if w.emitted < LINES_PER_SECOND {
-            w.emitted += 1;
-            (true, dropped_before)
-        } else {
-            w.dropped += 1;
-            (false, dropped_before)
-        }
+        GuestLog { placer, throttle: Throttle::new(LINES_PER_SECOND, Duration::from_secs(1)) }
     }
 
     /// Emits one guest line at `level` (0 error, 1 warn, 2 info, 3 debug, else trace).
     pub(crate) fn line(&self, stream: &str, level: u8, bytes: &[u8]) {
-        let (allowed, dropped) = self.admit(Instant::now());
+        let Some(dropped) = self.throttle.admit() else { return };
         let placer = &*self.placer;
         if dropped > 0 {
             tracing::warn!(placer, dropped, "guest log lines dropped by the rate limit");
-        }
-        if !allowed {
-            return;
         }
         let cut = &bytes[..bytes.len().min(MAX_LINE)];
         let text = String::from_utf8_lossy(cut);
@@ -410,17 +381,6 @@ impl tokio::io::AsyncWrite for LineWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_budget_admits_a_burst_then_drops_and_reports() {
-        let log = GuestLog::new("p".into());
-        let t0 = Instant::now();
-        let admitted = (0..100).filter(|_| log.admit(t0).0).count();
-        assert_eq!(admitted, LINES_PER_SECOND as usize);
-        let (allowed, dropped) = log.admit(t0 + Duration::from_millis(1001));
-        assert!(allowed);
-        assert_eq!(dropped, 100 - u64::from(LINES_PER_SECOND));
-    }
 
     #[test]
     fn memory_limiter_counts_all_memories_together() {

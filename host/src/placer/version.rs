@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::{Store, Trap};
 
@@ -13,6 +13,11 @@ use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
 use super::sandbox::{GuestLog, HostState};
 use super::{Call, Order, RunnerLoad, RunnerSet};
+use crate::throttle::Throttle;
+
+/// "placer fault" lines one version may log every ten seconds (each with the count of
+/// those left out); quarantine and the fault metrics count every fault.
+const FAULT_LOG_LINES: u32 = 5;
 
 /// Where a placer version came from (shown by the admin API).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +79,10 @@ pub struct PlacerVersion {
     /// quarantined and a success has nothing to forget, and a call skips the `faults` lock
     /// and its clock read. Cleared under the lock before a fault is recorded.
     fault_free: AtomicBool,
+    /// `place` calls so far (the fault rate's denominator).
+    calls: AtomicU64,
+    /// Rate limit of the "placer fault" log lines.
+    fault_log: Throttle,
     /// Instances built so far (a trapped instance is replaced, never reused).
     instances_created: AtomicU64,
     /// `set-runners` calls so far: once per instance per runner generation.
@@ -115,6 +124,8 @@ impl PlacerVersion {
             idle: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultState::new(shared.limits.fault_policy)),
             fault_free: AtomicBool::new(true),
+            calls: AtomicU64::new(0),
+            fault_log: Throttle::new(FAULT_LOG_LINES, Duration::from_secs(10)),
             instances_created: AtomicU64::new(0),
             set_runners_calls: AtomicU64::new(0),
             shared,
@@ -230,6 +241,7 @@ impl PlacerVersion {
     /// for quarantine. Used by [`PlacerVersion::place`] and by validation, which needs
     /// to see the raw order.
     pub(crate) fn place_raw(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
+        let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let result = self.try_place(call, set, loads);
         if result.is_ok() && self.fault_free.load(Ordering::Acquire) {
             return result;
@@ -244,12 +256,14 @@ impl PlacerVersion {
                     self.fault_free.store(false, Ordering::Release);
                     let name = &*self.name;
                     self.shared.observer.fault(name, kind.as_str());
-                    tracing::warn!(placer = name, fault = %kind, call_id = %call.id, "placer fault");
-                    if let Some(period) = faults.record_fault(Instant::now()) {
+                    if let Some(dropped) = self.fault_log.admit() {
+                        tracing::warn!(placer = name, fault = %kind, call_id = %call.id, dropped, "placer fault");
+                    }
+                    if let Some(period) = faults.record_fault(Instant::now(), calls) {
                         tracing::error!(
                             placer = name,
                             seconds = period.as_secs_f64(),
-                            "placer quarantined after repeated faults"
+                            "placer quarantined after repeated faults or a high fault rate"
                         );
                     }
                 }
@@ -259,6 +273,7 @@ impl PlacerVersion {
     }
 
     fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
+        let _awake = self.shared.awake();
         let mut warm = self.check_out()?;
         if warm.generation != Some(set.generation) {
             warm.store.set_epoch_deadline(self.shared.limits.setup_ticks());
@@ -293,6 +308,7 @@ impl PlacerVersion {
     /// A fresh instance: new store with the memory limiter, instantiate and `configure`,
     /// all under the setup budget.
     fn instantiate(&self) -> GuestResult<Warm> {
+        let _awake = self.shared.awake();
         let mut store =
             Store::new(&self.shared.engine, HostState::new(self.shared.limits.memory_limit_bytes, self.log.clone()));
         store.limiter(|state| &mut state.limiter);

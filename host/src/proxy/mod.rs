@@ -2,7 +2,8 @@
 //! becomes a response. Three steps, one file each:
 //!
 //! 1. `request`: route, limits and headers checked, the body buffered up to
-//!    `max_body_bytes`, and the [`Call`] and [`Forward`](crate::runner::Forward) built;
+//!    `max_body_bytes` within `body_timeout_ms` and counted against `max_buffered_bytes`
+//!    (`budget`), and the [`Call`] and [`Forward`](crate::runner::Forward) built;
 //! 2. here: the route's placer orders the runners and the placement loop
 //!    ([`lifecycle::place`]) sends the call to them; a small response body is read whole;
 //! 3. `response`: the runner's response (or the error) shaped for the client, then the
@@ -11,6 +12,7 @@
 //! If the client goes away, hyper drops the call's future: placement stops and no further
 //! runner is tried (counted in `lb_placer_client_cancelled_count`, logged as 499).
 
+mod budget;
 mod request;
 mod response;
 mod routes;
@@ -18,7 +20,7 @@ mod routes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,6 +30,7 @@ pub use request::{ClientError, MAX_HEADER_BYTES};
 pub use response::{ProxyBody, json, json_error};
 pub use routes::RouteTable;
 
+use self::budget::{BodyBudget, Held};
 use self::request::{CallIds, Deadlines, Parsed};
 use self::response::{Access, Trace};
 use crate::config::Config;
@@ -35,7 +38,8 @@ use crate::lifecycle::{self, Outcome};
 use crate::metrics::Metrics;
 use crate::placer::{Call, NativePlacer, Order, PlacerSource, PlacerVersion};
 use crate::reload::Registry;
-use crate::runner::{Attempt, DynamicPool, Forward, RunnerClient, RunnerState, TryExec};
+use crate::runner::{Attempt, DynamicPool, Forward, NotPlaced, RunnerClient, RunnerState, TryExec};
+use crate::throttle::Throttle;
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -58,6 +62,10 @@ pub struct Proxy {
     native: HashMap<String, NativePlacer>,
     /// Host sequence number of the next call.
     seq: AtomicU64,
+    /// Request body bytes held across calls (`max_buffered_bytes`).
+    budget: Arc<BodyBudget>,
+    /// Rate limit of "route names a placer that is gone" (its file was deleted).
+    missing_placer_log: Throttle,
 }
 
 impl Proxy {
@@ -89,7 +97,21 @@ impl Proxy {
             tracing::warn!(placers = ?native.keys().collect::<Vec<_>>(), "--native-placement: built-in placers run natively, outside the sandbox");
         }
         let client = RunnerClient::new(pool.clone(), config.connect_timeout);
-        Ok(Proxy { config, pool, client, placers, routes, metrics, trace, native, seq: AtomicU64::new(0) })
+        let budget = BodyBudget::new(config.max_buffered_bytes);
+        let missing_placer_log = Throttle::new(1, Duration::from_secs(10));
+        Ok(Proxy {
+            config,
+            pool,
+            client,
+            placers,
+            routes,
+            metrics,
+            trace,
+            native,
+            seq: AtomicU64::new(0),
+            budget,
+            missing_placer_log,
+        })
     }
 
     /// Handles one client request.
@@ -112,10 +134,11 @@ impl Proxy {
 
     async fn call(&self, req: Request<Incoming>, guard: &mut CancelGuard) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        // 1. The request becomes a call.
-        let parsed = match self.parse(&mut parts, body).await {
+        // 1. The request becomes a call. Its body stays counted until the call ends.
+        let mut held = self.budget.hold();
+        let parsed = match self.parse(&mut parts, body, &mut held).await {
             Ok(parsed) => parsed,
-            Err(e) => return json_error(e.status(), &e.to_string()),
+            Err(e) => return response::client_error(&e),
         };
         guard.call_id = Some(parsed.call.id.clone());
         // 2. Placed and forwarded.
@@ -163,10 +186,18 @@ impl Proxy {
     }
 
     /// Step 1: checks the head, reads the body and builds the call.
-    async fn parse(&self, parts: &mut hyper::http::request::Parts, body: Incoming) -> Result<Parsed, ClientError> {
+    async fn parse(
+        &self,
+        parts: &mut hyper::http::request::Parts,
+        body: Incoming,
+        held: &mut Held,
+    ) -> Result<Parsed, ClientError> {
         let limit = self.config.max_body_bytes;
         let target = request::check_head(parts, limit)?;
-        let body = request::read_body(body, limit).await?;
+        let timeout = self.config.body_timeout;
+        let body = tokio::time::timeout(timeout, request::read_body(body, limit, held))
+            .await
+            .map_err(|_| ClientError::BodyTimeout(timeout))??;
         let now = SystemTime::now();
         let ids = CallIds {
             id: request::ulid(now, fastrand::u128(..)),
@@ -187,7 +218,9 @@ impl Proxy {
     fn placer_for(&self, call: &Call) -> Option<Arc<PlacerVersion>> {
         self.routes.with_placer(&call.app_id, &call.fn_id, |name| {
             self.placers.get(name).or_else(|| {
-                tracing::warn!(placer = %name, "route names an unknown placer; using the default");
+                if let Some(dropped) = self.missing_placer_log.admit() {
+                    tracing::warn!(placer = %name, dropped, "route names a placer that is gone; using the default");
+                }
                 self.placers.get(self.routes.default_placer())
             })
         })
@@ -205,23 +238,31 @@ impl Proxy {
             Some(native) => native,
             None => placer,
         };
-        let client = Buffered(&self.client);
+        let client = Buffered { client: &self.client, metrics: &self.metrics };
         lifecycle::place(&*self.pool, &client, order, &parsed.call, &parsed.forward, parsed.timing).await
     }
 }
 
 /// The runner client, with a committed response's small body read whole
-/// ([`response::buffer_small`]).
-struct Buffered<'a>(&'a RunnerClient);
+/// ([`response::buffer_small`]) and attempts that failed before sending counted at once.
+struct Buffered<'a> {
+    client: &'a RunnerClient,
+    metrics: &'a Metrics,
+}
 
 impl TryExec<Forward, Arc<RunnerState>> for Buffered<'_> {
     type Output = Response<ProxyBody>;
 
     async fn try_exec(&self, runner: &Arc<RunnerState>, call: &Forward) -> Attempt<Self::Output> {
-        match self.0.try_exec(runner, call).await {
+        match self.client.try_exec(runner, call).await {
             Attempt::Committed(Ok(response)) => Attempt::Committed(response::buffer_small(response, runner).await),
             Attempt::Committed(Err(failed)) => Attempt::Committed(Err(failed)),
-            Attempt::NotPlaced(not_placed) => Attempt::NotPlaced(not_placed),
+            Attempt::NotPlaced(not_placed) => {
+                if !matches!(not_placed, NotPlaced::Busy | NotPlaced::Closed) {
+                    self.metrics.record_retry_error();
+                }
+                Attempt::NotPlaced(not_placed)
+            }
         }
     }
 }

@@ -7,13 +7,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode, Uri};
 
+use super::budget::Held;
 use crate::lifecycle::Timing;
 use crate::placer::{Call, CallKind};
 use crate::runner::Forward;
@@ -65,6 +66,16 @@ pub enum ClientError {
     /// An `Fn-*` header placerd reads as text is not UTF-8: 400.
     #[error("header {0} is not valid UTF-8")]
     NonUtf8Header(String),
+    /// The path has a `.` or `..` segment (raw or percent-encoded): 400. Runners may
+    /// resolve them differently from the route placerd matched.
+    #[error("paths with `.` or `..` segments are not accepted")]
+    DotSegment,
+    /// The body did not arrive within `body_timeout_ms`: 408, and the connection closes.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    /// Holding this body would pass `max_buffered_bytes`: 503 with `Retry-After`.
+    #[error("too many request bodies in flight; retry shortly")]
+    Overloaded,
 }
 
 impl ClientError {
@@ -75,8 +86,18 @@ impl ClientError {
             ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ClientError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ClientError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ClientError::BadBody(_) | ClientError::NonUtf8Header(_) => StatusCode::BAD_REQUEST,
+            ClientError::BadBody(_) | ClientError::NonUtf8Header(_) | ClientError::DotSegment => {
+                StatusCode::BAD_REQUEST
+            }
+            ClientError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ClientError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// True when the connection closes after the answer: the body was not read whole, so
+    /// the next bytes on it are not a request head.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ClientError::BodyTimeout(_) | ClientError::Overloaded | ClientError::BodyTooLarge { .. })
     }
 }
 
@@ -130,6 +151,9 @@ pub(crate) struct Parsed {
 /// # Errors
 /// The [`ClientError`] to answer with; no body is read and no runner contacted.
 pub(crate) fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Target, ClientError> {
+    if has_dot_segment(parts.uri.path()) {
+        return Err(ClientError::DotSegment);
+    }
     let target = route(&parts.method, parts.uri.path(), &parts.headers)?;
     // One pass over the headers for their size and the encoding of the `Fn-*` ones.
     let mut head_bytes = 0;
@@ -153,22 +177,74 @@ pub(crate) fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Target,
     Ok(target)
 }
 
-/// Reads the whole body, up to `limit` bytes.
+/// Reads the whole body, up to `limit` bytes, holding its bytes in `held`: the declared
+/// length before the first byte is read, then as much as has arrived.
 ///
 /// # Errors
-/// [`ClientError::BodyTooLarge`] past the limit, [`ClientError::BadBody`] when reading fails.
-pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ClientError>
+/// [`ClientError::BodyTooLarge`] past the limit, [`ClientError::Overloaded`] when `held`
+/// cannot grow, [`ClientError::BadBody`] when reading fails.
+pub(crate) async fn read_body<B>(body: B, limit: usize, held: &mut Held) -> Result<Bytes, ClientError>
 where
-    B: Body,
+    B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ClientError::BodyTooLarge { limit })
-        }
-        Err(e) => Err(ClientError::BadBody(e.to_string())),
+    let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    if declared > limit {
+        return Err(ClientError::BodyTooLarge { limit });
     }
+    if !held.grow(declared) {
+        return Err(ClientError::Overloaded);
+    }
+    let mut body = std::pin::pin!(body);
+    // Most bodies arrive in one frame: kept as it is, no copy.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::BadBody(e.into().to_string()))?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers: not forwarded
+        read = read.saturating_add(data.len());
+        if read > limit {
+            return Err(ClientError::BodyTooLarge { limit });
+        }
+        if !held.grow(read) {
+            return Err(ClientError::Overloaded);
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(_), None) => {
+                let mut buf = BytesMut::with_capacity(declared.max(read));
+                buf.extend_from_slice(&first.take().unwrap_or_default());
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
+    }
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
+}
+
+/// True when a segment of `path` is `.` or `..`, raw or percent-encoded (`%2e`).
+fn has_dot_segment(path: &str) -> bool {
+    // Most paths have neither a dot nor a percent sign: one scan and done.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
+    path.split('/').any(|segment| {
+        let bytes = segment.as_bytes();
+        let (mut i, mut dots) = (0, 0);
+        while i < bytes.len() {
+            if bytes[i] == b'.' {
+                i += 1;
+            } else if bytes[i..].len() >= 3 && bytes[i] == b'%' && bytes[i + 1] == b'2' && bytes[i + 2] | 0x20 == b'e' {
+                i += 3;
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        (1..=2).contains(&dots)
+    })
 }
 
 /// Builds the call and the forwarded request of a checked request. The request's headers
@@ -247,7 +323,19 @@ fn extensions(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Removes hop-by-hop headers and those the `Connection` header names.
+/// True for headers meant for every recipient, which a `Connection` header may not name
+/// away: the target, the content's framing and description, credentials, placerd's own.
+fn end_to_end(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "host" | "authorization" | "cookie" | "set-cookie" | "cache-control" | "date" | "etag" | "location" | "vary"
+    ) || name.starts_with("content-")
+        || name.starts_with("fn-")
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names (except end-to-end
+/// ones: `Connection: host` does not remove `Host`).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Find them in one pass, then remove only those present: most messages carry none or
     // just `Connection`, and removing each of the eight names would hash every one.
@@ -258,7 +346,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         if name == hyper::header::CONNECTION {
             let named = value.to_str().into_iter().flat_map(|v| v.split(','));
-            present.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
+            present.extend(
+                named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).filter(|n| !end_to_end(n)),
+            );
         }
     }
     for name in present {
@@ -270,6 +360,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn forward_headers(mut headers: HeaderMap, call: &Call, deadline: SystemTime) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     headers.remove(hyper::header::CONTENT_LENGTH);
+    // placerd answered `Expect: 100-continue` itself by reading the body.
+    if headers.contains_key(hyper::header::EXPECT) {
+        headers.remove(hyper::header::EXPECT);
+    }
     let kind = match call.kind {
         CallKind::Sync => "sync",
         CallKind::Detached => "detached",
@@ -304,6 +398,7 @@ mod tests {
     use hyper::Request;
 
     use super::*;
+    use crate::proxy::budget::BodyBudget;
 
     const MAX_BODY: usize = 100;
 
@@ -378,19 +473,95 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_413_and_broken_ones_400() {
-        let ok = read_body(Full::new(Bytes::from_static(b"hello")), MAX_BODY).await;
+        let budget = BodyBudget::new(1 << 20);
+        let ok = read_body(Full::new(Bytes::from_static(b"hello")), MAX_BODY, &mut budget.hold()).await;
         assert_eq!(ok, Ok(Bytes::from_static(b"hello")));
-        let big = read_body(Full::new(Bytes::from(vec![0u8; MAX_BODY + 1])), MAX_BODY).await;
+        let big = read_body(Full::new(Bytes::from(vec![0u8; MAX_BODY + 1])), MAX_BODY, &mut budget.hold()).await;
         assert_eq!(big, Err(ClientError::BodyTooLarge { limit: MAX_BODY }));
-        let broken = read_body(Broken { sent: false }, MAX_BODY).await;
+        let broken = read_body(Broken { sent: 0 }, MAX_BODY, &mut budget.hold()).await;
         let e = broken.expect_err("broken body");
         assert!(matches!(&e, ClientError::BadBody(m) if m.contains("client broke off")), "{e}");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
     }
 
+    #[tokio::test]
+    async fn bodies_in_many_frames_are_joined_and_held_against_the_budget() {
+        let budget = BodyBudget::new(9);
+        let mut held = budget.hold();
+        let joined = read_body(Chunks(vec!["par", "ts"]), MAX_BODY, &mut held).await;
+        assert_eq!(joined, Ok(Bytes::from_static(b"parts")));
+        assert_eq!(budget.used(), 5, "held until the call ends");
+        // 5 held + 5 more passes 9: refused as overloaded, and what it took is given back.
+        let refused = read_body(Chunks(vec!["abc", "de"]), MAX_BODY, &mut budget.hold()).await;
+        assert_eq!(refused, Err(ClientError::Overloaded));
+        assert_eq!(refused.expect_err("overloaded").status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(budget.used(), 5);
+        // A declared length is held before the body is read.
+        let declared = read_body(Full::new(Bytes::from_static(b"12345")), MAX_BODY, &mut budget.hold()).await;
+        assert_eq!(declared, Err(ClientError::Overloaded));
+        drop(held);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn dot_segments_raw_or_encoded_are_400() {
+        for uri in ["/t/app/../../v1/status", "/t/app/./x", "/t/app/%2e%2E/x", "/t/app/.%2e/x", "/t/a/..", "/invoke/.."]
+        {
+            assert_eq!(check(Method::POST, uri, &[]), Err(ClientError::DotSegment), "{uri}");
+        }
+        for uri in ["/t/app/v1.2/x", "/t/app/...", "/t/app/.well-known", "/t/app/a%20b", "/t/app/x?y=../z"] {
+            assert!(check(Method::POST, uri, &[]).is_ok(), "{uri}");
+        }
+        assert_eq!(ClientError::DotSegment.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_end_to_end_headers_and_expect_is_not_forwarded() {
+        let mut p = parts(
+            Method::POST,
+            "/invoke/f",
+            &[
+                ("host", b"fns.example"),
+                ("connection", b"host, content-type, fn-ext-zone, authorization, x-private"),
+                ("content-type", b"text/plain"),
+                ("authorization", b"Bearer t"),
+                ("fn-ext-zone", b"a"),
+                ("x-private", b"1"),
+                ("expect", b"100-continue"),
+            ],
+        );
+        let target = check_head(&p, MAX_BODY).expect("routable");
+        let forwarded = into_call(&mut p, target, Bytes::new(), ids(), DEADLINES).forward.headers;
+        for kept in ["host", "content-type", "authorization", "fn-ext-zone"] {
+            assert!(forwarded.contains_key(kept), "{kept} removed");
+        }
+        for gone in ["connection", "x-private", "expect"] {
+            assert!(!forwarded.contains_key(gone), "{gone} forwarded");
+        }
+    }
+
+    /// A body in several frames.
+    struct Chunks(Vec<&'static str>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            if self.0.is_empty() {
+                return std::task::Poll::Ready(None);
+            }
+            let chunk = self.0.remove(0);
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(chunk.as_bytes())))))
+        }
+    }
+
     /// A body that sends one chunk, then fails like a client breaking off.
     struct Broken {
-        sent: bool,
+        sent: u8,
     }
 
     impl Body for Broken {
@@ -401,10 +572,10 @@ mod tests {
             mut self: std::pin::Pin<&mut Self>,
             _cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-            if self.sent {
+            if self.sent > 0 {
                 return std::task::Poll::Ready(Some(Err(std::io::Error::other("client broke off"))));
             }
-            self.sent = true;
+            self.sent += 1;
             std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"part")))))
         }
     }

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::request::strip_hop_by_hop;
+use super::request::{ClientError, strip_hop_by_hop};
 use crate::lifecycle::{CallError, Outcome};
 use crate::placer::{Call, CallKind};
 use crate::runner::{RunnerBody, RunnerFailed, RunnerState};
@@ -38,6 +38,19 @@ pub fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
 /// A JSON error `{"message": ...}` with `status`.
 pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     json(status, serde_json::json!({ "message": message }).to_string())
+}
+
+/// The answer to a request placerd will not place: its JSON error, `Retry-After` when
+/// retrying soon may work, and `Connection: close` when the body was not read whole.
+pub(crate) fn client_error(e: &ClientError) -> Response<ProxyBody> {
+    let mut r = json_error(e.status(), &e.to_string());
+    if matches!(e, ClientError::Overloaded) {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if e.closes_connection() {
+        r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// The runner's response with its body read whole when its length is known and at most
@@ -86,7 +99,7 @@ pub(crate) fn shape(result: Result<Response<ProxyBody>, CallError>, call: &Call,
                 Response::from_parts(head, body)
             }
         }
-        Err(e) => json_error(e.status(), &e.to_string()),
+        Err(e) => json_error(e.status(), &e.client_message()),
     };
     if let Some(v) = call_id {
         response.headers_mut().insert(FN_CALL_ID, v);

@@ -7,10 +7,15 @@
 //! only then published with one atomic swap of the name → version map. A failure keeps the
 //! running version and is recorded as the name's `last_error`. Calls hold the `Arc` of the
 //! version they started with, so a swap never touches an in-flight call.
+//!
+//! Installs are bounded: one compile per name at a time, at most [`MAX_COMPILES`] at once,
+//! and an install given up at its time limit never publishes (the compile it started runs
+//! to its end on its blocking thread, then its result is dropped).
 
 mod scan;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +28,8 @@ pub use scan::watch_dir;
 
 /// Longest a new version may take to compile and validate before it is given up.
 pub const VALIDATE_TIME_LIMIT: Duration = Duration::from_secs(10);
+/// Most components compiled at once (each compile keeps a core busy).
+pub const MAX_COMPILES: usize = 2;
 
 /// What `GET /admin/placers` shows of one placer.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -49,6 +56,27 @@ pub struct Registry {
     errors: Mutex<HashMap<String, String>>,
     /// Serialises publishers; readers never take it.
     publish: Mutex<()>,
+    /// How long an asynchronous install may take ([`VALIDATE_TIME_LIMIT`]).
+    time_limit: Duration,
+    /// One install per name at a time: name → its lock.
+    installing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Compiles at once.
+    compiles: Arc<tokio::sync::Semaphore>,
+}
+
+/// Whether an install may still publish: decided once, by the install (when it is done)
+/// or by its caller (when the time limit passes), whichever comes first.
+#[derive(Debug, Default)]
+struct Ticket(AtomicU8);
+
+const PENDING: u8 = 0;
+const PUBLISHING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Ticket {
+    fn claim(&self, to: u8) -> bool {
+        self.0.compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -88,7 +116,27 @@ impl Registry {
             builtins,
             errors: Mutex::new(HashMap::new()),
             publish: Mutex::new(()),
+            time_limit: VALIDATE_TIME_LIMIT,
+            installing: Mutex::new(HashMap::new()),
+            compiles: Arc::new(tokio::sync::Semaphore::new(MAX_COMPILES)),
         })
+    }
+
+    /// The same registry with asynchronous installs given up after `limit`.
+    #[must_use]
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
+    /// Records why `name` could not be loaded from `source` without trying to build it (a
+    /// file too large, or one outside the placers folder).
+    pub(crate) fn reject(&self, name: &str, source: &PlacerSource, reason: &str) {
+        self.runtime.observer().reload(name, false);
+        tracing::warn!(placer = name, source = %source_label(source), error = reason, "placer rejected; keeping the running version");
+        if let Ok(mut errors) = self.errors.lock() {
+            errors.insert(name.to_string(), format!("placer `{name}`: {reason}"));
+        }
     }
 
     /// The running version of `name`.
@@ -136,8 +184,23 @@ impl Registry {
     /// # Errors
     /// The [`LoadError`] that kept the version out.
     pub fn install(&self, name: &str, source: PlacerSource, bytes: &[u8]) -> Result<Arc<PlacerVersion>, LoadError> {
+        self.install_once(name, source, bytes, &Ticket::default())
+    }
+
+    /// [`Registry::install`] that publishes only if `ticket` was not abandoned meanwhile.
+    fn install_once(
+        &self,
+        name: &str,
+        source: PlacerSource,
+        bytes: &[u8],
+        ticket: &Ticket,
+    ) -> Result<Arc<PlacerVersion>, LoadError> {
         let config = self.placer_config.get(name).cloned().unwrap_or_default();
         let built = self.runtime.load(name, source.clone(), bytes, config).and_then(|v| v.check().map(|_| v));
+        if !ticket.claim(PUBLISHING) {
+            tracing::warn!(placer = name, source = %source_label(&source), "placer install finished after its time limit; not published");
+            return Err(LoadError::TimedOut { placer: name.into(), limit: self.time_limit });
+        }
         self.runtime.observer().reload(name, built.is_ok());
         match built {
             Ok(version) => {
@@ -159,33 +222,58 @@ impl Registry {
         }
     }
 
-    /// [`Registry::install`] on a blocking thread, given up after [`VALIDATE_TIME_LIMIT`].
+    /// [`Registry::install`] on a blocking thread, given up after the time limit
+    /// ([`VALIDATE_TIME_LIMIT`]); a version given up is never published. Waits first for
+    /// an install of the same name and for a compile slot ([`MAX_COMPILES`]); the limit
+    /// counts from then.
     ///
     /// # Errors
-    /// The [`LoadError`], or a validation error when the time limit passed.
+    /// The [`LoadError`], or [`LoadError::TimedOut`] when the time limit passed.
     pub async fn install_async(
         self: &Arc<Self>,
         name: &str,
         source: PlacerSource,
         bytes: Vec<u8>,
     ) -> Result<Arc<PlacerVersion>, LoadError> {
-        let (registry, owned) = (self.clone(), name.to_string());
-        let task = tokio::task::spawn_blocking(move || registry.install(&owned, source, &bytes));
-        match tokio::time::timeout(VALIDATE_TIME_LIMIT, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(LoadError::Validation {
-                placer: name.into(),
-                reason: format!("validation task failed: {join}"),
-                fault: None,
-            }),
+        let lock = {
+            let mut installing = self.installing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            installing.entry(name.to_string()).or_default().clone()
+        };
+        let same_name = lock.lock_owned().await;
+        let Ok(slot) = self.compiles.clone().acquire_owned().await else {
+            unreachable!("the compile semaphore is never closed")
+        };
+        let ticket = Arc::new(Ticket::default());
+        let (registry, owned, decided) = (self.clone(), name.to_string(), ticket.clone());
+        // The locks go with the blocking task: a compile given up still holds its name and
+        // its slot until it really ends.
+        let task = tokio::task::spawn_blocking(move || {
+            let result = registry.install_once(&owned, source, &bytes, &decided);
+            drop((same_name, slot));
+            result
+        });
+        tokio::pin!(task);
+        let finished = match tokio::time::timeout(self.time_limit, &mut task).await {
+            Ok(finished) => finished,
+            // Too late to give up: it is publishing now.
+            Err(_) if !ticket.claim(ABANDONED) => task.await,
             Err(_) => {
-                let error = LoadError::TimedOut { placer: name.into(), limit: VALIDATE_TIME_LIMIT };
+                let error = LoadError::TimedOut { placer: name.into(), limit: self.time_limit };
+                self.runtime.observer().reload(name, false);
+                tracing::warn!(placer = name, error = %error.report(), "placer install given up; it will not be published");
                 if let Ok(mut errors) = self.errors.lock() {
                     errors.insert(name.to_string(), error.report());
                 }
-                Err(error)
+                return Err(error);
             }
-        }
+        };
+        finished.unwrap_or_else(|join| {
+            Err(LoadError::Validation {
+                placer: name.into(),
+                reason: format!("validation task failed: {join}"),
+                fault: None,
+            })
+        })
     }
 
     /// Removes the user version of `name`: the built-in of that name takes over again, or
@@ -225,4 +313,44 @@ pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && !name.starts_with('.')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placer::{SandboxLimits, builtin};
+
+    fn registry(limit: Duration) -> Arc<Registry> {
+        let runtime = Arc::new(PlacerRuntime::new(SandboxLimits::default()).expect("runtime"));
+        Arc::new(Registry::new(runtime, BTreeMap::new()).expect("built-ins").with_time_limit(limit))
+    }
+
+    #[tokio::test]
+    async fn an_install_given_up_at_its_time_limit_is_never_published() {
+        let r = registry(Duration::ZERO);
+        let bytes = builtin("naive").expect("embedded").to_vec();
+        let e = r.install_async("late", PlacerSource::Admin, bytes.clone()).await.expect_err("no time at all");
+        assert!(matches!(e, LoadError::TimedOut { .. }), "{e}");
+        // The compile ran on; once it is over (the name's lock is free) nothing was published.
+        let lock = r.installing.lock().expect("lock").get("late").cloned().expect("entry");
+        let _done = lock.lock().await;
+        assert!(r.get("late").is_none(), "published after it was given up");
+        assert!(
+            r.infos()
+                .iter()
+                .any(|i| i.name == "late" && i.last_error.as_deref().is_some_and(|e| e.contains("took longer than")))
+        );
+    }
+
+    #[tokio::test]
+    async fn installs_within_the_limit_publish() {
+        let r = registry(VALIDATE_TIME_LIMIT);
+        let bytes = builtin("naive").expect("embedded").to_vec();
+        let (a, b) = tokio::join!(
+            r.install_async("mine", PlacerSource::Admin, bytes.clone()),
+            r.install_async("mine", PlacerSource::Admin, bytes)
+        );
+        assert!(a.is_ok() && b.is_ok());
+        assert!(r.get("mine").is_some());
+    }
 }

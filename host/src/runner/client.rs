@@ -123,7 +123,7 @@ impl RunnerClient {
         let mut fresh = match self.connect(runner).await {
             Ok(conn) => conn,
             Err(e) => {
-                self.pool.record_connect_failure(runner);
+                self.pool.record_connect_failure(runner, &e);
                 return Err(e);
             }
         };

@@ -19,15 +19,23 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::{Membership, PoolError, RunnerPool};
 use crate::backoff::{Backoff, BackoffPolicy};
+use crate::config::OutlierDetection;
 use crate::placer::{Runner, RunnerLoad, RunnerSet};
+use crate::throttle::Throttle;
 
 /// Idle keep-alive connections kept per runner.
 const MAX_IDLE_CONNECTIONS: usize = 64;
-/// Passive ejection: 5 connect failures in a row eject a runner for 30 s, doubling on
-/// every repeat without a committed call in between, up to 300 s. Busy refusals never
+/// Lines a runner's connect failures may log per [`CONNECT_LOG_WINDOW`].
+const CONNECT_LOG_LINES: u32 = 2;
+const CONNECT_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Passive ejection (`[runners.outlier_detection]`): `consecutive_failures` connect
+/// failures in a row eject a runner for `base_ejection_time`, doubling on every repeat
+/// without a committed call in between, up to `max_ejection_time`. Busy refusals never
 /// count as failures.
-const EJECTION: BackoffPolicy =
-    BackoffPolicy { after: 5, base: Duration::from_secs(30), max: Duration::from_secs(300) };
+fn ejection_policy(o: &OutlierDetection) -> BackoffPolicy {
+    BackoffPolicy { after: o.consecutive_failures, base: o.base_ejection_time, max: o.max_ejection_time }
+}
 
 /// Live state of one runner: what its handle points to.
 #[derive(Debug)]
@@ -52,10 +60,12 @@ pub struct RunnerState {
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// Connect failures in a row and the ejection period.
     ejection: Mutex<Backoff>,
+    /// Rate limit of the log lines its connect failures write.
+    connect_log: Throttle,
 }
 
 impl RunnerState {
-    fn new(address: String) -> Self {
+    fn new(address: String, policy: BackoffPolicy) -> Self {
         RunnerState {
             address,
             in_flight: AtomicU32::new(0),
@@ -66,7 +76,8 @@ impl RunnerState {
             errors: Mutex::new((Instant::now(), 0)),
             latency_us: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
-            ejection: Mutex::new(Backoff::new(EJECTION)),
+            ejection: Mutex::new(Backoff::new(policy)),
+            connect_log: Throttle::new(CONNECT_LOG_LINES, CONNECT_LOG_WINDOW),
         }
     }
 
@@ -223,6 +234,8 @@ pub struct DynamicPool {
     /// Serialises membership updates (readers never wait).
     update: Mutex<()>,
     discovery: Discovery,
+    /// When connect failures eject a runner.
+    outlier: OutlierDetection,
 }
 
 impl DynamicPool {
@@ -232,11 +245,19 @@ impl DynamicPool {
         Self::with_runners(runners, Discovery::Static)
     }
 
-    /// A pool starting with `runners` (generation 1).
+    /// A pool starting with `runners` (generation 1), ejecting by the default
+    /// [`OutlierDetection`].
     pub fn with_runners(runners: Vec<Runner>, discovery: Discovery) -> Self {
-        let handles = runners.iter().map(|r| Arc::new(RunnerState::new(r.address.clone()))).collect();
+        Self::with_outlier_detection(runners, discovery, OutlierDetection::default())
+    }
+
+    /// A pool starting with `runners` (generation 1), ejecting by `outlier`.
+    pub fn with_outlier_detection(runners: Vec<Runner>, discovery: Discovery, outlier: OutlierDetection) -> Self {
+        let policy = ejection_policy(&outlier);
+        let handles = runners.iter().map(|r| Arc::new(RunnerState::new(r.address.clone(), policy))).collect();
         let set = Arc::new(RunnerSet { generation: 1, runners });
-        DynamicPool { current: ArcSwap::from_pointee(Membership { set, handles }), update: Mutex::new(()), discovery }
+        let current = ArcSwap::from_pointee(Membership { set, handles });
+        DynamicPool { current, update: Mutex::new(()), discovery, outlier }
     }
 
     /// The current membership, empty or not.
@@ -257,7 +278,9 @@ impl DynamicPool {
         let handles: Vec<Arc<RunnerState>> = runners
             .iter()
             .map(|r| {
-                old.by_address(&r.address).cloned().unwrap_or_else(|| Arc::new(RunnerState::new(r.address.clone())))
+                old.by_address(&r.address)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(RunnerState::new(r.address.clone(), ejection_policy(&self.outlier))))
             })
             .collect();
         for gone in old.handles.iter().filter(|s| !handles.iter().any(|h| Arc::ptr_eq(h, s))) {
@@ -268,29 +291,52 @@ impl DynamicPool {
         Some(generation)
     }
 
-    /// A connect to `state` failed. After five in a row the runner is ejected (30 s,
-    /// doubling to 300 s), unless half the set is ejected already.
-    pub(crate) fn record_connect_failure(&self, state: &RunnerState) {
+    /// A connect to `state` failed with `error`: logged (at most a few lines per runner
+    /// every ten seconds, with the count of those left out), and after
+    /// `consecutive_failures` in a row the runner is ejected, unless that would pass
+    /// `max_ejection_percent` of the set.
+    pub(crate) fn record_connect_failure(&self, state: &RunnerState, error: &dyn std::error::Error) {
         state.record_error();
         let now = Instant::now();
         let Ok(mut ejection) = state.ejection.lock() else { return };
-        if !ejection.fail(now) {
-            return;
-        }
+        let due = ejection.fail(now);
         let failures = ejection.failures();
         drop(ejection);
+        if let Some(dropped) = state.connect_log.admit() {
+            let error = chain(error);
+            tracing::warn!(runner = %state.address, %error, failures, dropped, "runner connect failed");
+        }
+        if !due {
+            return;
+        }
         let membership = self.membership();
         let ejected = membership.handles.iter().filter(|s| s.ejected_at(now)).count();
-        if (ejected + 1) * 2 > membership.handles.len() {
-            tracing::warn!(runner = %state.address, failures, "not ejecting: half the runners are ejected already");
+        let max_percent = self.outlier.max_ejection_percent as usize;
+        if (ejected + 1) * 100 > membership.handles.len() * max_percent {
+            if let Some(dropped) = state.connect_log.admit() {
+                tracing::warn!(runner = %state.address, failures, ejected, max_ejection_percent = max_percent, dropped,
+                    "not ejecting: max_ejection_percent of the runners are ejected already");
+            }
             return;
         }
         if let Ok(mut ejection) = state.ejection.lock() {
             let period = ejection.start(now);
             ejection.clear_failures();
-            tracing::warn!(runner = %state.address, seconds = period.as_secs(), "runner ejected after repeated connect failures");
+            tracing::warn!(runner = %state.address, seconds = period.as_secs(), failures, "runner ejected after repeated connect failures");
         }
     }
+}
+
+/// `error` and its sources, `: `-separated.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 impl RunnerPool for DynamicPool {
@@ -324,7 +370,7 @@ mod tests {
 
     fn fail_connects(p: &DynamicPool, s: &RunnerState, times: usize) {
         for _ in 0..times {
-            p.record_connect_failure(s);
+            p.record_connect_failure(s, &std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         }
     }
 
@@ -335,7 +381,7 @@ mod tests {
         let s = &m.handles[0];
         fail_connects(&p, s, 4);
         assert!(!s.ejected());
-        p.record_connect_failure(s);
+        fail_connects(&p, s, 1);
         assert!(s.ejected());
         assert!(!s.load().healthy);
         let next = s.ejection.lock().map(|mut e| e.start(Instant::now())).unwrap_or_default();
@@ -363,6 +409,57 @@ mod tests {
         }
         assert_eq!(m.handles.iter().filter(|s| s.ejected()).count(), 2);
     }
+
+    #[test]
+    fn ejection_follows_the_configured_outlier_detection() {
+        let outlier = OutlierDetection {
+            consecutive_failures: 2,
+            base_ejection_time: Duration::from_secs(3),
+            max_ejection_time: Duration::from_secs(5),
+            max_ejection_percent: 75,
+        };
+        let addresses = runners(&["a:1", "b:1", "c:1", "d:1"]);
+        let p = DynamicPool::with_outlier_detection(addresses, Discovery::Static, outlier);
+        let m = p.membership();
+        for s in &m.handles {
+            fail_connects(&p, s, 2);
+        }
+        assert_eq!(m.handles.iter().filter(|s| s.ejected()).count(), 3, "75% of 4");
+        let s = &m.handles[0];
+        let next = s.ejection.lock().map(|mut e| e.start(Instant::now())).unwrap_or_default();
+        assert_eq!(next, Duration::from_secs(5), "3 s doubled, capped at 5 s");
+        // A runner that joins later gets the same policy.
+        p.update(runners(&["a:1", "b:1", "c:1", "d:1", "e:1"]));
+        let e = &p.membership().handles[4];
+        fail_connects(&p, e, 1);
+        assert_eq!(e.ejection.lock().map(|e| e.failures()).unwrap_or_default(), 1);
+    }
+
+    #[test]
+    fn connect_errors_are_logged_with_their_cause() {
+        assert_eq!(chain(&NotPlacedLike), "outer: inner");
+    }
+
+    #[derive(Debug)]
+    struct NotPlacedLike;
+    impl std::fmt::Display for NotPlacedLike {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("outer")
+        }
+    }
+    impl std::error::Error for NotPlacedLike {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&Inner)
+        }
+    }
+    #[derive(Debug)]
+    struct Inner;
+    impl std::fmt::Display for Inner {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("inner")
+        }
+    }
+    impl std::error::Error for Inner {}
 
     fn runners(addresses: &[&str]) -> Vec<Runner> {
         addresses.iter().map(|a| Runner { address: (*a).to_string(), labels: Vec::new() }).collect()
@@ -401,7 +498,7 @@ mod tests {
         assert_eq!(s.load().latency_us, 800, "the first sample is the average");
         s.record_latency(Duration::from_micros(1600));
         assert_eq!(s.load().latency_us, 900, "then each sample weighs 1/8");
-        p.record_connect_failure(s);
+        fail_connects(&p, s, 1);
         s.record_error();
         assert_eq!(s.load().recent_errors, 2);
         assert_eq!(count_at(&s.errors, ERROR_WINDOW, Instant::now() + ERROR_WINDOW), 0, "forgotten after the window");

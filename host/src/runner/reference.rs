@@ -72,7 +72,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let options = Arc::new(options);
-    serve_http(listener, shutdown, GRACE, move |req| handle(req, options.clone(), stats.clone())).await;
+    serve_http(listener, shutdown, GRACE, crate::server::MAX_CONNECTIONS, move |req| {
+        handle(req, options.clone(), stats.clone())
+    })
+    .await;
 }
 
 /// A reference runner on 127.0.0.1 port 0, for tests and the demo. Stops when dropped.
