@@ -407,3 +407,25 @@ fn a_placer_sees_no_running_clock_and_no_randomness() {
         .collect();
     assert!(firsts.iter().all(|&f| f == firsts[0]), "instances saw different randomness: {firsts:?}");
 }
+
+#[test]
+fn a_placers_random_draws_follow_the_calls_random_value() {
+    const DRAW_FROM: u64 = 1 << 40; // the `peeks` fixture draws from `wasi:random` from here
+    let rt = runtime(roomy());
+    let runners = set(1, 64);
+    let draw = |placer: &PlacerVersion, random: u64| {
+        let c = Call { random, ..call(DRAW_FROM, "k") };
+        let placed = placer.place(&c, &runners, &idle(64)).expect("placed");
+        assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+        placed.order[0]
+    };
+    let a = load(&rt, "peeks-a", &fixture("peeks"));
+    let b = load(&rt, "peeks-b", &fixture("peeks"));
+    let seeds: Vec<u64> = (1..=16).map(|i| i * 0x1234_5678_9abc).collect();
+    let from_a: Vec<u32> = seeds.iter().map(|&s| draw(&a, s)).collect();
+    // The same call gives the same draw: again on the same instance, and on another one.
+    assert_eq!(from_a, seeds.iter().map(|&s| draw(&a, s)).collect::<Vec<_>>());
+    assert_eq!(from_a, seeds.iter().map(|&s| draw(&b, s)).collect::<Vec<_>>());
+    // Different calls draw differently (16 draws over 64 runners all equal: 1 in 64^15).
+    assert!(from_a.iter().any(|&f| f != from_a[0]), "every call drew the same: {from_a:?}");
+}

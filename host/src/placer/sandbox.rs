@@ -3,15 +3,20 @@
 //! WASI is linked because a `wasm32-wasip2` guest's std imports a few `wasi:cli`/`wasi:io`
 //! interfaces, but the context grants nothing: no preopened directories, no network, no
 //! environment, no args, empty stdin, clocks stopped at zero ([`Stopped`]: the Unix epoch,
-//! and a monotonic clock that never advances) and "random" bytes that are all zero. A
-//! placer's order is a function of its inputs only. Guest stdout/stderr and the `log`
+//! and a monotonic clock that never advances) and `wasi:random` bytes drawn from a stream
+//! seeded with the call's `random` value before each `place` ([`CallRandom`]; with the
+//! runner generation before `set-runners`, 0 before `configure`). A placer's order is a
+//! function of its inputs only: the same call and loads give the same order in `simulate`
+//! and in production, whatever the guest's runtime (Python, JavaScript) draws from WASI. Guest stdout/stderr and the `log`
 //! import go to `tracing`, line by line, control characters escaped, truncated and rate
 //! limited per placer version so a chatty or hostile guest cannot flood or forge the
 //! host's logs. Memory is capped per instance (all memories
 //! together) by [`MemoryLimiter`].
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,7 +25,7 @@ use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io::streams::StreamError as WitStreamError;
 use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
@@ -34,8 +39,11 @@ const MAX_LINE: usize = 1024;
 /// stderr together).
 const LINES_PER_SECOND: u32 = 20;
 /// Tables, instances and memories a component instance may create. A Rust guest uses one
-/// memory and a handful of tables and core instances.
+/// memory and a handful of tables and core instances; componentize-py's and
+/// componentize-js' runtimes a few more.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// What one table element costs against the memory cap: a funcref is a pointer.
+const TABLE_ELEMENT_BYTES: usize = 8;
 const MAX_INSTANCES: usize = 64;
 const MAX_TABLES: usize = 64;
 const MAX_MEMORIES: usize = 8;
@@ -127,9 +135,45 @@ impl HostMonotonicClock for Stopped {
     }
 }
 
+/// A placer's `wasi:random`: SplitMix64 over a state the host sets per guest call
+/// ([`HostState::seed`]), so a guest's random draws are a function of the call.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallRandom(Arc<AtomicU64>);
+
+impl CallRandom {
+    fn next(&self) -> u64 {
+        // One instance runs one call at a time: the state is never contended.
+        let mut z = self.0.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl rand_core::TryRng for CallRandom {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok((self.next() >> 32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.next())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next().to_le_bytes()[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
 /// State of one placer instance's `Store`.
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    /// The seed of the guest's `wasi:random`, set before each guest call.
+    random: CallRandom,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     log: Arc<GuestLog>,
@@ -139,6 +183,7 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub(crate) fn new(memory_limit: usize, log: Arc<GuestLog>) -> Self {
+        let random = CallRandom::default();
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput { log: log.clone(), stream: "stdout" })
             .stderr(GuestOutput { log: log.clone(), stream: "stderr" })
@@ -147,17 +192,25 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .wall_clock(Stopped)
             .monotonic_clock(Stopped)
-            .secure_random(Deterministic::new(vec![0]))
-            .insecure_random(Deterministic::new(vec![0]))
+            .secure_random(random.clone())
+            .insecure_random(random.clone())
             .insecure_random_seed(0)
             .build();
         HostState {
             wasi,
+            random,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             log,
             details: CallText::default(),
         }
+    }
+}
+
+impl HostState {
+    /// Seeds the guest's `wasi:random` for the next guest call.
+    pub(crate) fn seed(&self, seed: u64) {
+        self.random.0.store(seed, Ordering::Relaxed);
     }
 }
 
@@ -188,8 +241,10 @@ impl v01::PlacerImports for HostState {
     }
 }
 
-/// Caps the total linear memory of one instance and remembers whether it refused a grow,
-/// so a trap that follows is reported as a memory fault.
+/// Caps what one instance holds, linear memories and table elements
+/// ([`TABLE_ELEMENT_BYTES`] each) together, and remembers whether it refused a grow, so a
+/// trap that follows is reported as a memory fault. Instances, tables and memories are
+/// capped in number ([`MAX_INSTANCES`], [`MAX_TABLES`], [`MAX_MEMORIES`]).
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
     limit: usize,
@@ -202,25 +257,38 @@ impl MemoryLimiter {
         MemoryLimiter { limit, used: 0, refused: false }
     }
 
-    /// Linear memory the instance holds now, all memories together.
+    /// Bytes the instance holds now: all memories and tables together.
     pub(crate) fn used(&self) -> usize {
         self.used
+    }
+
+    /// Grows one memory or table from `current` to `desired` bytes within the cap.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
+            self.refused = true;
+            return false;
+        }
+        self.used = total;
+        true
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.used.saturating_sub(current).saturating_add(desired);
-        if total > self.limit || maximum.is_some_and(|max| desired > max) {
+        if maximum.is_some_and(|max| desired > max) {
             self.refused = true;
             return Ok(false);
         }
-        self.used = total;
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(self.grow(current * TABLE_ELEMENT_BYTES, desired * TABLE_ELEMENT_BYTES))
     }
 
     fn instances(&self) -> usize {
@@ -390,6 +458,19 @@ mod tests {
         assert!(l.refused);
         assert!(l.memory_growing(6, 10, None).unwrap_or(false));
         assert!(!l.memory_growing(10, 11, None).unwrap_or(true));
+    }
+
+    #[test]
+    fn table_elements_count_against_the_same_cap() {
+        let mut l = MemoryLimiter::new(1000);
+        assert!(l.memory_growing(0, 600, None).unwrap_or(false));
+        assert!(l.table_growing(0, 50, None).unwrap_or(false), "400 bytes of table fits");
+        assert_eq!(l.used(), 1000);
+        assert!(!l.table_growing(50, 51, None).unwrap_or(true), "one more element does not");
+        assert!(l.refused);
+        assert!(!l.memory_growing(600, 601, None).unwrap_or(true), "nor one more byte of memory");
+        let mut roomy = MemoryLimiter::new(usize::MAX);
+        assert!(!roomy.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap_or(true), "elements are capped too");
     }
 
     #[test]

@@ -277,12 +277,14 @@ impl PlacerVersion {
         let mut warm = self.check_out()?;
         if warm.generation != Some(set.generation) {
             warm.store.set_epoch_deadline(self.shared.limits.setup_ticks());
+            warm.store.data().seed(set.generation);
             let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
             self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
             told.map_err(|e| classify(&warm.store, &e))?;
             warm.generation = Some(set.generation);
         }
         warm.store.set_epoch_deadline(self.shared.limits.place_ticks());
+        warm.store.data().seed(call.random);
         // On error the instance is dropped here, never returned to the pool.
         let order = warm.guest.place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
         self.check_in(warm);
