@@ -26,7 +26,9 @@
 //! - [`simulate`]: offline comparison of placers (`placerd simulate`).
 //! - this file wires them together (`serve`); `main.rs` is the command line.
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `placer::cache` must deserialize compiled placer code (the one
+// `unsafe` block of the crate, which says why it is sound).
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod backoff;
@@ -161,8 +163,14 @@ pub async fn serve_with_admin(
     let routes = RouteTable::new(std::mem::take(&mut config.routes), config.default_placer.clone());
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let runtime =
-        Arc::new(PlacerRuntime::with_observer(config.sandbox, metrics.clone()).context("starting the placer engine")?);
+    let mut runtime =
+        PlacerRuntime::with_observer(config.sandbox, metrics.clone()).context("starting the placer engine")?;
+    if let Some(dir) = &config.cache_dir
+        && let Err(e) = runtime.set_cache_dir(dir)
+    {
+        tracing::warn!(cache_dir = %dir.display(), error = %e, "not caching compiled placers on disk");
+    }
+    let runtime = Arc::new(runtime);
     let registry =
         Arc::new(Registry::new(runtime, config.placer_config.clone()).context("loading the built-in placers")?);
     let _watch = match reload::watch_dir(registry.clone(), config.placers_dir.clone()).await {

@@ -47,8 +47,14 @@ pub async fn start_with(
     let placers_dir = dir.path().join("placers");
     std::fs::create_dir_all(&placers_dir).expect("placers dir");
     prepare(&placers_dir);
-    let mut config =
-        Config { runners, default_placer: placer.into(), placers_dir: placers_dir.clone(), ..Config::default() };
+    let cache_dir = Some(dir.path().join("cache"));
+    let mut config = Config {
+        runners,
+        default_placer: placer.into(),
+        placers_dir: placers_dir.clone(),
+        cache_dir,
+        ..Config::default()
+    };
     config.sandbox.budget = Duration::from_millis(200); // wall clock; tests share 2 cores
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub default_placer: String,
     /// `placers_dir = "placers"`: NAME.wasm becomes placer NAME.
     pub placers_dir: String,
+    /// `cache_dir = ""`: compiled placers kept across restarts; "" is
+    /// `$XDG_CACHE_HOME/placerd` (else `~/.cache/placerd`), "off" keeps none.
+    pub cache_dir: String,
     /// `max_body_bytes = 6291456`: larger request bodies get 413.
     pub max_body_bytes: u64,
     /// `body_timeout_ms = 30000`: the whole request body must arrive within it, else 408
@@ -86,6 +89,7 @@ impl Default for FileConfig {
             admin_token_file: String::new(),
             default_placer: "consistent-hash".into(),
             placers_dir: "placers".into(),
+            cache_dir: String::new(),
             max_body_bytes: 6 << 20,
             body_timeout_ms: 30_000,
             max_connections: crate::server::MAX_CONNECTIONS as u64,
@@ -254,6 +258,8 @@ pub struct Config {
     pub default_placer: String,
     /// Folder of user placers.
     pub placers_dir: PathBuf,
+    /// Where compiled placers are kept across restarts; `None`: nowhere.
+    pub cache_dir: Option<PathBuf>,
     /// Request body limit.
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive.
@@ -486,6 +492,11 @@ impl FileConfig {
             admin_token_file,
             default_placer: self.default_placer,
             placers_dir: PathBuf::from(self.placers_dir),
+            cache_dir: match self.cache_dir.as_str() {
+                "off" => None,
+                "" => crate::placer::default_cache_dir(),
+                dir => Some(PathBuf::from(dir)),
+            },
             max_body_bytes,
             body_timeout: ms("body_timeout_ms", self.body_timeout_ms, 1)?,
             max_connections,
@@ -526,6 +537,8 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 10_000);
         assert_eq!(c.max_buffered_bytes, 256 << 20);
+        assert_eq!(c.cache_dir, crate::placer::default_cache_dir());
+        assert_eq!(Config::from_toml("cache_dir = \"off\"").expect("valid").cache_dir, None);
         assert_eq!(c.retry_all_delay, Duration::from_millis(10));
         assert_eq!(c.placer_timeout, Duration::from_secs(360));
         assert_eq!(c.detached_placer_timeout, Duration::from_secs(30));

@@ -83,8 +83,9 @@ pub enum LoadError {
         #[source]
         fault: Option<FaultKind>,
     },
-    /// Compiling and validating took longer than the install time limit.
-    #[error("placer `{placer}`: compiling and validating took longer than {limit:?}")]
+    /// Instantiating, `configure` and the sample placements took longer than the install
+    /// time limit (compiling is not counted).
+    #[error("placer `{placer}`: validating (instantiate, configure, sample placements) took longer than {limit:?}")]
     TimedOut {
         /// The placer's name.
         placer: String,

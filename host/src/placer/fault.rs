@@ -46,6 +46,9 @@ impl fmt::Display for FaultKind {
             FaultKind::Trap(msg) | FaultKind::Instantiate(msg) | FaultKind::Configure(msg) => {
                 write!(f, "{}: {msg}", self.as_str())
             }
+            FaultKind::MemoryCap => {
+                f.write_str("memory: the instance needs more than placer_memory_limit_bytes allows (raise it)")
+            }
             _ => f.write_str(self.as_str()),
         }
     }

@@ -29,6 +29,7 @@
 //! - `builtin`: the embedded built-in placers.
 
 mod builtin;
+mod cache;
 mod check;
 mod contract;
 mod engine;
@@ -41,6 +42,7 @@ mod sandbox;
 mod version;
 
 pub use builtin::{BUILTINS, builtin};
+pub use cache::default_cache_dir;
 pub use check::{BenchReport, CheckReport, sample_calls, sample_runners};
 pub use contract::{Call, CallKind, Contract, Runner, RunnerLoad, slot_hash};
 pub(crate) use engine::hex;

@@ -1,13 +1,15 @@
 //! The placer runtime: the engine and linker, and loading a component into a
 //! [`PlacerVersion`].
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine};
 
+use super::cache::DiskCache;
 use super::contract::{Contract, Pre, v01, v02};
 use super::engine::{NoObserver, PlacerObserver, SandboxLimits, Shared, hex};
 use super::error::LoadError;
@@ -21,6 +23,8 @@ pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 /// Compiled components kept by content hash, so swapping back to a recent version (a
 /// rollback, or a ConfigMap flipping between two files) skips Cranelift.
 const COMPILED_CACHE: usize = 8;
+/// A compile longer than this is logged at info: the operator sees why start-up waits.
+const SLOW_COMPILE: Duration = Duration::from_secs(1);
 
 /// One wasmtime engine, its linker and the epoch ticker. Cheap to share behind an `Arc`;
 /// every placer version loaded from it shares the compiled-code machinery.
@@ -31,6 +35,8 @@ pub struct PlacerRuntime {
     shared: Arc<Shared>,
     /// The last [`COMPILED_CACHE`] compiled components by SHA-256, most recent last.
     compiled: std::sync::Mutex<Vec<(String, Component)>>,
+    /// Compiled components on disk (`cache_dir`), if enabled.
+    disk: Option<DiskCache>,
 }
 
 impl std::fmt::Debug for PlacerRuntime {
@@ -74,7 +80,69 @@ impl PlacerRuntime {
             .map_err(LoadError::Engine)?;
         linker.allow_shadowing(false);
         let shared = Shared::new(engine, limits, observer).map_err(LoadError::Ticker)?;
-        Ok(PlacerRuntime { linker, shared: Arc::new(shared), compiled: std::sync::Mutex::new(Vec::new()) })
+        Ok(PlacerRuntime { linker, shared: Arc::new(shared), compiled: std::sync::Mutex::new(Vec::new()), disk: None })
+    }
+
+    /// Keeps compiled components in `dir` too (`cache_dir`), so a restart skips Cranelift.
+    ///
+    /// # Errors
+    /// The folder cannot be created, or others could write it (compiled code there runs in
+    /// placerd).
+    pub fn set_cache_dir(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.disk = Some(DiskCache::open(dir, &self.shared.engine)?);
+        Ok(())
+    }
+
+    /// Compiles `bytes` as placer `name` (or finds its compiled code in memory or in
+    /// `cache_dir`), so a [`PlacerRuntime::load`] that follows does not compile. Compiling
+    /// a 20 MB component takes seconds; it is logged when it takes over a second.
+    ///
+    /// # Errors
+    /// [`LoadError::TooLarge`], or [`LoadError::Compile`] when the bytes are not a
+    /// component.
+    pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+        let placer = name.to_string();
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooLarge { placer, size: bytes.len(), limit: MAX_COMPONENT_BYTES });
+        }
+        self.component(&placer, &hex(&Sha256::digest(bytes)), bytes).map(drop)
+    }
+
+    /// The compiled component of `bytes` (content hash `sha256`): from memory, from disk,
+    /// or compiled now (and then kept in both).
+    fn component(&self, placer: &str, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        if let Some(component) = self.cached(sha256) {
+            return Ok(component);
+        }
+        let started = Instant::now();
+        if let Some(component) = self.disk.as_ref().and_then(|d| d.get(&self.shared.engine, sha256)) {
+            tracing::debug!(
+                placer,
+                sha256 = &sha256[..12],
+                ms = started.elapsed().as_millis() as u64,
+                "compiled placer read from cache_dir"
+            );
+            self.remember(sha256, &component);
+            return Ok(component);
+        }
+        let component = Component::new(&self.shared.engine, bytes)
+            .map_err(|source| LoadError::Compile { placer: placer.to_string(), source })?;
+        let took = started.elapsed();
+        if took >= SLOW_COMPILE {
+            tracing::info!(
+                placer,
+                sha256 = &sha256[..12],
+                bytes = bytes.len(),
+                seconds = took.as_secs_f64(),
+                cached = self.disk.is_some(),
+                "compiled a large placer"
+            );
+        }
+        if let Some(disk) = &self.disk {
+            disk.put(sha256, &component);
+        }
+        self.remember(sha256, &component);
+        Ok(component)
     }
 
     /// Where timings, faults and loads are reported.
@@ -110,15 +178,7 @@ impl PlacerRuntime {
         }
         let sha256 = hex(&Sha256::digest(bytes));
         let started = Instant::now();
-        let component = match self.cached(&sha256) {
-            Some(component) => component,
-            None => {
-                let component = Component::new(&self.shared.engine, bytes)
-                    .map_err(|source| LoadError::Compile { placer: placer.clone(), source })?;
-                self.remember(&sha256, &component);
-                component
-            }
-        };
+        let component = self.component(&placer, &sha256, bytes)?;
         self.check_exports(&placer, &component)?;
         let instance_pre = self
             .linker

@@ -132,10 +132,15 @@ impl Registry {
     /// Records why `name` could not be loaded from `source` without trying to build it (a
     /// file too large, or one outside the placers folder).
     pub(crate) fn reject(&self, name: &str, source: &PlacerSource, reason: &str) {
+        self.record_failure(name, source, format!("placer `{name}`: {reason}"));
+    }
+
+    /// A version of `name` was kept out: counted, logged and kept as its `last_error`.
+    fn record_failure(&self, name: &str, source: &PlacerSource, report: String) {
         self.runtime.observer().reload(name, false);
-        tracing::warn!(placer = name, source = %source_label(source), error = reason, "placer rejected; keeping the running version");
+        tracing::warn!(placer = name, source = %source_label(source), error = %report, "placer rejected; keeping the running version");
         if let Ok(mut errors) = self.errors.lock() {
-            errors.insert(name.to_string(), format!("placer `{name}`: {reason}"));
+            errors.insert(name.to_string(), report);
         }
     }
 
@@ -201,9 +206,9 @@ impl Registry {
             tracing::warn!(placer = name, source = %source_label(&source), "placer install finished after its time limit; not published");
             return Err(LoadError::TimedOut { placer: name.into(), limit: self.time_limit });
         }
-        self.runtime.observer().reload(name, built.is_ok());
         match built {
             Ok(version) => {
+                self.runtime.observer().reload(name, true);
                 self.publish_version(name, Some(version.clone()));
                 if let Ok(mut errors) = self.errors.lock() {
                     errors.remove(name);
@@ -212,20 +217,17 @@ impl Registry {
                 Ok(version)
             }
             Err(e) => {
-                let report = e.report();
-                tracing::warn!(placer = name, source = %source_label(&source), error = %report, "placer rejected; keeping the running version");
-                if let Ok(mut errors) = self.errors.lock() {
-                    errors.insert(name.to_string(), report);
-                }
+                self.record_failure(name, &source, e.report());
                 Err(e)
             }
         }
     }
 
-    /// [`Registry::install`] on a blocking thread, given up after the time limit
+    /// [`Registry::install`] on blocking threads: first the compile (or its cached code),
+    /// which takes as long as it takes (seconds for a 20 MB component, logged), then
+    /// instantiation, `configure` and the sample placements, given up after the time limit
     /// ([`VALIDATE_TIME_LIMIT`]); a version given up is never published. Waits first for
-    /// an install of the same name and for a compile slot ([`MAX_COMPILES`]); the limit
-    /// counts from then.
+    /// an install of the same name and for a compile slot ([`MAX_COMPILES`]).
     ///
     /// # Errors
     /// The [`LoadError`], or [`LoadError::TimedOut`] when the time limit passed.
@@ -243,8 +245,24 @@ impl Registry {
         let Ok(slot) = self.compiles.clone().acquire_owned().await else {
             unreachable!("the compile semaphore is never closed")
         };
+        // 1. Compile: no time limit (compiling is not validating).
+        let (runtime, owned) = (self.runtime.clone(), name.to_string());
+        let compiled = tokio::task::spawn_blocking(move || runtime.precompile(&owned, &bytes).map(|()| bytes)).await;
+        let bytes = match compiled {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
+                self.record_failure(name, &source, e.report());
+                return Err(e);
+            }
+            Err(join) => {
+                let reason = format!("compile task failed: {join}");
+                return Err(LoadError::Validation { placer: name.into(), reason, fault: None });
+            }
+        };
+        // 2. Validate within the time limit, then publish unless given up.
         let ticket = Arc::new(Ticket::default());
         let (registry, owned, decided) = (self.clone(), name.to_string(), ticket.clone());
+        let shown = source.clone();
         // The locks go with the blocking task: a compile given up still holds its name and
         // its slot until it really ends.
         let task = tokio::task::spawn_blocking(move || {
@@ -259,11 +277,7 @@ impl Registry {
             Err(_) if !ticket.claim(ABANDONED) => task.await,
             Err(_) => {
                 let error = LoadError::TimedOut { placer: name.into(), limit: self.time_limit };
-                self.runtime.observer().reload(name, false);
-                tracing::warn!(placer = name, error = %error.report(), "placer install given up; it will not be published");
-                if let Ok(mut errors) = self.errors.lock() {
-                    errors.insert(name.to_string(), error.report());
-                }
+                self.record_failure(name, &shown, error.report());
                 return Err(error);
             }
         };
@@ -338,7 +352,7 @@ mod tests {
         assert!(
             r.infos()
                 .iter()
-                .any(|i| i.name == "late" && i.last_error.as_deref().is_some_and(|e| e.contains("took longer than")))
+                .any(|i| i.name == "late" && i.last_error.as_deref().is_some_and(|e| e.contains("longer than")))
         );
     }
 

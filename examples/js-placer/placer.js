@@ -1,0 +1,57 @@
+// A placer in JavaScript: power of two choices.
+//
+// For each call, two runners are picked from the call's own `random` value (so the same
+// call gets the same order in `placerd simulate` and in production), and the less loaded
+// of the two goes first, then the other, then the rest from least to most loaded. Load is
+// calls in flight from this host plus what the runner reports, plus a penalty for recent
+// busy refusals; unhealthy runners go last. Two random choices spread load nearly as well
+// as looking at every runner, at a fraction of the cost (Mitzenmacher, "The Power of Two
+// Choices in Randomized Load Balancing").
+//
+// Build (from this folder, with componentize-js 0.23.0):
+//
+//   componentize-js --wit ../../wit --world-name placer -d http fetch-event -o js_placer.wasm placer.js
+
+// Columns of `loads`, in the order of the contract's `load-column` enum.
+const IN_FLIGHT = 0, REPORTED_ACTIVE = 1, RECENT_REFUSALS = 2, HEALTHY = 3;
+
+let n = 0;
+let refusalPenalty = 4;
+
+export function configure(config) {
+  for (const [key, value] of config) {
+    if (key !== "refusal_penalty") {
+      throw `unknown config key "${key}" (this placer takes refusal_penalty)`;
+    }
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < 0) {
+      throw `refusal_penalty: expected a whole number >= 0, got "${value}"`;
+    }
+    refusalPenalty = parsed;
+  }
+}
+
+export function setRunners(generation, runners) {
+  n = runners.length;
+}
+
+export function place(call, loads) {
+  if (n === 0 || loads.length < (HEALTHY + 1) * n) return [];
+  const column = (c, i) => loads[c * n + i];
+  const load = (i) =>
+    column(IN_FLIGHT, i) + column(REPORTED_ACTIVE, i) + refusalPenalty * column(RECENT_REFUSALS, i);
+  const healthy = (i) => column(HEALTHY, i) !== 0;
+  // Unhealthy last, then by load; ties keep index order.
+  const better = (a, b) => (healthy(b) - healthy(a)) || (load(a) - load(b)) || (a - b);
+
+  // Two distinct runners from the call's random value (a BigInt: u64).
+  const r = BigInt.asUintN(64, call.random);
+  const a = Number(r % BigInt(n));
+  let b = Number((r >> 32n) % BigInt(n));
+  if (n > 1 && b === a) b = (a + 1) % n;
+  const pair = n > 1 ? [a, b].sort(better) : [a];
+  const rest = [];
+  for (let i = 0; i < n; i++) if (!pair.includes(i)) rest.push(i);
+  rest.sort(better);
+  return new Uint32Array(pair.concat(rest));
+}

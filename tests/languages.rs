@@ -1,0 +1,178 @@
+//! Placers in other languages, built with the public toolchains at pinned versions and
+//! served from `placers_dir`: `examples/python-placer` (componentize-py) as the default
+//! placer and `examples/js-placer` (componentize-js) on a route. The toolchains are
+//! installed on first use into a cache folder under the build's target directory (a
+//! Python venv, an npm prefix): nothing global, nothing assumed on PATH but `python3` and
+//! `npm` themselves.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use common::{runner, send, start_with};
+use hyper::StatusCode;
+
+const COMPONENTIZE_PY: &str = "0.25.1";
+const COMPONENTIZE_JS: &str = "0.23.0";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The toolchain cache: kept with the build's target directory, so a warm CI keeps it.
+fn toolchains() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("placer-toolchains")
+}
+
+fn run(command: &mut Command, what: &str) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `componentize-py` of the pinned version, installed into its own venv once.
+fn componentize_py() -> PathBuf {
+    let venv = toolchains().join(format!("componentize-py-{COMPONENTIZE_PY}"));
+    let bin = venv.join("bin/componentize-py");
+    if !bin.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating a Python venv");
+        run(
+            Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("componentize-py=={COMPONENTIZE_PY}")]),
+            "pip install componentize-py",
+        );
+    }
+    bin
+}
+
+/// `componentize-js` of the pinned version, installed into its own npm prefix once.
+fn componentize_js() -> PathBuf {
+    let prefix = toolchains().join(format!("componentize-js-{COMPONENTIZE_JS}"));
+    let bin = prefix.join("node_modules/.bin/componentize-js");
+    if !bin.exists() {
+        let _ = std::fs::remove_dir_all(&prefix);
+        std::fs::create_dir_all(&prefix).expect("npm prefix");
+        run(
+            Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&prefix)
+                .arg(format!("@bytecodealliance/componentize-js@{COMPONENTIZE_JS}")),
+            "npm install componentize-js",
+        );
+    }
+    bin
+}
+
+/// Builds `examples/python-placer` by its documented command, into `out`.
+fn build_python(out: &Path) -> Vec<u8> {
+    let example = repo().join("examples/python-placer");
+    let wasm = out.join("python_placer.wasm");
+    run(
+        Command::new(componentize_py())
+            .current_dir(&example)
+            .args(["-d", "../../wit", "-w", "placer", "componentize", "app", "-o"])
+            .arg(&wasm),
+        "building examples/python-placer",
+    );
+    std::fs::read(&wasm).expect("python component")
+}
+
+/// Builds `examples/js-placer` by its documented command, into `out`.
+fn build_js(out: &Path) -> Vec<u8> {
+    let example = repo().join("examples/js-placer");
+    let wasm = out.join("js_placer.wasm");
+    run(
+        Command::new(componentize_js())
+            .current_dir(&example)
+            .args(["--wit", "../../wit", "--world-name", "placer", "-d", "http", "fetch-event", "-o"])
+            .arg(&wasm)
+            .arg("placer.js"),
+        "building examples/js-placer",
+    );
+    std::fs::read(&wasm).expect("js component")
+}
+
+/// The runner that served each of `calls` calls of `app`'s functions `fn-0 .. fn-{fns}`,
+/// checking every call was placed by `placer`.
+async fn placements(addr: std::net::SocketAddr, app: &str, fns: usize, calls: usize, placer: &str) -> Vec<String> {
+    let mut served = Vec::new();
+    for i in 0..calls {
+        let r = send(addr, "POST", &format!("/t/{app}/fn-{}", i % fns), &[], b"x").await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert!(r.header("fn-placer").starts_with(&format!("{placer}/")), "placed by {}", r.header("fn-placer"));
+        served.push(r.header("fn-runner").to_string());
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart_from_the_cache() {
+    let built = tempfile::tempdir().expect("tempdir");
+    let (python, js) = (build_python(built.path()), build_js(built.path()));
+    let runners = [runner(64, "r1").await, runner(64, "r2").await, runner(64, "r3").await];
+    let addresses: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let folder = tempfile::tempdir().expect("placers");
+    std::fs::write(folder.path().join("bounded.wasm"), &python).expect("python placer");
+    std::fs::write(folder.path().join("p2c.wasm"), &js).expect("js placer");
+    let configure = |c: &mut placerd::config::Config| {
+        c.placers_dir = folder.path().to_path_buf();
+        c.cache_dir = Some(cache.path().to_path_buf());
+        c.routes = vec![placerd::config::Route { app: Some("spread".into()), fn_id: None, placer: "p2c".into() }];
+    };
+
+    // First start: both compiled (seconds each), and serving only once they are loaded, so
+    // the Python placer can be the default placer.
+    let started = Instant::now();
+    let p = start_with(addresses.clone(), "bounded", |_| {}, configure).await;
+    let first_start = started.elapsed();
+    // Consistent hashing with bounded loads: one function, one runner (calls run one at a
+    // time, so no runner is ever over the bound).
+    let served = placements(p.addr, "app", 1, 12, "bounded").await;
+    assert!(served.iter().all(|r| r == &served[0]), "a function moved between runners: {served:?}");
+    let by_function = placements(p.addr, "app", 30, 30, "bounded").await;
+    let distinct: std::collections::HashSet<_> = by_function.iter().collect();
+    assert!(distinct.len() >= 2, "30 functions all on one runner: {by_function:?}");
+    // Power of two choices from each call's random value: calls spread.
+    let spread = placements(p.addr, "spread", 1, 30, "p2c").await;
+    let distinct: std::collections::HashSet<_> = spread.iter().collect();
+    assert!(distinct.len() >= 2, "p2c sent 30 calls to one runner: {spread:?}");
+
+    // The compiled code is on disk, one entry per component.
+    let entries = || {
+        let mut e: Vec<(PathBuf, std::time::SystemTime)> = std::fs::read_dir(cache.path())
+            .expect("cache")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .map(|p| {
+                let modified = std::fs::metadata(&p).and_then(|m| m.modified()).expect("mtime");
+                (p, modified)
+            })
+            .collect();
+        e.sort();
+        e
+    };
+    let cached = entries();
+    let shas = [common::sha256_hex(&python), common::sha256_hex(&js)];
+    for sha in &shas {
+        assert!(cached.iter().any(|(p, _)| p.to_string_lossy().contains(sha.as_str())), "{sha} not cached: {cached:?}");
+    }
+    drop(p);
+
+    // Restart: the compiled code is read back, not rebuilt (the entries are untouched).
+    let started = Instant::now();
+    let p = start_with(addresses, "bounded", |_| {}, configure).await;
+    let restart = started.elapsed();
+    assert_eq!(placements(p.addr, "app", 1, 3, "bounded").await.len(), 3);
+    assert_eq!(placements(p.addr, "spread", 1, 3, "p2c").await.len(), 3);
+    assert_eq!(entries(), cached, "the restart compiled again instead of using cache_dir");
+    eprintln!("first start {first_start:?} (compiling both), restart {restart:?} (from cache_dir)");
+}
