@@ -26,6 +26,9 @@ fn toolchains() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("placer-toolchains")
 }
 
+/// One toolchain install at a time (the tests of this file share the cache).
+static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(command: &mut Command, what: &str) {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
     assert!(
@@ -41,6 +44,7 @@ fn run(command: &mut Command, what: &str) {
 fn componentize_py() -> PathBuf {
     let venv = toolchains().join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let bin = venv.join("bin/componentize-py");
+    let _one = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !bin.exists() {
         let _ = std::fs::remove_dir_all(&venv);
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating a Python venv");
@@ -56,6 +60,7 @@ fn componentize_py() -> PathBuf {
 fn componentize_js() -> PathBuf {
     let prefix = toolchains().join(format!("componentize-js-{COMPONENTIZE_JS}"));
     let bin = prefix.join("node_modules/.bin/componentize-js");
+    let _one = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !bin.exists() {
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(&prefix).expect("npm prefix");
@@ -175,4 +180,75 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     assert_eq!(placements(p.addr, "spread", 1, 3, "p2c").await.len(), 3);
     assert_eq!(entries(), cached, "the restart compiled again instead of using cache_dir");
     eprintln!("first start {first_start:?} (compiling both), restart {restart:?} (from cache_dir)");
+}
+
+/// Runs `placerd check` on `wasm` and returns its output.
+fn check(wasm: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_placerd")).arg("check").arg(wasm).output().expect("placerd check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "placerd check {} failed:\n{text}", wasm.display());
+    text
+}
+
+#[test]
+fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let new = |name: &str, lang: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_placerd"))
+            .args(["new", name, "--lang", lang, "--dir"])
+            .arg(dir.path())
+            .output()
+            .expect("placerd new");
+        assert!(out.status.success(), "placerd new: {}", String::from_utf8_lossy(&out.stderr));
+        dir.path().join(name)
+    };
+    let mut orders = Vec::new();
+
+    // Rust: `cargo build --release`, in a target directory kept with this build's.
+    let rust = new("my-rust", "rust");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(&rust).args(["build", "--release", "--quiet"]);
+    // The outer build's settings are for the host and must not leak in.
+    for var in
+        ["RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"]
+    {
+        cargo.env_remove(var);
+    }
+    cargo.env("CARGO_TARGET_DIR", toolchains().join("scaffold-target"));
+    run(&mut cargo, "cargo build --release of the Rust scaffold");
+    let wasm = toolchains().join("scaffold-target/wasm32-wasip2/release/my_rust.wasm");
+    orders.push(check(&wasm));
+
+    // Python: the one componentize-py command of its README.
+    let python = new("my-py", "python");
+    run(
+        Command::new(componentize_py()).current_dir(&python).args([
+            "-d",
+            "wit",
+            "-w",
+            "placer",
+            "componentize",
+            "app",
+            "-o",
+            "my-py.wasm",
+        ]),
+        "building the Python scaffold",
+    );
+    orders.push(check(&python.join("my-py.wasm")));
+
+    // JavaScript: `npm run build` (its package.json's script), with the pinned
+    // componentize-js from the cache on PATH instead of an `npm install` per project.
+    let js = new("my-js", "js");
+    let bin = componentize_js().parent().expect("bin dir").to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("PATH");
+    run(Command::new("npm").current_dir(&js).args(["run", "--silent", "build"]).env("PATH", path), "npm run build");
+    orders.push(check(&js.join("my-js.wasm")));
+
+    // The three templates are one algorithm: they order the sample calls alike.
+    let lines = |text: &str| text.lines().filter(|l| l.contains("seq=")).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(lines(&orders[0]), lines(&orders[1]), "Rust and Python templates disagree");
+    assert_eq!(lines(&orders[0]), lines(&orders[2]), "Rust and JavaScript templates disagree");
 }

@@ -39,6 +39,7 @@ pub mod placer;
 pub mod proxy;
 pub mod reload;
 pub mod runner;
+pub mod scaffold;
 pub mod server;
 pub mod simulate;
 pub mod throttle;

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
-use placerd::config::FileConfig;
+use placerd::config::{Config, FileConfig};
 use placerd::placer::{BUILTINS, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
 use placerd::runner::reference::{self, RunnerHandle, RunnerOptions, RunnerStats};
 use placerd::simulate::html::{page, svg as chart};
@@ -159,18 +159,37 @@ enum Command {
         /// A `key=value` pair for the placer's configure (repeatable).
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_pair)]
         config: Vec<(String, String)>,
-        /// CPU budget of one place call, in milliseconds (placer_budget_ms).
-        #[arg(long, default_value_t = 5)]
-        budget_ms: u64,
-        /// Memory cap per instance, in bytes (placer_memory_limit_bytes).
-        #[arg(long, default_value_t = 16 << 20)]
-        memory_limit_bytes: usize,
+        /// Check with what a placerd.toml gives this placer: its `[placers.NAME.config]`
+        /// (before any --config pairs) and its sandbox limits.
+        #[arg(long, value_name = "PLACERD.TOML")]
+        config_file: Option<PathBuf>,
+        /// CPU budget of one place call, in milliseconds (placer_budget_ms; default 5, or
+        /// the config file's).
+        #[arg(long)]
+        budget_ms: Option<u64>,
+        /// Memory cap per instance, in bytes (placer_memory_limit_bytes; default 16 MiB, or
+        /// the config file's).
+        #[arg(long)]
+        memory_limit_bytes: Option<usize>,
         /// After the check, time `place` through the sandbox (p50, p99) and report memory.
         #[arg(long)]
         bench: bool,
         /// Runners in the set `--bench` places over.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000), requires = "bench")]
         runners: u32,
+    },
+    /// Scaffold a placer project in ./NAME that builds with one command and passes
+    /// `placerd check` as it is.
+    New {
+        /// The placer's name (and the project's folder).
+        name: String,
+        /// rust (on the placerd-placer SDK), python (componentize-py) or js
+        /// (componentize-js).
+        #[arg(long, default_value = "rust")]
+        lang: placerd::scaffold::Lang,
+        /// Where to create the project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -331,12 +350,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Check { file, builtin: name, config, budget_ms, memory_limit_bytes, bench, runners } => {
-            let limits = SandboxLimits {
-                budget: Duration::from_millis(budget_ms),
-                memory_limit_bytes,
-                ..SandboxLimits::default()
-            };
+        Command::Check { file, builtin: name, config, config_file, budget_ms, memory_limit_bytes, bench, runners } => {
             // A bare built-in name (`check consistent-hash`) checks the built-in.
             let (file, name) = match (file, name) {
                 (Some(path), None) if !path.exists() && path.to_str().is_some_and(|p| builtin(p).is_some()) => {
@@ -344,7 +358,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 other => other,
             };
-            check(file, name, config, limits, bench.then_some(runners as usize))
+            let from_file = match &config_file {
+                Some(path) => {
+                    let text =
+                        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    Some(Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+                }
+                None => None,
+            };
+            let file_limits = from_file.as_ref().map_or_else(SandboxLimits::default, |c| c.sandbox);
+            let limits = SandboxLimits {
+                budget: budget_ms.map_or(file_limits.budget, Duration::from_millis),
+                memory_limit_bytes: memory_limit_bytes.unwrap_or(file_limits.memory_limit_bytes),
+                ..SandboxLimits::default()
+            };
+            let placer_name = file
+                .as_deref()
+                .and_then(|p| p.file_stem())
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+                .or_else(|| name.clone())
+                .unwrap_or_default();
+            let mut pairs = from_file.and_then(|mut c| c.placer_config.remove(&placer_name)).unwrap_or_default();
+            pairs.extend(config);
+            check(file, name, pairs, limits, bench.then_some(runners as usize))
+        }
+        Command::New { name, lang, dir } => {
+            let root = placerd::scaffold::create(&dir, &name, lang).map_err(|e| anyhow::anyhow!("new: {e}"))?;
+            println!("created {} ({lang:?} placer `{name}`)", root.display());
+            println!("build it:  cd {} && {}", root.display(), placerd::scaffold::build_command(lang, &name));
+            println!("check it:  placerd check {}   (see its README.md)", placerd::scaffold::artifact(lang, &name));
+            Ok(())
         }
     }
 }
