@@ -115,3 +115,26 @@ fn bench_reports_place_percentiles_and_memory_for_a_builtin_and_a_0_1_component(
     assert!(String::from_utf8_lossy(&legacy.stdout).contains("contract 0.1.0"));
     assert!(String::from_utf8_lossy(&builtin.stdout).contains("contract 0.2.0"));
 }
+
+#[test]
+fn config_file_gives_the_placer_its_table_and_config_flags_replace_its_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = dir.path().join("placerd.toml");
+    std::fs::write(&toml, "placer_budget_ms = 200\n[placers.consistent-hash.config]\nmax_load_factor = \"0.5\"\n")
+        .expect("write");
+    let path = toml.to_str().expect("utf-8 path");
+    // The file's table reaches configure: 0.5 is refused by consistent-hash.
+    let out = check(&["consistent-hash", "--config-file", path], Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted a bad max_load_factor from the file");
+    assert!(stderr.contains("max_load_factor"), "{stderr}");
+    // A --config pair replaces the file's value of its key.
+    let out =
+        check(&["consistent-hash", "--config-file", path, "--config", "max_load_factor=1.5"], Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A config file that does not parse is an error naming the file.
+    std::fs::write(&toml, "lisen = 1").expect("write");
+    let out = check(&["naive", "--config-file", path], Duration::from_secs(60));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("placerd.toml"));
+}

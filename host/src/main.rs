@@ -160,7 +160,7 @@ enum Command {
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_pair)]
         config: Vec<(String, String)>,
         /// Check with what a placerd.toml gives this placer: its `[placers.NAME.config]`
-        /// (before any --config pairs) and its sandbox limits.
+        /// (a --config pair replaces its key) and its sandbox limits.
         #[arg(long, value_name = "PLACERD.TOML")]
         config_file: Option<PathBuf>,
         /// CPU budget of one place call, in milliseconds (placer_budget_ms; default 5, or
@@ -379,7 +379,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(str::to_string)
                 .or_else(|| name.clone())
                 .unwrap_or_default();
+            // The file's table, with --config pairs replacing its keys.
             let mut pairs = from_file.and_then(|mut c| c.placer_config.remove(&placer_name)).unwrap_or_default();
+            pairs.retain(|(key, _)| !config.iter().any(|(k, _)| k == key));
             pairs.extend(config);
             check(file, name, pairs, limits, bench.then_some(runners as usize))
         }
