@@ -189,6 +189,7 @@ fn the_example_config_is_valid_and_documents_every_key() {
         "admin_token_file",
         "default_placer",
         "placers_dir",
+        "cache_dir",
         "max_body_bytes",
         "body_timeout_ms",
         "max_connections",
