@@ -8,6 +8,9 @@
 // as looking at every runner, at a fraction of the cost (Mitzenmacher, "The Power of Two
 // Choices in Randomized Load Balancing").
 //
+// Its interpreter's heap grows to whatever the cap allows before it collects: serve it
+// with placer_memory_limit_bytes = 67108864 (64 MiB); see docs/placers.md.
+//
 // Build (from this folder, with componentize-js 0.23.0):
 //
 //   componentize-js --wit ../../wit --world-name placer -d http fetch-event -o js_placer.wasm placer.js
@@ -36,22 +39,32 @@ export function setRunners(generation, runners) {
 }
 
 export function place(call, loads) {
-  if (n === 0 || loads.length < (HEALTHY + 1) * n) return [];
-  const column = (c, i) => loads[c * n + i];
-  const load = (i) =>
-    column(IN_FLIGHT, i) + column(REPORTED_ACTIVE, i) + refusalPenalty * column(RECENT_REFUSALS, i);
-  const healthy = (i) => column(HEALTHY, i) !== 0;
-  // Unhealthy last, then by load; ties keep index order.
-  const better = (a, b) => (healthy(b) - healthy(a)) || (load(a) - load(b)) || (a - b);
-
+  if (n === 0 || loads.length < (HEALTHY + 1) * n) return new Uint32Array(0);
+  // One score per runner, computed once: unhealthy runners score past every healthy one,
+  // and the index breaks ties.
+  const score = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const load = loads[IN_FLIGHT * n + i] + loads[REPORTED_ACTIVE * n + i] + refusalPenalty * loads[RECENT_REFUSALS * n + i];
+    score[i] = (loads[HEALTHY * n + i] === 0 ? 2 ** 40 : 0) + load * n + i;
+  }
   // Two distinct runners from the call's random value (a BigInt: u64).
   const r = BigInt.asUintN(64, call.random);
   const a = Number(r % BigInt(n));
   let b = Number((r >> 32n) % BigInt(n));
   if (n > 1 && b === a) b = (a + 1) % n;
-  const pair = n > 1 ? [a, b].sort(better) : [a];
-  const rest = [];
-  for (let i = 0; i < n; i++) if (!pair.includes(i)) rest.push(i);
-  rest.sort(better);
-  return new Uint32Array(pair.concat(rest));
+  const order = new Uint32Array(n);
+  let k = 0;
+  if (n > 1 && score[b] < score[a]) {
+    order[k++] = b;
+    order[k++] = a;
+  } else {
+    order[k++] = a;
+    if (n > 1) order[k++] = b;
+  }
+  // The rest, least loaded first.
+  const rest = new Uint32Array(n - k);
+  for (let i = 0, j = 0; i < n; i++) if (i !== a && (n === 1 || i !== b)) rest[j++] = i;
+  rest.sort((x, y) => score[x] - score[y]);
+  order.set(rest, k);
+  return order;
 }

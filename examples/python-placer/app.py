@@ -1,9 +1,11 @@
-"""A placer in Python: consistent hashing with bounded loads.
+"""A placer in Python: rendezvous hashing with bounded loads.
 
-Each function keeps to its runner on a hash ring (its warm containers stay useful) until
-that runner carries more than `max_load_factor` times the average calls in flight; then
-the call walks on to the next runner on the ring with room (Mirrokni, Thorup and
-Zadimoghaddam, "Consistent Hashing with Bounded Loads"). Unhealthy runners go last.
+Each function keeps to its own runner (its warm containers stay useful) until that runner
+carries more than `max_load_factor` times the average calls in flight; then the call goes
+to the function's next runner with room. A function's runners are ranked by rendezvous
+(highest random weight) hashing, so adding or removing a runner moves only the functions
+whose first choice it is; the load bound is the one of "Consistent Hashing with Bounded
+Loads" (Mirrokni, Thorup and Zadimoghaddam). Unhealthy runners go last.
 
 Build (from this folder, with componentize-py 0.25.1):
 
@@ -15,9 +17,6 @@ from componentize_py_types import Err
 
 # Columns of `loads`, in the order of the contract's `load-column` enum.
 IN_FLIGHT, REPORTED_ACTIVE, RECENT_REFUSALS, HEALTHY = 0, 1, 2, 3
-
-# Virtual points per runner on the ring: more points, smoother shares.
-POINTS = 40
 MASK = (1 << 64) - 1
 
 
@@ -38,7 +37,7 @@ def text_hash(text):
 
 
 factor = 1.25
-ring = []  # sorted (point, runner index)
+runner_hashes = []  # one per runner, from its address: stable across set changes
 n = 0
 
 
@@ -56,47 +55,24 @@ class WitWorld(wit_world.WitWorld):
                 raise Err(f"max_load_factor: must be at least 1.0, got {value}")
 
     def set_runners(self, generation, runners):
-        # Points come from the runner's address, so a runner keeps its arcs of the ring
-        # when others join or leave.
-        global ring, n
+        global runner_hashes, n
         n = len(runners)
-        ring = sorted(
-            (mix(text_hash(r.address) ^ p), i) for i, r in enumerate(runners) for p in range(POINTS)
-        )
+        runner_hashes = [text_hash(r.address) for r in runners]
 
     def place(self, call, loads):
         if n == 0 or len(loads) < (HEALTHY + 1) * n:
             return []
         in_flight = loads[IN_FLIGHT * n:(IN_FLIGHT + 1) * n]
         healthy = loads[HEALTHY * n:(HEALTHY + 1) * n]
+        # The function's runners, best first: highest weight of (function, runner).
+        key = call.slot_hash
+        weights = [((key ^ h) * 0x9E3779B97F4A7C15) & MASK for h in runner_hashes]
+        ranked = sorted(range(n), key=weights.__getitem__, reverse=True)
         # The bound: factor x the average, counting this call, at least 1.
         bound = max(1.0, factor * (sum(in_flight) + 1) / n)
-        start = first_point(call.slot_hash)
-        order, seen, over = [], set(), []
-        for k in range(len(ring)):
-            runner = ring[(start + k) % len(ring)][1]
-            if runner in seen:
-                continue
-            seen.add(runner)
-            if healthy[runner] and in_flight[runner] + 1 <= bound:
-                order.append(runner)
-            else:
-                over.append(runner)
-            if len(seen) == n:
-                break
+        room = [i for i in ranked if healthy[i] and in_flight[i] + 1 <= bound]
         # Over the bound or unhealthy: still tried, after every runner with room; healthy
         # ones first.
-        order += [r for r in over if healthy[r]] + [r for r in over if not healthy[r]]
-        return order
-
-
-def first_point(key_hash):
-    """Index of the first ring point at or after `key_hash` (binary search)."""
-    lo, hi = 0, len(ring)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ring[mid][0] < key_hash:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo % len(ring)
+        full = [i for i in ranked if healthy[i] and in_flight[i] + 1 > bound]
+        sick = [i for i in ranked if not healthy[i]]
+        return room + full + sick

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use placerd::config::{Config, FileConfig};
-use placerd::placer::{BUILTINS, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
+use placerd::placer::{BUILTINS, FaultPolicy, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
 use placerd::runner::reference::{self, RunnerHandle, RunnerOptions, RunnerStats};
 use placerd::simulate::html::{page, svg as chart};
 use placerd::simulate::{Contender, Event, KeyDist, Workload, simulate, table, trace_keys};
@@ -370,6 +370,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let limits = SandboxLimits {
                 budget: budget_ms.map_or(file_limits.budget, Duration::from_millis),
                 memory_limit_bytes: memory_limit_bytes.unwrap_or(file_limits.memory_limit_bytes),
+                // Check reports every fault itself; quarantine would only hide the placer
+                // from the rest of the bench.
+                fault_policy: FaultPolicy {
+                    quarantine_after: u32::MAX,
+                    rate_min_faults: u32::MAX,
+                    ..FaultPolicy::default()
+                },
                 ..SandboxLimits::default()
             };
             let placer_name = file
