@@ -2,7 +2,9 @@
 //! (`runner::discovery`).
 //!
 //! Creating, writing, renaming and removing a file count as a change, and changes are
-//! debounced ([`DEBOUNCE`] of quiet). Reads and metadata do not count: opening or closing
+//! debounced: [`DEBOUNCE`] of quiet while a file may still be written, only [`SETTLE`]
+//! after an event that ends a write (close after writing, rename, remove), so a placer
+//! renamed into place is picked up at once. Reads and metadata do not count: opening or closing
 //! a file unwritten is reported too (inotify's `IN_OPEN`, `IN_CLOSE_NOWRITE`), and so is
 //! an access time or mode change (`IN_ATTRIB`); counting them would make every rescan,
 //! which reads the files, trigger the next one. Callers then re-read what they care about
@@ -16,8 +18,12 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 
-/// Quiet time after the last event before a change is reported.
+/// Quiet time after the last event before a change is reported, while a file may still
+/// be being written.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Quiet time after an event that ends a write (a file closed after writing, renamed into
+/// place, or removed): only long enough to take the rest of its burst along.
+pub const SETTLE: Duration = Duration::from_millis(5);
 
 /// A running folder watch; dropping it stops watching and the task that reacts.
 pub struct FolderWatch {
@@ -47,10 +53,12 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| may_change(&e.kind)) {
-            let _ = tx.send(());
+        if let Ok(e) = event
+            && may_change(&e.kind)
+        {
+            let _ = tx.send(ends_a_write(&e.kind));
         }
     })
     .map_err(std::io::Error::other)?;
@@ -61,6 +69,18 @@ where
         }
     });
     Ok(FolderWatch { _watcher: watcher, task })
+}
+
+/// True for events after which the file is whole: closed after writing, renamed (an
+/// atomic replace, a Kubernetes `..data` swap) or removed. A create or a write in progress
+/// is not: more may follow.
+fn ends_a_write(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_)
+    )
 }
 
 /// True for a create, a write, a rename or a remove; false for reads (open, close without
@@ -75,15 +95,14 @@ fn may_change(kind: &EventKind) -> bool {
     }
 }
 
-/// Waits for an event, then until the folder has been quiet for [`DEBOUNCE`]. False once
-/// the watcher is gone.
-async fn changed(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> bool {
-    if rx.recv().await.is_none() {
-        return false;
-    }
+/// Waits for an event, then until the folder has been quiet for [`DEBOUNCE`] (or only
+/// [`SETTLE`] when the last event ended a write). False once the watcher is gone.
+async fn changed(rx: &mut tokio::sync::mpsc::UnboundedReceiver<bool>) -> bool {
+    let Some(mut ended) = rx.recv().await else { return false };
     loop {
-        match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-            Ok(Some(())) => continue,
+        let quiet = if ended { SETTLE } else { DEBOUNCE };
+        match tokio::time::timeout(quiet, rx.recv()).await {
+            Ok(Some(e)) => ended = e,
             Ok(None) => return false,
             Err(_) => return true,
         }
@@ -96,6 +115,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_rename_a_close_after_writing_or_a_remove_ends_a_write_and_a_create_does_not() {
+        use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+        assert!(ends_a_write(&EventKind::Modify(ModifyKind::Name(RenameMode::To))));
+        assert!(ends_a_write(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
+        assert!(ends_a_write(&EventKind::Remove(RemoveKind::File)));
+        assert!(!ends_a_write(&EventKind::Create(CreateKind::File)));
+        assert!(!ends_a_write(&EventKind::Modify(ModifyKind::Data(DataChange::Content))));
+    }
 
     #[tokio::test]
     async fn reading_files_is_not_a_change_and_writing_one_is() {
