@@ -524,7 +524,12 @@ fn check(
         }
         (None, None) => bail!("give a FILE.wasm or --builtin NAME"),
     };
-    let runtime = PlacerRuntime::new(limits)?;
+    let mut runtime = PlacerRuntime::new(limits)?;
+    // The same compile cache as `serve` (its default folder): checking a 20 MB Python or
+    // JavaScript placer again, or serving it after a check, skips Cranelift.
+    if let Some(dir) = placerd::placer::default_cache_dir() {
+        let _ = runtime.set_cache_dir(&dir);
+    }
     let version = runtime.load(&name, source, &bytes, config).context("check failed")?;
     let report = version.check().context("check failed")?;
     println!("ok: placer `{name}` implements placerd:placer/placer (sha256 {})", &version.sha256()[..16]);

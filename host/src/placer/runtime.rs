@@ -194,8 +194,8 @@ impl PlacerRuntime {
             placer = name,
             sha256 = &sha256[..12],
             contract = contract.version(),
-            compile_ms = started.elapsed().as_millis() as u64,
-            "compiled placer"
+            ms = started.elapsed().as_millis() as u64,
+            "loaded placer (compiled code from memory, cache_dir or Cranelift)"
         );
         let version = PlacerVersion::new(name, source, sha256, config, pre, self.shared.clone());
         version.warm_up()?;
