@@ -82,6 +82,7 @@ fn build_python(out: &Path) -> Vec<u8> {
     run(
         Command::new(componentize_py())
             .current_dir(&example)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .args(["-d", "../../wit", "-w", "placer", "componentize", "app", "-o"])
             .arg(&wasm),
         "building examples/python-placer",
