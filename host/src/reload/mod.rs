@@ -335,17 +335,24 @@ mod tests {
     use crate::placer::{SandboxLimits, builtin};
 
     fn registry(limit: Duration) -> Arc<Registry> {
-        let runtime = Arc::new(PlacerRuntime::new(SandboxLimits::default()).expect("runtime"));
+        // A roomy budget: wall-clock, and these run beside other tests.
+        let limits = SandboxLimits { budget: Duration::from_secs(1), ..SandboxLimits::default() };
+        let runtime = Arc::new(PlacerRuntime::new(limits).expect("runtime"));
         Arc::new(Registry::new(runtime, BTreeMap::new()).expect("built-ins").with_time_limit(limit))
     }
 
     #[tokio::test]
     async fn an_install_given_up_at_its_time_limit_is_never_published() {
-        let r = registry(Duration::ZERO);
-        let bytes = builtin("naive").expect("embedded").to_vec();
-        let e = r.install_async("late", PlacerSource::Admin, bytes.clone()).await.expect_err("no time at all");
+        let r = registry(Duration::from_millis(20));
+        // The `loops-forever` fixture spins in `place` until its budget (1 s here) stops it:
+        // its first sample placement alone is far past the 20 ms limit, however the
+        // threads are scheduled.
+        let fixtures = std::path::Path::new(env!("PLACERD_FIXTURES_DIR"));
+        let bytes = std::fs::read(fixtures.join("loops-forever.wasm")).expect("fixture");
+        let e = r.install_async("late", PlacerSource::Admin, bytes).await.expect_err("too slow to validate");
         assert!(matches!(e, LoadError::TimedOut { .. }), "{e}");
-        // The compile ran on; once it is over (the name's lock is free) nothing was published.
+        // The validation ran on; once it is over (the name's lock is free) nothing was
+        // published.
         let lock = r.installing.lock().expect("lock").get("late").cloned().expect("entry");
         let _done = lock.lock().await;
         assert!(r.get("late").is_none(), "published after it was given up");
