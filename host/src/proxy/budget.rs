@@ -4,7 +4,6 @@
 //! call ends; a reservation that would pass the limit is refused, and the client gets 503
 //! with `Retry-After` instead of placerd's memory growing with every stalled upload.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The bytes held now and the limit.
@@ -16,8 +15,8 @@ pub(crate) struct BodyBudget {
 
 impl BodyBudget {
     /// A budget of `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(BodyBudget { used: AtomicUsize::new(0), limit })
+    pub(crate) fn new(limit: usize) -> Self {
+        BodyBudget { used: AtomicUsize::new(0), limit }
     }
 
     /// Bytes reserved now, across all calls.
@@ -27,8 +26,8 @@ impl BodyBudget {
     }
 
     /// An empty reservation, grown with [`Held::grow`].
-    pub(crate) fn hold(self: &Arc<Self>) -> Held {
-        Held { budget: self.clone(), bytes: 0 }
+    pub(crate) fn hold(&self) -> Held<'_> {
+        Held { budget: self, bytes: 0 }
     }
 
     fn take(&self, n: usize) -> bool {
@@ -42,12 +41,12 @@ impl BodyBudget {
 
 /// Bytes one call holds; given back when dropped.
 #[derive(Debug)]
-pub(crate) struct Held {
-    budget: Arc<BodyBudget>,
+pub(crate) struct Held<'a> {
+    budget: &'a BodyBudget,
     bytes: usize,
 }
 
-impl Held {
+impl Held<'_> {
     /// Makes the reservation at least `total` bytes; false (and unchanged) if the budget
     /// cannot give that many.
     pub(crate) fn grow(&mut self, total: usize) -> bool {
@@ -63,7 +62,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
     }

@@ -63,7 +63,7 @@ pub struct Proxy {
     /// Host sequence number of the next call.
     seq: AtomicU64,
     /// Request body bytes held across calls (`max_buffered_bytes`).
-    budget: Arc<BodyBudget>,
+    budget: BodyBudget,
     /// Rate limit of "route names a placer that is gone" (its file was deleted).
     missing_placer_log: Throttle,
 }
@@ -190,7 +190,7 @@ impl Proxy {
         &self,
         parts: &mut hyper::http::request::Parts,
         body: Incoming,
-        held: &mut Held,
+        held: &mut Held<'_>,
     ) -> Result<Parsed, ClientError> {
         let limit = self.config.max_body_bytes;
         let target = request::check_head(parts, limit)?;

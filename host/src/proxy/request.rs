@@ -183,7 +183,7 @@ pub(crate) fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Target,
 /// # Errors
 /// [`ClientError::BodyTooLarge`] past the limit, [`ClientError::Overloaded`] when `held`
 /// cannot grow, [`ClientError::BadBody`] when reading fails.
-pub(crate) async fn read_body<B>(body: B, limit: usize, held: &mut Held) -> Result<Bytes, ClientError>
+pub(crate) async fn read_body<B>(body: B, limit: usize, held: &mut Held<'_>) -> Result<Bytes, ClientError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(ok, Ok(Bytes::from_static(b"hello")));
         let big = read_body(Full::new(Bytes::from(vec![0u8; MAX_BODY + 1])), MAX_BODY, &mut budget.hold()).await;
         assert_eq!(big, Err(ClientError::BodyTooLarge { limit: MAX_BODY }));
-        let broken = read_body(Broken { sent: 0 }, MAX_BODY, &mut budget.hold()).await;
+        let broken = read_body(Chunks(vec![Ok("part"), Err("client broke off")]), MAX_BODY, &mut budget.hold()).await;
         let e = broken.expect_err("broken body");
         assert!(matches!(&e, ClientError::BadBody(m) if m.contains("client broke off")), "{e}");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
@@ -488,11 +488,11 @@ mod tests {
     async fn bodies_in_many_frames_are_joined_and_held_against_the_budget() {
         let budget = BodyBudget::new(9);
         let mut held = budget.hold();
-        let joined = read_body(Chunks(vec!["par", "ts"]), MAX_BODY, &mut held).await;
+        let joined = read_body(Chunks(vec![Ok("par"), Ok("ts")]), MAX_BODY, &mut held).await;
         assert_eq!(joined, Ok(Bytes::from_static(b"parts")));
         assert_eq!(budget.used(), 5, "held until the call ends");
         // 5 held + 5 more passes 9: refused as overloaded, and what it took is given back.
-        let refused = read_body(Chunks(vec!["abc", "de"]), MAX_BODY, &mut budget.hold()).await;
+        let refused = read_body(Chunks(vec![Ok("abc"), Ok("de")]), MAX_BODY, &mut budget.hold()).await;
         assert_eq!(refused, Err(ClientError::Overloaded));
         assert_eq!(refused.expect_err("overloaded").status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(budget.used(), 5);
@@ -540,8 +540,8 @@ mod tests {
         }
     }
 
-    /// A body in several frames.
-    struct Chunks(Vec<&'static str>);
+    /// A body sent frame by frame; an `Err` frame fails like a client breaking off.
+    struct Chunks(Vec<Result<&'static str, &'static str>>);
 
     impl Body for Chunks {
         type Data = Bytes;
@@ -554,29 +554,11 @@ mod tests {
             if self.0.is_empty() {
                 return std::task::Poll::Ready(None);
             }
-            let chunk = self.0.remove(0);
-            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(chunk.as_bytes())))))
-        }
-    }
-
-    /// A body that sends one chunk, then fails like a client breaking off.
-    struct Broken {
-        sent: u8,
-    }
-
-    impl Body for Broken {
-        type Data = Bytes;
-        type Error = std::io::Error;
-
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-            if self.sent > 0 {
-                return std::task::Poll::Ready(Some(Err(std::io::Error::other("client broke off"))));
-            }
-            self.sent += 1;
-            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"part")))))
+            let frame = match self.0.remove(0) {
+                Ok(chunk) => Ok(http_body::Frame::data(Bytes::from_static(chunk.as_bytes()))),
+                Err(message) => Err(std::io::Error::other(message)),
+            };
+            std::task::Poll::Ready(Some(frame))
         }
     }
 
