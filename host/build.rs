@@ -37,6 +37,8 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
+    build_info(&root);
+
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     ensure_target(&rustc);
 
@@ -121,4 +123,36 @@ fn ensure_target(rustc: &str) {
              (placerd compiles its built-in placers to {TARGET} and embeds them.)"
         );
     }
+}
+
+/// `PLACERD_COMMIT` (the checkout's commit, or `unknown` outside git) and
+/// `PLACERD_WASMTIME_VERSION` (from Cargo.lock), for `placerd -V` and
+/// `placerd_build_info`.
+fn build_info(root: &Path) {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=PLACERD_COMMIT={commit}");
+    let git = root.join(".git");
+    if git.is_dir() {
+        for watched in ["HEAD", "refs/heads", "packed-refs"] {
+            if git.join(watched).exists() {
+                println!("cargo:rerun-if-changed={}", git.join(watched).display());
+            }
+        }
+    }
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let wasmtime = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"').map(str::to_string)))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=PLACERD_WASMTIME_VERSION={wasmtime}");
 }

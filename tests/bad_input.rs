@@ -189,6 +189,7 @@ fn the_example_config_is_valid_and_documents_every_key() {
         "admin_token_file",
         "default_placer",
         "placers_dir",
+        "state_dir",
         "cache_dir",
         "max_body_bytes",
         "body_timeout_ms",
@@ -220,5 +221,22 @@ fn the_example_config_is_valid_and_documents_every_key() {
     ];
     for key in keys {
         assert!(example.contains(key), "examples/placerd.toml does not mention {key}");
+    }
+    // Every key the config has, found from the config's own defaults (a new key cannot
+    // be left out of the example).
+    fn walk(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(inner) if !inner.is_empty() => walk(inner, &format!("{prefix}{key}."), out),
+                _ => out.push(format!("{prefix}{key}")),
+            }
+        }
+    }
+    let defaults = toml::Table::try_from(placerd::config::FileConfig::default()).expect("defaults serialize");
+    let mut all = Vec::new();
+    walk(&defaults, "", &mut all);
+    for key in all.iter().filter(|k| !matches!(k.as_str(), "placers" | "routes")) {
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        assert!(example.contains(&format!("{leaf} =")), "examples/placerd.toml does not document {key}");
     }
 }

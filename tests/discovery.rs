@@ -157,7 +157,7 @@ async fn dns_records_added_and_removed_change_placement_within_an_interval() {
     .await;
     let sorted: Vec<String> = ips[..3].iter().map(|ip| format!("{ip}:{port}")).collect();
     assert_eq!(addresses(p.admin).await, sorted, "resolved before serving, sorted");
-    let generation = metric(p.admin, "runner_set_generation").await;
+    let generation = metric(p.admin, "placerd_runner_set_generation").await;
     let before = placements(p.addr, 300).await;
     let name = |ip: &Ipv4Addr| format!("10.{}", ip.octets()[3]);
     for ip in &ips[..3] {
@@ -171,7 +171,7 @@ async fn dns_records_added_and_removed_change_placement_within_an_interval() {
     let took = added.elapsed();
     eprintln!("record added: placerd saw it after {took:?} (interval {INTERVAL:?})");
     assert!(took < INTERVAL * 5, "{took:?}");
-    assert_eq!(metric(p.admin, "runner_set_generation").await, generation + 1.0);
+    assert_eq!(metric(p.admin, "placerd_runner_set_generation").await, generation + 1.0);
     let after = placements(p.addr, 300).await;
     let moved: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
     assert!(!moved.is_empty());

@@ -313,8 +313,11 @@ async fn a_placer_faulting_on_every_other_call_is_quarantined_by_its_fault_rate(
         assert_eq!(r.status, StatusCode::OK);
     }
     let text = String::from_utf8_lossy(&send(p.admin, "GET", "/metrics", &[], b"").await.body).into_owned();
-    assert_eq!(metric(&text, "placer_faults_total", &[("placer", "flaky"), ("kind", "trap")]), 5.0, "{text}");
-    assert!(metric(&text, "placer_faults_total", &[("placer", "flaky"), ("kind", "quarantined")]) >= 1.0, "{text}");
+    assert_eq!(metric(&text, "placerd_placer_faults_total", &[("placer", "flaky"), ("kind", "trap")]), 5.0, "{text}");
+    assert!(
+        metric(&text, "placerd_placer_faults_total", &[("placer", "flaky"), ("kind", "quarantined")]) >= 1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -78,13 +78,13 @@ async fn metrics_count_a_scripted_mix_of_calls() {
     assert_eq!(get("placerd_requests_total", &[("status", "499")]), 1.0);
     // Ours and the start-up probe of `common::start`.
     assert_eq!(get("placerd_requests_total", &[("status", "404")]), 2.0);
-    assert_eq!(get("placer_faults_total", &[("placer", "flaky"), ("kind", "trap")]), 1.0);
-    assert_eq!(get("placer_reloads_total", &[("placer", "flaky"), ("result", "ok")]), 1.0);
-    assert!(get("placer_guest_seconds_count", &[("placer", "naive")]) >= 8.0);
-    assert_eq!(get("runner_healthy", &[("runner", &free.addr.to_string())]), 1.0);
-    assert_eq!(get("runner_in_flight", &[("runner", &free.addr.to_string())]), 0.0);
+    assert_eq!(get("placerd_placer_faults_total", &[("placer", "flaky"), ("kind", "trap")]), 1.0);
+    assert_eq!(get("placerd_placer_loads_total", &[("placer", "flaky"), ("result", "ok")]), 1.0);
+    assert!(get("placerd_placer_guest_seconds_count", &[("placer", "naive")]) >= 8.0);
+    assert_eq!(get("placerd_runner_healthy", &[("runner", &free.addr.to_string())]), 1.0);
+    assert_eq!(get("placerd_runner_in_flight", &[("runner", &free.addr.to_string())]), 0.0);
     let naive_sha = sha256_hex(placerd::placer::builtin("naive").expect("embedded"));
-    assert_eq!(get("placer_info", &[("placer", "naive"), ("sha256", &naive_sha)]), 1.0);
+    assert_eq!(get("placerd_placer_info", &[("placer", "naive"), ("sha256", &naive_sha)]), 1.0);
     assert!(text.trim_end().ends_with("# EOF"));
 }
 

@@ -1,5 +1,6 @@
 //! placerd end to end: the real proxy on a loopback port, reference runners on loopback
-//! ports, the real Wasm placers (DESIGN §4, §6, §7).
+//! ports, the real Wasm placers: the call lifecycle (docs/lifecycle.md), the runner
+//! protocol and the placer contract (wit/placer.wit).
 
 mod common;
 
@@ -63,7 +64,7 @@ async fn native_placement_places_like_the_wasm_components() {
     // Only the Wasm proxy ran the guest.
     let guest_calls = |text: String| {
         text.lines()
-            .find(|l| l.starts_with("placer_guest_seconds_count{placer=\"consistent-hash\"}"))
+            .find(|l| l.starts_with("placerd_placer_guest_seconds_count{placer=\"consistent-hash\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or(0)
     };

@@ -1,7 +1,8 @@
 //! `cargo bench -p placerd --bench place`: one `place` through the instance pool (lowering
 //! the call and loads, the guest's algorithm, lifting and cleaning the order) for 8, 64 and
 //! 512 runners, beside the same algorithm called natively. The runner set is sent once
-//! (`set-runners` only on change, DESIGN §2), so this is the steady-state per-call cost.
+//! (`set-runners` only when it changes, as `wit/placer.wit` says), so this is the
+//! steady-state per-call cost.
 //! `bench/place-report.sh` runs it and prints the medians as a table.
 
 use std::time::Duration;

@@ -15,13 +15,17 @@
 //!   [`placer::RunnerSet`], [`placer::RunnerLoad`]), the [`placer::Order`] interface, and
 //!   the Wasm runtime: engine, loading and validating components, warm instances, the
 //!   sandbox, output cleaning, fallback and quarantine. The built-ins are embedded here.
-//! - [`config`]: `placerd.toml` (serde mirror) → validated [`config::Config`].
+//! - [`config`]: `placerd.toml` (serde mirror) → validated [`config::Config`]; where a
+//!   config comes from (file, `PLACERD_<KEY>` environment, flags).
 //! - [`runner`]: the runner pool and its handles, the runner client (TryExec over HTTP),
 //!   discovery (file, DNS), status polling, and the reference runner.
 //! - [`lifecycle`]: the placement loop (Fn's placer tracker): deadlines, retry-all, outcomes.
 //! - [`reload`]: the registry of placers, validate-then-swap, the `placers_dir` scanner.
 //! - [`metrics`]: Prometheus metrics, written by the call path, read by the admin API.
+//! - [`state`]: `state_dir`, where admin-API changes survive a restart.
 //! - [`proxy`]: the client-facing HTTP server: request → call → placement → response.
+//! - [`plan`]: a config checked against the world (`--check-config`, start-up) and
+//!   applied to a running placerd (reload on `SIGHUP` or `POST /admin/reload`).
 //! - [`admin`]: the admin API (placers, routes, runners, metrics, health).
 //! - [`simulate`]: offline comparison of placers (`placerd simulate`).
 //! - this file wires them together (`serve`); `main.rs` is the command line.
@@ -36,12 +40,14 @@ pub mod config;
 pub mod lifecycle;
 pub mod metrics;
 pub mod placer;
+pub mod plan;
 pub mod proxy;
 pub mod reload;
 pub mod runner;
 pub mod scaffold;
 pub mod server;
 pub mod simulate;
+pub mod state;
 pub mod throttle;
 pub mod watch;
 
@@ -52,74 +58,14 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::config::{Config, RunnerSource};
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::placer::{PlacerRuntime, Runner};
+use crate::placer::PlacerRuntime;
+use crate::plan::Live;
 use crate::proxy::{Proxy, RouteTable};
 use crate::reload::Registry;
-use crate::runner::discovery::{self, DnsSource, OnError};
-use crate::runner::{Discovery, DynamicPool};
 use crate::server::serve_http;
-use crate::watch::FolderWatch;
-
-/// Keeps a runner source running; dropping it stops it (the fields are held for that).
-#[derive(Debug)]
-enum DiscoveryTask {
-    Static,
-    File(#[allow(dead_code)] FolderWatch),
-    Dns(tokio::task::JoinHandle<()>),
-}
-
-impl Drop for DiscoveryTask {
-    fn drop(&mut self) {
-        if let DiscoveryTask::Dns(task) = self {
-            task.abort();
-        }
-    }
-}
-
-/// The runner pool and what keeps it current (`[runners]`).
-///
-/// A runner file must be readable and valid at start (a typo should stop a deploy, not
-/// leave placerd without runners); later bad versions are skipped. DNS is resolved once
-/// before serving; if that fails placerd starts with no runners (not ready on `/readyz`)
-/// and keeps trying every interval.
-async fn start_discovery(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<(Arc<DynamicPool>, DiscoveryTask)> {
-    let on_error: OnError = {
-        let metrics = metrics.clone();
-        Arc::new(move || metrics.record_discovery_error())
-    };
-    Ok(match &config.discovery {
-        RunnerSource::Static => {
-            let runners = config.runners.iter().map(|a| Runner { address: a.clone(), labels: Vec::new() }).collect();
-            let pool = DynamicPool::with_outlier_detection(runners, Discovery::Static, config.outlier_detection);
-            (Arc::new(pool), DiscoveryTask::Static)
-        }
-        RunnerSource::File(path) => {
-            let runners = discovery::read_runner_file(path).map_err(|e| anyhow::anyhow!("runners.file: {e}"))?;
-            let pool =
-                Arc::new(DynamicPool::with_outlier_detection(runners, Discovery::Dynamic, config.outlier_detection));
-            let watch = discovery::watch_file(pool.clone(), path.clone(), on_error)
-                .with_context(|| format!("runners.file: cannot watch {}", path.display()))?;
-            (pool, DiscoveryTask::File(watch))
-        }
-        RunnerSource::Dns { name, port, interval, server } => {
-            let source = DnsSource::new(name, *port, *server).map_err(|e| anyhow::anyhow!("runners.dns: {e}"))?;
-            let runners = match source.resolve().await {
-                Ok(runners) => runners,
-                Err(e) => {
-                    tracing::warn!(error = %e, "runners.dns: first resolution failed; starting with no runners");
-                    on_error();
-                    Vec::new()
-                }
-            };
-            let pool =
-                Arc::new(DynamicPool::with_outlier_detection(runners, Discovery::Dynamic, config.outlier_detection));
-            let task = tokio::spawn(discovery::poll_dns(pool.clone(), source, *interval, on_error));
-            (pool, DiscoveryTask::Dns(task))
-        }
-    })
-}
+use crate::state::StateDir;
 
 /// Runs placerd on `listener` with `config` until `shutdown` resolves, with the admin API
 /// on `config.admin_listen`.
@@ -146,23 +92,10 @@ pub async fn serve(
 pub async fn serve_with_admin(
     listener: tokio::net::TcpListener,
     admin: Option<tokio::net::TcpListener>,
-    mut config: Config,
+    config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let token = match &config.admin_token_file {
-        Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("admin_token_file: cannot read {}", path.display()))?
-                .trim()
-                .to_string();
-            anyhow::ensure!(!token.is_empty(), "admin_token_file: {} is empty", path.display());
-            Some(token)
-        }
-        None => None,
-    };
-    // The route table is the one live copy of the routes.
-    let routes = RouteTable::new(std::mem::take(&mut config.routes), config.default_placer.clone());
-    let config = Arc::new(config);
+    let token = plan::read_token(&config).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
     let mut runtime =
         PlacerRuntime::with_observer(config.sandbox, metrics.clone()).context("starting the placer engine")?;
@@ -181,44 +114,61 @@ pub async fn serve_with_admin(
             None
         }
     };
-    if registry.get(&config.default_placer).is_none() {
-        anyhow::bail!(
-            "default_placer: no placer named `{}` (loaded: {})",
-            config.default_placer,
-            registry.names().join(", ")
-        );
+    // The admin API's changes from before a restart: its placers after the folder's (the
+    // admin API wins), its routes over the file's.
+    let state = match &config.state_dir {
+        Some(dir) => Some(StateDir::open(dir).with_context(|| format!("state_dir: cannot create {}", dir.display()))?),
+        None => None,
+    };
+    let routes = RouteTable::new(config.routes.clone(), config.default_placer.clone());
+    if let Some(state) = &state {
+        plan::load_saved_placers(&registry, state).await;
+        let saved = state.routes().with_context(|| format!("state_dir: {}", state.path().display()))?;
+        if let Some(saved) = saved {
+            tracing::info!(routes = saved.len(), state_dir = %state.path().display(), "routes set through the admin API replace the file's [[routes]]");
+            routes.replace(saved);
+        }
     }
-    for (i, route) in routes.routes().iter().enumerate() {
-        anyhow::ensure!(
-            registry.get(&route.placer).is_some(),
-            "routes[{i}].placer: no placer named `{}` (loaded: {})",
-            route.placer,
-            registry.names().join(", ")
-        );
+    let table = routes.get();
+    let resolved = plan::resolve(
+        &config.placer_config,
+        &config.default_placer,
+        &table.routes,
+        table.from_admin,
+        &registry.names(),
+    );
+    anyhow::ensure!(resolved.problems.is_empty(), "{}", resolved.problems.join("; "));
+    for warning in &resolved.warnings {
+        tracing::warn!("{warning}");
     }
-    let (pool, discovery_task) = start_discovery(&config, &metrics).await?;
+    let (pool, runner_feed) = plan::start_runners(&config, &metrics).await?;
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
+    let config = Arc::new(config);
     let proxy = Arc::new(
-        Proxy::new(config.clone(), pool.clone(), registry, routes, metrics)
+        Proxy::new(config.clone(), pool.clone(), registry, routes, metrics.clone())
             .with_context(|| format!("--record-trace: cannot create {:?}", config.record_trace))?,
     );
+    let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics));
+    let hangup = reload_on_hangup(live.clone());
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok()).map_or("-".to_string(), |a| a.to_string());
     tracing::info!(listen = %listener.local_addr()?, admin = %admin_addr, runners = pool.membership().set.len(), default_placer = %config.default_placer, "placerd serving");
 
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace;
     let admin_task = admin.map(|admin| {
-        let admin_state = Arc::new(Admin { proxy: proxy.clone(), token });
+        let admin_state = Arc::new(Admin { proxy: proxy.clone(), live: live.clone() });
         tokio::spawn(serve_http(admin, stop.clone().cancelled_owned(), grace, config.max_connections, move |req| {
             admin_state.clone().handle(req)
         }))
     });
     let max_connections = config.max_connections;
+    let serving = proxy.clone();
     let proxy_task =
         tokio::spawn(serve_http(listener, stop.clone().cancelled_owned(), grace, max_connections, move |req| {
-            proxy.clone().handle(req)
+            serving.clone().handle(req)
         }));
     shutdown.await;
+    let grace = proxy.config().shutdown_grace;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing calls in flight");
     stop.cancel();
     let mut finished = proxy_task.await.unwrap_or(false);
@@ -228,10 +178,39 @@ pub async fn serve_with_admin(
     if !finished {
         tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the shutdown grace period");
     }
+    if let Some(task) = hangup {
+        task.abort();
+    }
     poller.abort();
-    drop(discovery_task);
+    drop(live);
     tracing::info!("placerd stopped");
     Ok(())
+}
+
+/// `SIGHUP` reloads the config (as `nginx -s reload` does), logging what changed or why
+/// nothing did. Without a handler, a `SIGHUP` would kill the process.
+fn reload_on_hangup(live: Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP; reload with POST /admin/reload");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = live.reload().await;
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = live;
+        None
+    }
 }
 
 #[cfg(test)]

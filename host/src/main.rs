@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
-use placerd::config::{Config, FileConfig};
+use placerd::config::{Config, ConfigSource, FileConfig, Overrides};
 use placerd::placer::{BUILTINS, FaultPolicy, PlacerRuntime, PlacerSource, SandboxLimits, builtin};
 use placerd::runner::reference::{self, RunnerHandle, RunnerOptions, RunnerStats};
 use placerd::simulate::html::{page, svg as chart};
@@ -26,7 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// order the runners for every call. Logs go to stderr; filter them with RUST_LOG (e.g.
 /// RUST_LOG=placerd=debug,placerd::access=info).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, long_version = LONG_VERSION, about)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -45,16 +45,25 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy (SIGTERM/SIGINT: stop accepting, finish calls in flight, exit 0).
+    /// Run the proxy (SIGTERM/SIGINT: stop accepting, finish calls in flight, exit 0;
+    /// SIGHUP: reload the config).
     ///
-    /// Flags override the config file; see examples/placerd.toml for every key.
+    /// Every config key can also be set as PLACERD_<KEY> (PLACERD_DEFAULT_PLACER=naive;
+    /// `__` goes one table down: PLACERD_RUNNERS__STATIC='["10.0.0.1:8080"]'). Flags win
+    /// over the environment, which wins over the file; see examples/placerd.toml for every
+    /// key.
     Serve {
         /// placerd.toml (every key optional).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Validate the config (file and flags) and exit.
+        /// Dry run: load every placer the config names and run it on sample calls, read the
+        /// token and runner files, resolve the default and route placers; report every
+        /// problem and exit (non-zero on any), like `nginx -t`.
         #[arg(long)]
         check_config: bool,
+        /// Bearer token file for the admin API (overrides `admin_token_file`).
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
         /// Client listener (overrides `listen`).
         #[arg(long)]
         listen: Option<String>,
@@ -178,6 +187,15 @@ enum Command {
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000), requires = "bench")]
         runners: u32,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    ///
+    /// e.g. `placerd completions bash > /etc/bash_completion.d/placerd`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print placerd's man page (roff) to stdout: `placerd man | man -l -`.
+    Man,
     /// Scaffold a placer project in ./NAME that builds with one command and passes
     /// `placerd check` as it is.
     New {
@@ -192,6 +210,16 @@ enum Command {
         dir: PathBuf,
     },
 }
+
+/// `placerd -V`: what a bug report needs.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit ",
+    env!("PLACERD_COMMIT"),
+    "\nplacer contract placerd:placer@0.2.0 (0.1.0 components load too)",
+    "\nwasmtime ",
+    env!("PLACERD_WASMTIME_VERSION"),
+);
 
 fn builtin_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(BUILTINS.iter().map(|(name, _)| *name))
@@ -212,7 +240,11 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org): a
+    // log file or journald gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
@@ -231,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             config,
             check_config,
+            admin_token_file,
             listen,
             admin_listen,
             runners,
@@ -239,45 +272,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             record_trace,
             native_placement,
         } => {
-            let mut file = match &config {
-                Some(path) => {
-                    let text =
-                        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-                    toml::from_str::<FileConfig>(&text)
-                        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?
-                }
-                None => FileConfig::default(),
+            let source = ConfigSource {
+                path: config,
+                overrides: Overrides {
+                    listen,
+                    admin_listen,
+                    admin_token_file: admin_token_file.map(|p| p.display().to_string()),
+                    runners,
+                    placers_dir: placers_dir.map(|p| p.display().to_string()),
+                    default_placer,
+                },
             };
-            if let Some(listen) = listen {
-                file.listen = listen;
+            let loaded = match source.read() {
+                Ok(loaded) => loaded,
+                Err(e) if check_config => {
+                    for problem in e.problems() {
+                        println!("error: {problem}");
+                    }
+                    bail!(
+                        "{}: {} problem(s); nothing was checked beyond the config's own keys",
+                        source.describe(),
+                        e.problems().len()
+                    );
+                }
+                Err(e) => bail!("{}: {e}", source.describe()),
+            };
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
             }
-            if let Some(admin_listen) = admin_listen {
-                file.admin_listen = admin_listen;
-            }
-            if !runners.is_empty() {
-                // `--runner` replaces the configured source, whatever it is.
-                file.runners.static_ = runners;
-                file.runners.file.clear();
-                file.runners.dns.clear();
-            }
-            if let Some(dir) = placers_dir {
-                file.placers_dir = dir.display().to_string();
-            }
-            if let Some(placer) = default_placer {
-                file.default_placer = placer;
-            }
-            let where_ = config.map_or("command line".to_string(), |p| p.display().to_string());
-            let mut config = file.validate().map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+            let mut config = loaded.config;
             config.record_trace = record_trace;
             config.native_placement = native_placement;
             if check_config {
-                let runners = match &config.discovery {
-                    placerd::config::RunnerSource::Static => format!("{} static runners", config.runners.len()),
-                    placerd::config::RunnerSource::File(path) => format!("runners from file {}", path.display()),
-                    placerd::config::RunnerSource::Dns { name, port, .. } => format!("runners from DNS {name}:{port}"),
-                };
-                println!("config ok: {runners}, default placer `{}`", config.default_placer);
-                return Ok(());
+                return check_config_report(&source, &config, &loaded.warnings);
             }
             tokio_runtime()?.block_on(async move {
                 let listener =
@@ -285,6 +312,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 placerd::serve(listener, config, shutdown_signal()).await
             })
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "placerd",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .context("writing the man page"),
         Command::Demo { listen, default_placer, admin_listen } => {
             tokio_runtime()?.block_on(demo(listen, default_placer, admin_listen))
         }
@@ -402,6 +441,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `serve --check-config`: the dry run's findings, one per line; an error if any problem.
+fn check_config_report(source: &ConfigSource, config: &Config, warnings: &[String]) -> anyhow::Result<()> {
+    let run = placerd::plan::dry_run(config);
+    for problem in &run.problems {
+        println!("error: {problem}");
+    }
+    for warning in warnings.iter().chain(&run.warnings) {
+        println!("warning: {warning}");
+    }
+    if !run.problems.is_empty() {
+        bail!("{}: {} problem(s)", source.describe(), run.problems.len());
+    }
+    println!("config ok: {}", run.summary.join("; "));
+    Ok(())
+}
+
 /// The slot keys of a `--record-trace` file, in order.
 fn read_trace_keys(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -455,7 +510,11 @@ async fn demo(listen: String, default_placer: String, admin_listen: String) -> a
         let handle = RunnerHandle::spawn(RunnerOptions { max_concurrency: 4, name: format!("runner-{i}") }).await?;
         runners.push(handle);
     }
-    let placers_dir = PathBuf::from("placers");
+    // The demo's placers folder is its own temporary one: nothing is left in the working
+    // directory, and it is removed on exit.
+    let folder =
+        tempfile::Builder::new().prefix("placerd-demo-").tempdir().context("creating the demo's placers folder")?;
+    let placers_dir = folder.path().join("placers");
     std::fs::create_dir_all(&placers_dir).with_context(|| format!("creating {}", placers_dir.display()))?;
     let file = FileConfig {
         listen: listen.clone(),
@@ -469,7 +528,14 @@ async fn demo(listen: String, default_placer: String, admin_listen: String) -> a
         ..FileConfig::default()
     };
     let config = file.validate()?;
+    // Bound before the banner: a port in use is an error, not a banner and then an error.
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listen on {listen}"))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("admin listener: cannot listen on {admin_listen}"))?;
+    // The bound addresses (a port 0 is a real port by now).
+    let listen = listener.local_addr().map_or(listen, |a| a.to_string());
+    let admin_listen = admin.local_addr().map_or(admin_listen, |a| a.to_string());
     let addresses: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
     println!("placerd demo: proxy on http://{listen}, runners {}", addresses.join(", "));
     println!(
@@ -494,9 +560,11 @@ async fn demo(listen: String, default_placer: String, admin_listen: String) -> a
     );
     println!("  curl -s -X PUT --data-binary @my.wasm http://{admin_listen}/admin/placers/mine   # push a placer");
     println!();
+    println!("dashboard: http://{admin_listen}/");
     println!("Ctrl-C stops everything.");
-    placerd::serve(listener, config, shutdown_signal()).await?;
+    placerd::serve_with_admin(listener, Some(admin), config, shutdown_signal()).await?;
     drop(runners);
+    drop(folder);
     Ok(())
 }
 

@@ -1,9 +1,13 @@
 //! Prometheus metrics, served as text at `GET /metrics` on the admin listener.
 //!
-//! Fn's `lb_placer_*` metrics are recorded at the points Fn's placer tracker records them
-//! (from the lifecycle's [`Outcome`]): one attempt-count and one latency sample per
-//! placement, the latency excluding the committed attempt's run time. Counters carry the
-//! OpenMetrics `_total` suffix (`lb_placer_placed_ok_count_total`).
+//! Fn's `lb_placer_*` metrics keep Fn's names (for Fn's dashboards) and are recorded at the
+//! points Fn's placer tracker records them (from the lifecycle's [`Outcome`]): one
+//! attempt-count and one latency sample per placement, the latency excluding the committed
+//! attempt's run time. placerd's own metrics share one prefix, `placerd_`; the standard
+//! `process_*` metrics and `placerd_build_info` follow Prometheus' conventions. Counters
+//! carry the OpenMetrics `_total` suffix (`lb_placer_placed_ok_count_total`), and every
+//! labelled counter is exposed at zero for its known label values from the start, so a
+//! rate over it is defined before its first increment.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,6 +44,7 @@ pub struct Metrics {
     guest_seconds: Family<Labels, Histogram>,
     faults: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
+    config_reloads: Family<Labels, Counter>,
     placer_info: Family<Labels, Gauge>,
     requests: Family<Labels, Counter>,
     /// Handles into `requests` by status code, so counting a response allocates nothing
@@ -51,8 +56,21 @@ pub struct Metrics {
     runner_reported_active: Family<Labels, Gauge>,
     runner_recent_refusals: Family<Labels, Gauge>,
     runner_healthy: Family<Labels, Gauge>,
+    runner_ejected: Family<Labels, Gauge>,
     runner_generation: Gauge,
+    /// The process metrics, read from `/proc` at each scrape.
+    process: ProcessMetrics,
 }
+
+/// Statuses placerd answers with, exposed at zero before the first of each.
+const KNOWN_STATUSES: &[u16] = &[200, 202, 400, 404, 408, 413, 431, 499, 500, 502, 503, 504];
+
+/// `placerd_build_info`'s labels.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit placerd was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = env!("PLACERD_COMMIT");
+/// The wasmtime release placerd embeds.
+pub const WASMTIME_VERSION: &str = env!("PLACERD_WASMTIME_VERSION");
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -85,6 +103,7 @@ impl Metrics {
             guest_seconds,
             faults: Family::default(),
             reloads: Family::default(),
+            config_reloads: Family::default(),
             placer_info: Family::default(),
             requests: Family::default(),
             requests_by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
@@ -93,7 +112,9 @@ impl Metrics {
             runner_reported_active: Family::default(),
             runner_recent_refusals: Family::default(),
             runner_healthy: Family::default(),
+            runner_ejected: Family::default(),
             runner_generation: Gauge::default(),
+            process: ProcessMetrics::default(),
             registry: PromRegistry::default(),
         };
         let r = &mut registry;
@@ -117,26 +138,73 @@ impl Metrics {
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
         }
-        r.register("placer_guest_seconds", "Time in a placer's place call", m.guest_seconds.clone());
-        r.register("placer_faults", "Placer faults by kind", m.faults.clone());
-        r.register("placer_reloads", "Placer loads by result", m.reloads.clone());
-        r.register("placer_info", "Running placer versions", m.placer_info.clone());
+        r.register("placerd_placer_guest_seconds", "Time in a placer's place call", m.guest_seconds.clone());
+        r.register("placerd_placer_faults", "Placer faults by kind", m.faults.clone());
+        r.register("placerd_placer_loads", "Placer loads (start, folder, admin API) by result", m.reloads.clone());
+        r.register(
+            "placerd_config_reloads",
+            "Config reloads (SIGHUP, POST /admin/reload) by result",
+            m.config_reloads.clone(),
+        );
+        r.register("placerd_placer_info", "Running placer versions", m.placer_info.clone());
         r.register("placerd_requests", "Client requests by status", m.requests.clone());
         let runner_gauges = [
-            ("runner_in_flight", "Calls in flight per runner", &m.runner_in_flight),
-            ("runner_reported_active", "Active calls a runner last reported", &m.runner_reported_active),
-            ("runner_recent_refusals", "Busy refusals per runner in the last second", &m.runner_recent_refusals),
-            ("runner_healthy", "1 while a runner's status polls succeed", &m.runner_healthy),
+            ("placerd_runner_in_flight", "Calls in flight per runner", &m.runner_in_flight),
+            ("placerd_runner_reported_active", "Active calls a runner last reported", &m.runner_reported_active),
+            (
+                "placerd_runner_recent_refusals",
+                "Busy refusals per runner in the last second",
+                &m.runner_recent_refusals,
+            ),
+            (
+                "placerd_runner_healthy",
+                "1 while a runner takes calls: its status polls succeed and it is not ejected",
+                &m.runner_healthy,
+            ),
+            ("placerd_runner_ejected", "1 while a runner is ejected after connect failures", &m.runner_ejected),
         ];
         for (name, help, gauge) in runner_gauges {
             r.register(name, help, gauge.clone());
         }
         r.register(
-            "runner_set_generation",
+            "placerd_runner_set_generation",
             "Generation of the current runner set (grows with every membership change)",
             m.runner_generation.clone(),
         );
+        let build_info = Family::<Labels, Gauge>::default();
+        build_info
+            .get_or_create(&labels(&[
+                ("version", VERSION),
+                ("commit", COMMIT),
+                ("wit", crate::placer::Contract::V0_2.version()),
+                ("wasmtime", WASMTIME_VERSION),
+            ]))
+            .set(1);
+        r.register("placerd_build_info", "placerd's version, commit, placer contract and wasmtime", build_info);
+        m.process.register(r);
+        // Known label values at zero from the start.
+        for result in ["ok", "error"] {
+            drop(m.config_reloads.get_or_create(&labels(&[("result", result)])));
+        }
+        for status in KNOWN_STATUSES {
+            drop(m.requests.get_or_create(&labels(&[("status", &status.to_string())])));
+        }
         Metrics { registry, ..m }
+    }
+
+    /// A placer now running: its fault and load counters exposed at zero.
+    pub fn register_placer(&self, placer: &str) {
+        for kind in crate::placer::FaultKind::KINDS {
+            drop(self.faults.get_or_create(&labels(&[("placer", placer), ("kind", kind)])));
+        }
+        for result in ["ok", "error"] {
+            drop(self.reloads.get_or_create(&labels(&[("placer", placer), ("result", result)])));
+        }
+    }
+
+    /// One config reload (`SIGHUP`, `POST /admin/reload`), applied or refused.
+    pub fn record_config_reload(&self, ok: bool) {
+        self.config_reloads.get_or_create(&labels(&[("result", if ok { "ok" } else { "error" })])).inc();
     }
 
     /// Records one finished placement, as Fn's placer tracker does.
@@ -203,6 +271,7 @@ impl Metrics {
         self.runner_reported_active.clear();
         self.runner_recent_refusals.clear();
         self.runner_healthy.clear();
+        self.runner_ejected.clear();
         self.runner_generation.set(membership.set.generation as i64);
         for state in &membership.handles {
             let runner = labels(&[("runner", &state.address)]);
@@ -211,12 +280,113 @@ impl Metrics {
             self.runner_reported_active.get_or_create(&runner).set(i64::from(load.reported_active));
             self.runner_recent_refusals.get_or_create(&runner).set(i64::from(load.recent_refusals));
             self.runner_healthy.get_or_create(&runner).set(i64::from(load.healthy));
+            self.runner_ejected.get_or_create(&runner).set(i64::from(state.ejected()));
         }
+        for info in placers.iter().filter(|i| !i.sha256.is_empty()) {
+            self.register_placer(&info.name);
+        }
+        self.process.refresh();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// `process_*`: CPU, memory, file descriptors and start time, from `/proc/self` (Linux;
+/// elsewhere they stay 0).
+#[derive(Debug, Default)]
+struct ProcessMetrics {
+    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    resident_bytes: Gauge,
+    virtual_bytes: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    start_time_seconds: Gauge,
+    threads: Gauge,
+}
+
+impl ProcessMetrics {
+    fn register(&self, r: &mut PromRegistry) {
+        r.register("process_cpu_seconds", "User and system CPU time spent, in seconds", self.cpu_seconds.clone());
+        r.register("process_resident_memory_bytes", "Resident memory size in bytes", self.resident_bytes.clone());
+        r.register("process_virtual_memory_bytes", "Virtual memory size in bytes", self.virtual_bytes.clone());
+        r.register("process_open_fds", "Open file descriptors", self.open_fds.clone());
+        r.register("process_max_fds", "Most file descriptors the process may open", self.max_fds.clone());
+        r.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            self.start_time_seconds.clone(),
+        );
+        r.register("process_threads", "OS threads of the process", self.threads.clone());
+    }
+
+    /// Reads `/proc/self` now.
+    fn refresh(&self) {
+        let Some(stat) = ProcStat::read() else { return };
+        // Counters only go up: add what was spent since the last scrape.
+        let spent = stat.cpu_seconds - self.cpu_seconds.get();
+        if spent > 0.0 {
+            self.cpu_seconds.inc_by(spent);
+        }
+        self.resident_bytes.set(stat.resident_bytes);
+        self.virtual_bytes.set(stat.virtual_bytes);
+        self.threads.set(stat.threads);
+        self.start_time_seconds.set(stat.start_time_seconds);
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
+            && let Some(max) = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<i64>().ok())
+        {
+            self.max_fds.set(max);
+        }
+    }
+}
+
+/// The fields of `/proc/self/stat` the process metrics need.
+#[derive(Debug, PartialEq)]
+struct ProcStat {
+    cpu_seconds: f64,
+    resident_bytes: i64,
+    virtual_bytes: i64,
+    threads: i64,
+    start_time_seconds: i64,
+}
+
+impl ProcStat {
+    /// Clock ticks per second of `/proc`'s times (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+    const TICKS: f64 = 100.0;
+    /// Page size for `rss` (4 KiB on the platforms placerd runs on).
+    const PAGE: i64 = 4096;
+
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let boot_time = boot.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse::<i64>().ok()?;
+        Self::parse(&stat, boot_time)
+    }
+
+    /// Parses `/proc/self/stat` (fields after the parenthesised command name, which may
+    /// hold spaces), given the boot time in Unix seconds.
+    fn parse(stat: &str, boot_time: i64) -> Option<Self> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state): field N is fields[N - 3].
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<i64>().ok());
+        let (utime, stime) = (field(14)?, field(15)?);
+        Some(ProcStat {
+            cpu_seconds: (utime + stime) as f64 / Self::TICKS,
+            threads: field(20)?,
+            start_time_seconds: boot_time + field(22)? / Self::TICKS as i64,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * Self::PAGE,
+        })
     }
 }
 
@@ -241,5 +411,53 @@ impl PlacerObserver for Metrics {
 
     fn reload(&self, placer: &str, ok: bool) {
         self.record_reload(placer, ok);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields_are_read_after_the_command_name() {
+        let stat = "4242 (place rd) S 1 4242 4242 0 -1 4194560 2000 0 0 0 250 50 0 0 20 0 7 0 1500 104857600 2560 18446744073709551615";
+        let parsed = ProcStat::parse(stat, 1_700_000_000).expect("parses");
+        assert_eq!(
+            parsed,
+            ProcStat {
+                cpu_seconds: 3.0,
+                threads: 7,
+                start_time_seconds: 1_700_000_015,
+                virtual_bytes: 104_857_600,
+                resident_bytes: 2560 * 4096,
+            }
+        );
+    }
+
+    #[test]
+    fn the_exposition_follows_the_conventions_from_the_first_scrape() {
+        let m = Metrics::new();
+        m.register_placer("naive");
+        let membership = crate::runner::DynamicPool::new(&["127.0.0.1:1".to_string()]).membership();
+        let text = m.render(&[], &membership);
+        for line in [
+            "placerd_requests_total{status=\"502\"} 0",
+            "placerd_config_reloads_total{result=\"error\"} 0",
+            "placerd_placer_faults_total{placer=\"naive\",kind=\"trap\"} 0",
+            "placerd_runner_ejected{runner=\"127.0.0.1:1\"} 0",
+            "lb_placer_placed_ok_count_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("placerd_build_info{version=\""), "{text}");
+        assert!(text.contains("process_cpu_seconds_total"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(
+                name.starts_with("placerd_") || name.starts_with("lb_placer_") || name.starts_with("process_"),
+                "{name}: one prefix for placerd's own metrics"
+            );
+        }
     }
 }

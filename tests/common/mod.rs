@@ -180,7 +180,7 @@ pub fn log_addr(line: &str, field: &str) -> SocketAddr {
     v["fields"][field].as_str().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address `{field}` in {line}"))
 }
 
-/// Lower-case hex SHA-256 of `bytes`, as `GET /admin/placers` and `placer_info` show it.
+/// Lower-case hex SHA-256 of `bytes`, as `GET /admin/placers` and `placerd_placer_info` show it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()

@@ -1,4 +1,4 @@
-//! Consistent-hash ordering (DESIGN §3), free of any Wasm or host dependency so it is
+//! Consistent-hash ordering (docs/placers.md), free of any Wasm or host dependency so it is
 //! unit-tested natively.
 //!
 //! `slot-key` → SipHash-2-4 (Fn's keys) → jump consistent hash (Lamping & Veach 2014) →
@@ -28,7 +28,7 @@ pub enum Variant {
 /// How a key picks its runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Hash {
-    /// Jump consistent hash over runner *indices* (DESIGN §3). Adding a runner at the end
+    /// Jump consistent hash over runner *indices*. Adding a runner at the end
     /// moves 1/n of the keys; removing one from the middle renumbers the runners after it.
     #[default]
     Jump,

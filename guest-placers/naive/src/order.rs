@@ -1,11 +1,11 @@
 //! Round-robin ordering, free of any Wasm or host dependency so it is unit-tested natively
-//! and reused by the host as its native fallback order (DESIGN §5).
+//! and reused by the host as its native fallback order (docs/lifecycle.md).
 
 /// Orders `healthy.len()` runners for the call with host sequence number `seq`.
 ///
 /// True round robin over the healthy runners: the first choice is healthy runner number
 /// `seq % healthy_count` (in set order), then the other healthy runners follow in ring order.
-/// When every runner is healthy this starts at `seq % n`, as DESIGN §3 says. Starting from
+/// When every runner is healthy this starts at `seq % n`, as Fn's naive placer does. Starting from
 /// the healthy subset rather than skipping forward from `seq % n` keeps the spread even
 /// while some runners are down (skipping forward would double the load of the runner just
 /// after a dead one). Unhealthy runners are left out, unless all are unhealthy: then every

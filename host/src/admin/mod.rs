@@ -1,10 +1,15 @@
 //! The admin API on `admin_listen`:
 //!
 //! - `GET /admin/placers`: name, source, sha256, loaded_at, last_error of each placer;
-//! - `PUT /admin/placers/{name}`: body = component; validated like a file; 422 + reason
-//!   when invalid;
+//! - `PUT /admin/placers/{name}`: body = component; validated like a file; 422 with what
+//!   failed in plain words (`message`) and the engine's detail (`detail`) when invalid,
+//!   leaving nothing behind; saved in `state_dir` when it is set;
 //! - `DELETE /admin/placers/{name}`: back to the built-in of that name, or gone;
-//! - `GET` / `PUT /admin/routes`: the `[[routes]]` table as JSON;
+//! - `GET` / `PUT /admin/routes`: the routes as JSON (`PUT` replaces the file's
+//!   `[[routes]]` until `DELETE /admin/routes`; saved in `state_dir`);
+//! - `GET /admin/config`: the configuration in force, and where the routes come from;
+//! - `POST /admin/reload`: read the config again and apply it (as `SIGHUP` does): 200 with
+//!   what changed and what needs a restart, or 422 with every problem (nothing changed);
 //! - `GET /admin/runners`: each runner's address and live load;
 //! - `GET /metrics` (Prometheus text), `GET /healthz` (alive), `GET /readyz` (placers
 //!   loaded and at least one runner known).
@@ -22,10 +27,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::Route;
 use crate::placer::PlacerSource;
+use crate::plan::Live;
 use crate::proxy::{Proxy, ProxyBody, json, json_error};
 use crate::reload::valid_name;
 
@@ -37,17 +43,8 @@ pub const MAX_ADMIN_BODY: usize = 32 << 20;
 pub struct Admin {
     /// The proxy whose registry, routes and pool this administers.
     pub proxy: Arc<Proxy>,
-    /// Bearer token for writes, if configured.
-    pub token: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct RouteJson {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    app: Option<String>,
-    #[serde(rename = "fn", default, skip_serializing_if = "Option::is_none")]
-    fn_id: Option<String>,
-    placer: String,
+    /// The running configuration: the token, reloads, `state_dir`.
+    pub live: Arc<Live>,
 }
 
 impl Admin {
@@ -55,7 +52,7 @@ impl Admin {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, hyper::Error> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
-        if self.token.is_none() && !loopback_host(&req) {
+        if self.live.token().is_none() && !loopback_host(&req) {
             return Ok(json_error(
                 StatusCode::FORBIDDEN,
                 "without admin_token_file the admin API answers only Host: localhost or a loopback address",
@@ -78,10 +75,26 @@ impl Admin {
             (Method::GET, "/healthz") => json(StatusCode::OK, "{\"status\":\"alive\"}".into()),
             (Method::GET, "/readyz") => self.readiness(),
             (Method::GET, "/admin/placers") => json(StatusCode::OK, to_json(&self.proxy.placers.infos())),
-            (Method::GET, "/admin/routes") => json(StatusCode::OK, to_json(&self.routes())),
+            (Method::GET, "/admin/routes") => self.routes(),
+            (Method::GET, "/admin/config") => self.config(),
             (Method::PUT, "/admin/routes") => match body(req).await {
                 Ok(bytes) => self.put_routes(&bytes),
                 Err(r) => r,
+            },
+            (Method::DELETE, "/admin/routes") => self.delete_routes(),
+            (Method::POST, "/admin/reload") => match self.live.reload().await {
+                Ok(report) => json(
+                    StatusCode::OK,
+                    serde_json::json!({ "result": "ok", "changed": report.changed,
+                        "restart_needed": report.restart_needed, "warnings": report.warnings })
+                    .to_string(),
+                ),
+                Err(problems) => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({ "result": "error", "message": "the config was not applied; the running config stays",
+                        "problems": problems })
+                    .to_string(),
+                ),
             },
             (Method::GET, "/admin/runners") => json(StatusCode::OK, self.runners()),
             (method, p) if p.starts_with("/admin/placers/") => {
@@ -91,15 +104,7 @@ impl Admin {
                 }
                 match method {
                     Method::PUT => match body(req).await {
-                        Ok(bytes) => {
-                            match self.proxy.placers.install_async(name, PlacerSource::Admin, bytes.to_vec()).await {
-                                Ok(v) => json(
-                                    StatusCode::OK,
-                                    serde_json::json!({ "name": name, "sha256": v.sha256() }).to_string(),
-                                ),
-                                Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.report()),
-                            }
-                        }
+                        Ok(bytes) => self.put_placer(name, bytes).await,
                         Err(r) => r,
                     },
                     Method::DELETE if !self.routes_to(name).is_empty() => json_error(
@@ -110,6 +115,14 @@ impl Admin {
                         ),
                     ),
                     Method::DELETE if self.proxy.placers.remove(name) => {
+                        if let Some(state) = &self.live.state
+                            && let Err(e) = state.remove_placer(name)
+                        {
+                            return Ok(json_error(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                &format!("placer `{name}` removed, but its saved copy in state_dir was not: {e}"),
+                            ));
+                        }
                         json(StatusCode::OK, serde_json::json!({ "removed": name }).to_string())
                     }
                     Method::DELETE => json_error(StatusCode::NOT_FOUND, "no user placer of that name (built-ins stay)"),
@@ -121,11 +134,40 @@ impl Admin {
         Ok(response)
     }
 
+    /// Validates and publishes placer `name`, then saves it in `state_dir`.
+    async fn put_placer(&self, name: &str, bytes: Bytes) -> Response<ProxyBody> {
+        let version = match self.proxy.placers.install_async(name, PlacerSource::Admin, bytes.to_vec()).await {
+            Ok(version) => version,
+            Err(e) => {
+                let body = serde_json::json!({ "message": e.plain(), "detail": e.report() });
+                return json(StatusCode::UNPROCESSABLE_ENTITY, body.to_string());
+            }
+        };
+        let saved = match &self.live.state {
+            Some(state) => match state.save_placer(name, &bytes) {
+                Ok(()) => true,
+                Err(e) => {
+                    return json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!(
+                            "placer `{name}` is serving, but saving it in state_dir failed (it will not survive a restart): {e}"
+                        ),
+                    );
+                }
+            },
+            None => false,
+        };
+        json(
+            StatusCode::OK,
+            serde_json::json!({ "name": name, "sha256": version.sha256(), "saved": saved }).to_string(),
+        )
+    }
+
     /// Ready when the default placer is loaded and at least one runner is known.
     fn readiness(&self) -> Response<ProxyBody> {
-        let default = &self.proxy.config.default_placer;
+        let default = self.proxy.routes.default_placer();
         let mut missing = Vec::new();
-        if self.proxy.placers.get(default).is_none() {
+        if self.proxy.placers.get(&default).is_none() {
             missing.push(format!("default placer `{default}` not loaded"));
         }
         if self.proxy.pool.membership().set.is_empty() {
@@ -139,7 +181,8 @@ impl Admin {
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else { return true };
+        let token = self.live.token();
+        let Some(token) = token.as_ref() else { return true };
         let given = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let expected = format!("Bearer {token}");
         // Compare without an early exit on the first differing byte.
@@ -151,7 +194,7 @@ impl Admin {
     /// The routes (`app=…,fn=…`) whose placer is `name`.
     fn routes_to(&self, name: &str) -> Vec<String> {
         let mut named = Vec::new();
-        for (i, r) in self.proxy.routes.routes().iter().enumerate().filter(|(_, r)| r.placer == name) {
+        for (i, r) in self.proxy.routes.get().routes.iter().enumerate().filter(|(_, r)| r.placer == name) {
             let app = r.app.as_deref().map(|a| format!(" app={a}")).unwrap_or_default();
             let fn_id = r.fn_id.as_deref().map(|f| format!(" fn={f}")).unwrap_or_default();
             named.push(format!("[{i}]{app}{fn_id}"));
@@ -159,24 +202,70 @@ impl Admin {
         named
     }
 
-    fn routes(&self) -> Vec<RouteJson> {
-        self.proxy
-            .routes
-            .routes()
-            .iter()
-            .map(|r| RouteJson { app: r.app.clone(), fn_id: r.fn_id.clone(), placer: r.placer.clone() })
-            .collect()
+    fn routes(&self) -> Response<ProxyBody> {
+        json(StatusCode::OK, to_json(&self.proxy.routes.get().routes))
+    }
+
+    /// `GET /admin/config`: the configuration in force (as Envoy's `config_dump`): the
+    /// values a reload can change, where the routes come from, and the placers' configs.
+    fn config(&self) -> Response<ProxyBody> {
+        let config = self.proxy.config();
+        let table = self.proxy.routes.get();
+        let placers: serde_json::Map<String, serde_json::Value> = self
+            .proxy
+            .placers
+            .names()
+            .into_iter()
+            .filter_map(|name| {
+                let version = self.proxy.placers.get(&name)?;
+                let pairs: serde_json::Map<String, serde_json::Value> =
+                    version.config().iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                Some((name, pairs.into()))
+            })
+            .collect();
+        let runners = match &config.discovery {
+            crate::config::RunnerSource::Static => serde_json::json!({ "static": config.runners }),
+            crate::config::RunnerSource::File(path) => serde_json::json!({ "file": path }),
+            crate::config::RunnerSource::Dns { name, port, .. } => {
+                serde_json::json!({ "dns": format!("{name}:{port}") })
+            }
+        };
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let body = serde_json::json!({
+            "config_file": config.source.as_ref().and_then(|s| s.path.clone()),
+            "listen": config.listen.to_string(),
+            "admin_listen": config.admin_listen.to_string(),
+            "default_placer": table.default,
+            "routes": table.routes,
+            "routes_source": if table.from_admin { "admin" } else { "file" },
+            "file_routes": table.file,
+            "placers": placers,
+            "runners": runners,
+            "placers_dir": config.placers_dir,
+            "state_dir": config.state_dir,
+            "max_body_bytes": config.max_body_bytes,
+            "body_timeout_ms": ms(config.body_timeout),
+            "max_connections": config.max_connections,
+            "max_buffered_bytes": config.max_buffered_bytes,
+            "retry_all_delay_ms": ms(config.retry_all_delay),
+            "placer_timeout_ms": ms(config.placer_timeout),
+            "detached_placer_timeout_ms": ms(config.detached_placer_timeout),
+            "connect_timeout_ms": ms(config.connect_timeout),
+            "shutdown_grace_ms": ms(config.shutdown_grace),
+            "placer_budget_ms": ms(config.sandbox.budget),
+            "placer_memory_limit_bytes": config.sandbox.memory_limit_bytes,
+        });
+        json(StatusCode::OK, body.to_string())
     }
 
     fn put_routes(&self, bytes: &[u8]) -> Response<ProxyBody> {
-        let parsed: Vec<RouteJson> = match serde_json::from_slice(bytes) {
+        let routes: Vec<Route> = match serde_json::from_slice(bytes) {
             Ok(r) => r,
             Err(e) => {
                 return json_error(StatusCode::BAD_REQUEST, &format!("expected [{{\"app\",\"fn\",\"placer\"}}]: {e}"));
             }
         };
-        let mut routes = Vec::new();
-        for (i, r) in parsed.into_iter().enumerate() {
+        for (i, r) in routes.iter().enumerate() {
             if r.app.is_none() && r.fn_id.is_none() {
                 return json_error(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -189,10 +278,25 @@ impl Admin {
                     &format!("routes[{i}]: no placer named `{}`", r.placer),
                 );
             }
-            routes.push(Route { app: r.app, fn_id: r.fn_id, placer: r.placer });
+        }
+        if let Some(state) = &self.live.state
+            && let Err(e) = state.save_routes(&routes)
+        {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot save the routes in state_dir: {e}"));
         }
         self.proxy.routes.replace(routes);
-        json(StatusCode::OK, to_json(&self.routes()))
+        self.routes()
+    }
+
+    /// Back to the config file's routes.
+    fn delete_routes(&self) -> Response<ProxyBody> {
+        if let Some(state) = &self.live.state
+            && let Err(e) = state.clear_routes()
+        {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot remove the saved routes: {e}"));
+        }
+        self.proxy.routes.reset_to_file();
+        self.routes()
     }
 
     fn metrics(&self) -> String {

@@ -1,13 +1,22 @@
 //! Configuration: a serde mirror of `placerd.toml` ([`FileConfig`], every key optional,
 //! unknown keys rejected) validated into the internal [`Config`] of durations and addresses.
-//! Parsing takes a `&str`; only `main` reads files.
+//! Validation reports every bad key at once, not the first. Parsing takes a `&str`;
+//! [`ConfigSource`] is where the file, the `PLACERD_<KEY>` environment overrides
+//! (`env`) and the command line's flags meet, so a reload reads them exactly as start-up
+//! did.
+
+mod env;
+mod source;
+
+pub use env::apply_env;
+pub use source::{ConfigSource, Overrides};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::placer::{OnFault, SandboxLimits};
 
@@ -25,10 +34,43 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// Several keys are wrong (each is one of the above).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Each problem on its own, for a report of one line per problem.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Many(all) => all.iter().flat_map(ConfigError::problems).collect(),
+            one => vec![one.to_string()],
+        }
+    }
+}
+
+/// Collects every problem of a config instead of stopping at the first.
+#[derive(Debug, Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    /// `value` if nothing was wrong; every problem otherwise.
+    fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigError> {
+        match (self.0.len(), value) {
+            (0, Some(value)) => Ok(value),
+            (0, None) => Err(ConfigError::Parse("invalid configuration".into())),
+            (1, _) => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Many(self.0)),
+        }
+    }
 }
 
 /// `placerd.toml` as written. Each field documents its TOML key and default.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     /// `listen = "127.0.0.1:8080"`: the client-facing HTTP listener.
@@ -41,6 +83,9 @@ pub struct FileConfig {
     pub default_placer: String,
     /// `placers_dir = "placers"`: NAME.wasm becomes placer NAME.
     pub placers_dir: String,
+    /// `state_dir = ""`: where placers installed and routes set through the admin API are
+    /// kept across restarts; "" keeps them in memory only.
+    pub state_dir: String,
     /// `cache_dir = ""`: compiled placers kept across restarts; "" is
     /// `$XDG_CACHE_HOME/placerd` (else `~/.cache/placerd`), "off" keeps none.
     pub cache_dir: String,
@@ -89,6 +134,7 @@ impl Default for FileConfig {
             admin_token_file: String::new(),
             default_placer: "consistent-hash".into(),
             placers_dir: "placers".into(),
+            state_dir: String::new(),
             cache_dir: String::new(),
             max_body_bytes: 6 << 20,
             body_timeout_ms: 30_000,
@@ -111,7 +157,7 @@ impl Default for FileConfig {
 }
 
 /// `[runners]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileRunners {
     /// `static = ["127.0.0.1:9001"]`.
@@ -131,7 +177,7 @@ pub struct FileRunners {
 }
 
 /// `[runners.outlier_detection]`, named after Envoy's outlier detection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileOutlierDetection {
     /// `consecutive_failures = 5`: connect failures in a row that eject a runner.
@@ -214,7 +260,7 @@ impl Default for FileRunners {
 }
 
 /// `[placers.NAME]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilePlacer {
     /// `[placers.NAME.config]`: string values handed to `configure`.
@@ -222,24 +268,27 @@ pub struct FilePlacer {
 }
 
 /// One `[[routes]]` entry.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileRoute {
     /// `app = "billing"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
     /// `fn = "billing/charge"`.
-    #[serde(rename = "fn")]
+    #[serde(rename = "fn", skip_serializing_if = "Option::is_none")]
     pub fn_: Option<String>,
     /// `placer = "naive"`.
     pub placer: String,
 }
 
-/// One validated route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One validated route (also its JSON form in the admin API and `state_dir`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     /// Matches calls of this app, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
     /// Matches calls of this fn id, if set.
+    #[serde(rename = "fn", default, skip_serializing_if = "Option::is_none")]
     pub fn_id: Option<String>,
     /// The placer for matching calls.
     pub placer: String,
@@ -258,6 +307,8 @@ pub struct Config {
     pub default_placer: String,
     /// Folder of user placers.
     pub placers_dir: PathBuf,
+    /// Where admin-API changes are kept across restarts; `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
     /// Where compiled placers are kept across restarts; `None`: nowhere.
     pub cache_dir: Option<PathBuf>,
     /// Request body limit.
@@ -300,6 +351,9 @@ pub struct Config {
     /// `--native-placement`: run the built-in placers' algorithms natively instead of their
     /// Wasm components, to measure the sandbox's cost. A command-line option only.
     pub native_placement: bool,
+    /// Where this config was read from, so `SIGHUP` and `POST /admin/reload` can read it
+    /// again the same way; `None` for a config built in code (nothing to re-read).
+    pub source: Option<ConfigSource>,
 }
 
 impl Default for Config {
@@ -327,9 +381,39 @@ pub fn placer_for<'a>(routes: &'a [Route], default: &'a str, app_id: &str, fn_id
         .map_or(default, |r| &r.placer)
 }
 
-/// True for a runner address `host:port` (a name or IP, `[v6]` bracketed, and a u16 port).
-pub fn is_host_port(address: &str) -> bool {
-    address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+/// Why `address` is not a runner address `host:port` (a name or IP, `[v6]` bracketed, and
+/// a u16 port), with the fix; `None` when it is one.
+pub fn runner_address_problem(address: &str) -> Option<String> {
+    if let Some((scheme, rest)) = address.split_once("://") {
+        let rest = rest.trim_end_matches('/');
+        return Some(format!(
+            "expected host:port, got {address:?}: drop the {scheme}:// (placerd speaks HTTP/1.1 to runners), e.g. {rest:?}"
+        ));
+    }
+    if address.contains(',') || address.contains(char::is_whitespace) {
+        let parts: Vec<String> = address
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .map(|p| format!("{p:?}"))
+            .collect();
+        return Some(format!(
+            "expected one host:port, got the list {address:?}: give one address per entry, e.g. [{}]",
+            parts.join(", ")
+        ));
+    }
+    let valid_host = |host: &str| {
+        if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            return v6.parse::<std::net::Ipv6Addr>().is_ok();
+        }
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    match address.rsplit_once(':') {
+        Some((host, port)) if valid_host(host) && port.parse::<u16>().is_ok() => None,
+        Some((_, port)) if port.contains('/') => {
+            Some(format!("expected host:port, got {address:?}: drop the path (runners are addressed by host:port)"))
+        }
+        _ => Some(format!("expected host:port (e.g. \"127.0.0.1:9001\"; IPv6 as \"[::1]:9001\"), got {address:?}")),
+    }
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -403,27 +487,27 @@ impl FileConfig {
     /// Checks every value and builds the internal [`Config`].
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the first bad key.
+    /// [`ConfigError::Invalid`] naming the bad key, or [`ConfigError::Many`] when several
+    /// are bad: every problem is reported at once.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let on_fault = match self.on_placer_fault.as_str() {
-            "fallback" => OnFault::Fallback,
-            "reject" => OnFault::Reject,
-            other => {
-                return Err(invalid("on_placer_fault", format!("expected \"fallback\" or \"reject\", got {other:?}")));
-            }
-        };
-        let discovery = self.runners.source()?;
-        let outlier_detection = self.runners.outlier_detection.validate()?;
+        let mut p = Problems::default();
+        let on_fault = p.take(match self.on_placer_fault.as_str() {
+            "fallback" => Ok(OnFault::Fallback),
+            "reject" => Ok(OnFault::Reject),
+            other => Err(invalid("on_placer_fault", format!("expected \"fallback\" or \"reject\", got {other:?}"))),
+        });
+        let discovery = p.take(self.runners.source());
+        let outlier_detection = p.take(self.runners.outlier_detection.validate());
         let mut runners = Vec::new();
         for (i, runner) in self.runners.static_.iter().enumerate() {
             let key = format!("runners.static[{i}]");
-            if !is_host_port(runner) {
-                return Err(invalid(&key, format!("expected host:port, got {runner:?}")));
+            if let Some(problem) = runner_address_problem(runner) {
+                p.0.push(invalid(&key, problem));
+            } else if runners.contains(runner) {
+                p.0.push(invalid(&key, format!("{runner} is listed twice")));
+            } else {
+                runners.push(runner.clone());
             }
-            if runners.contains(runner) {
-                return Err(invalid(&key, format!("{runner} is listed twice")));
-            }
-            runners.push(runner.clone());
         }
         let mut placer_config = BTreeMap::new();
         for (name, placer) in self.placers {
@@ -435,10 +519,11 @@ impl FileConfig {
                     toml::Value::Float(f) => f.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
                     _ => {
-                        return Err(invalid(
+                        p.0.push(invalid(
                             &format!("placers.{name}.config.{key}"),
                             "expected a string, number or boolean",
                         ));
+                        continue;
                     }
                 };
                 pairs.push((key, value));
@@ -448,79 +533,105 @@ impl FileConfig {
         let mut routes = Vec::new();
         for (i, route) in self.routes.into_iter().enumerate() {
             if route.placer.is_empty() {
-                return Err(invalid(&format!("routes[{i}].placer"), "missing"));
+                p.0.push(invalid(&format!("routes[{i}].placer"), "missing: name the placer for these calls"));
+            } else if route.app.is_none() && route.fn_.is_none() {
+                p.0.push(invalid(&format!("routes[{i}]"), "needs `app`, `fn` or both"));
+            } else {
+                routes.push(Route { app: route.app, fn_id: route.fn_, placer: route.placer });
             }
-            if route.app.is_none() && route.fn_.is_none() {
-                return Err(invalid(&format!("routes[{i}]"), "needs `app`, `fn` or both"));
-            }
-            routes.push(Route { app: route.app, fn_id: route.fn_, placer: route.placer });
         }
         if self.default_placer.is_empty() {
-            return Err(invalid("default_placer", "must name a placer"));
+            p.0.push(invalid("default_placer", "must name a placer"));
         }
-        let max_body_bytes =
-            usize::try_from(self.max_body_bytes).map_err(|_| invalid("max_body_bytes", "too large"))?;
-        if max_body_bytes == 0 {
-            return Err(invalid("max_body_bytes", "must be at least 1"));
-        }
-        let max_connections = usize::try_from(self.max_connections)
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| invalid("max_connections", format!("must be at least 1, got {}", self.max_connections)))?;
-        let max_buffered_bytes =
-            usize::try_from(self.max_buffered_bytes).ok().filter(|n| *n >= max_body_bytes).ok_or_else(|| {
-                invalid(
-                    "max_buffered_bytes",
-                    format!("must be at least max_body_bytes ({max_body_bytes}), got {}", self.max_buffered_bytes),
-                )
-            })?;
-        let memory = usize::try_from(self.placer_memory_limit_bytes)
-            .ok()
-            .filter(|m| *m >= 2 << 20)
-            .ok_or_else(|| invalid("placer_memory_limit_bytes", "must be at least 2097152 (2 MiB)"))?;
-        let admin_listen = addr("admin_listen", &self.admin_listen)?;
+        let max_body_bytes = p.take(
+            usize::try_from(self.max_body_bytes)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| invalid("max_body_bytes", format!("must be at least 1, got {}", self.max_body_bytes))),
+        );
+        let max_connections =
+            p.take(usize::try_from(self.max_connections).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                invalid("max_connections", format!("must be at least 1, got {}", self.max_connections))
+            }));
+        let max_buffered_bytes = p.take(
+            usize::try_from(self.max_buffered_bytes).ok().filter(|n| *n >= max_body_bytes.unwrap_or(1)).ok_or_else(
+                || {
+                    invalid(
+                        "max_buffered_bytes",
+                        format!(
+                            "must be at least max_body_bytes ({}), got {}",
+                            self.max_body_bytes, self.max_buffered_bytes
+                        ),
+                    )
+                },
+            ),
+        );
+        let memory = p.take(
+            usize::try_from(self.placer_memory_limit_bytes)
+                .ok()
+                .filter(|m| *m >= 2 << 20)
+                .ok_or_else(|| invalid("placer_memory_limit_bytes", "must be at least 2097152 (2 MiB)")),
+        );
+        let listen = p.take(addr("listen", &self.listen));
+        let admin_listen = p.take(addr("admin_listen", &self.admin_listen));
         let admin_token_file = (!self.admin_token_file.is_empty()).then(|| PathBuf::from(&self.admin_token_file));
-        if !admin_listen.ip().is_loopback() && admin_token_file.is_none() {
-            return Err(invalid(
+        if let Some(admin) = admin_listen
+            && !admin.ip().is_loopback()
+            && admin_token_file.is_none()
+        {
+            p.0.push(invalid(
                 "admin_listen",
-                format!("{admin_listen} is not loopback: set admin_token_file so admin writes need a token"),
+                format!("{admin} is not loopback: set admin_token_file so the admin API needs a token"),
             ));
         }
-        Ok(Config {
-            listen: addr("listen", &self.listen)?,
-            admin_listen,
-            admin_token_file,
-            default_placer: self.default_placer,
-            placers_dir: PathBuf::from(self.placers_dir),
-            cache_dir: match self.cache_dir.as_str() {
-                "off" => None,
-                "" => crate::placer::default_cache_dir(),
-                dir => Some(PathBuf::from(dir)),
-            },
-            max_body_bytes,
-            body_timeout: ms("body_timeout_ms", self.body_timeout_ms, 1)?,
-            max_connections,
-            max_buffered_bytes,
-            retry_all_delay: ms("retry_all_delay_ms", self.retry_all_delay_ms, 1)?,
-            placer_timeout: ms("placer_timeout_ms", self.placer_timeout_ms, 1)?,
-            detached_placer_timeout: ms("detached_placer_timeout_ms", self.detached_placer_timeout_ms, 1)?,
-            status_interval: ms("status_interval_ms", self.status_interval_ms, 10)?,
-            connect_timeout: ms("connect_timeout_ms", self.connect_timeout_ms, 1)?,
-            shutdown_grace: ms("shutdown_grace_ms", self.shutdown_grace_ms, 0)?,
-            sandbox: SandboxLimits {
-                budget: ms("placer_budget_ms", self.placer_budget_ms, 1)?,
-                memory_limit_bytes: memory,
-                on_fault,
-                ..SandboxLimits::default()
-            },
-            runners,
-            discovery,
-            outlier_detection,
-            placer_config,
-            routes,
-            record_trace: None,
-            native_placement: false,
-        })
+        let body_timeout = p.take(ms("body_timeout_ms", self.body_timeout_ms, 1));
+        let retry_all_delay = p.take(ms("retry_all_delay_ms", self.retry_all_delay_ms, 1));
+        let placer_timeout = p.take(ms("placer_timeout_ms", self.placer_timeout_ms, 1));
+        let detached_placer_timeout = p.take(ms("detached_placer_timeout_ms", self.detached_placer_timeout_ms, 1));
+        let status_interval = p.take(ms("status_interval_ms", self.status_interval_ms, 10));
+        let connect_timeout = p.take(ms("connect_timeout_ms", self.connect_timeout_ms, 1));
+        let shutdown_grace = p.take(ms("shutdown_grace_ms", self.shutdown_grace_ms, 0));
+        let budget = p.take(ms("placer_budget_ms", self.placer_budget_ms, 1));
+        let config = (|| {
+            Some(Config {
+                listen: listen?,
+                admin_listen: admin_listen?,
+                admin_token_file,
+                default_placer: self.default_placer,
+                placers_dir: PathBuf::from(self.placers_dir),
+                state_dir: (!self.state_dir.is_empty()).then(|| PathBuf::from(&self.state_dir)),
+                cache_dir: match self.cache_dir.as_str() {
+                    "off" => None,
+                    "" => crate::placer::default_cache_dir(),
+                    dir => Some(PathBuf::from(dir)),
+                },
+                max_body_bytes: max_body_bytes?,
+                body_timeout: body_timeout?,
+                max_connections: max_connections?,
+                max_buffered_bytes: max_buffered_bytes?,
+                retry_all_delay: retry_all_delay?,
+                placer_timeout: placer_timeout?,
+                detached_placer_timeout: detached_placer_timeout?,
+                status_interval: status_interval?,
+                connect_timeout: connect_timeout?,
+                shutdown_grace: shutdown_grace?,
+                sandbox: SandboxLimits {
+                    budget: budget?,
+                    memory_limit_bytes: memory?,
+                    on_fault: on_fault?,
+                    ..SandboxLimits::default()
+                },
+                runners,
+                discovery: discovery?,
+                outlier_detection: outlier_detection?,
+                placer_config,
+                routes,
+                record_trace: None,
+                native_placement: false,
+                source: None,
+            })
+        })();
+        p.finish(config)
     }
 }
 
@@ -595,6 +706,10 @@ mod tests {
             ("retry_all_delay_ms = 0", "retry_all_delay_ms"),
             ("on_placer_fault = \"explode\"", "on_placer_fault"),
             ("[runners]\nstatic = [\"no-port\"]", "runners.static[0]"),
+            ("[runners]\nstatic = [\"http://127.0.0.1:9001\"]", "drop the http://"),
+            ("[runners]\nstatic = [\"a:1,b:2\"]", "one address per entry"),
+            ("[runners]\nstatic = [\"127.0.0.1:9001/v1\"]", "drop the path"),
+            ("[runners]\nstatic = [\"::1:9001\"]", "IPv6 as"),
             ("[runners]\nstatic = [\"a:1\", \"a:1\"]", "runners.static[1]"),
             ("[[routes]]\nplacer = \"naive\"", "routes[0]"),
             ("max_body_bytes = \"big\"", "max_body_bytes"),

@@ -109,6 +109,7 @@ impl PlacerVersion {
         for call in sample_calls(5) {
             run(&smaller, &call)?;
         }
+        self.forget_runners();
         Ok(CheckReport { runners: set, orders, calls })
     }
 }
@@ -214,5 +215,27 @@ mod tests {
         assert_eq!(validate_order(&[0, 3], 3), Err("index 3 is out of range for 3 runners".into()));
         assert_eq!(validate_order(&[1, 1], 3), Err("index 1 appears twice".into()));
         assert_eq!(validate_order(&[0, 1, 2, 0], 3), Err("4 entries for 3 runners".into()));
+    }
+
+    /// The check's synthetic sets (generations 1 and 2) must not stand in for a real set
+    /// that happens to have the same generation: a pool that starts empty and fills in is
+    /// at generation 2 when the first call comes.
+    #[test]
+    fn the_first_real_set_after_a_check_is_told_even_with_the_same_generation() {
+        let runtime = crate::placer::PlacerRuntime::new(crate::placer::SandboxLimits {
+            budget: std::time::Duration::from_secs(1),
+            ..crate::placer::SandboxLimits::default()
+        })
+        .expect("runtime");
+        let bytes = crate::placer::builtin("naive").expect("embedded");
+        let version = runtime.load("naive", crate::placer::PlacerSource::Builtin, bytes, Vec::new()).expect("loads");
+        version.check().expect("passes");
+        let real = sample_runners(2, 1);
+        let call = &sample_calls(1)[0];
+        for _ in 0..5 {
+            let placed = version.place(call, &real, &[RunnerLoad::default()]).expect("placed");
+            assert_eq!(placed.order, [0], "the one real runner, by the guest: {:?}", placed.by);
+            assert!(matches!(placed.by, PlacedBy::Guest { cleaned: 0 }), "{:?}", placed.by);
+        }
     }
 }

@@ -110,7 +110,8 @@ impl Contract {
     }
 }
 
-/// A component pre-linked for its contract.
+/// A component pre-linked for its contract (cheap to clone: shared handles).
+#[derive(Clone)]
 pub(crate) enum Pre {
     /// `text`: the component imports `current-call`, so each `place` keeps the call's text
     /// for it; other components pay nothing for the text.

@@ -22,6 +22,8 @@ pub enum LoadError {
     Compile {
         /// The placer's name.
         placer: String,
+        /// What the bytes are instead, and what to do, in plain words ([`what_is`]).
+        hint: &'static str,
         /// The compiler's error.
         #[source]
         source: wasmtime::Error,
@@ -100,7 +102,46 @@ pub enum LoadError {
     Ticker(#[source] std::io::Error),
 }
 
+/// What `bytes` are, for an error about bytes that did not compile as a component.
+pub(super) fn what_is(bytes: &[u8]) -> &'static str {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            "it is a core WebAssembly module, not a component: build for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or wrap it with `wasm-tools component new`"
+        }
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {
+            "it is a WebAssembly component that does not validate (truncated, corrupt, or built with features placerd does not enable)"
+        }
+        _ if bytes.is_empty() => "the body is empty: send the component's bytes (curl --data-binary @placer.wasm)",
+        _ => {
+            "it is not WebAssembly at all (it does not start with \\0asm): send the component's bytes, e.g. curl --data-binary @placer.wasm"
+        }
+    }
+}
+
 impl LoadError {
+    /// What failed, in plain words on one line, without the engine's internal detail (for
+    /// the admin API's `message`; [`LoadError::report`] has the whole chain).
+    pub fn plain(&self) -> String {
+        let first_line = |e: &dyn std::fmt::Display| {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default().trim().to_string();
+            if line.len() > 200 { format!("{}…", &line[..line.floor_char_boundary(200)]) } else { line }
+        };
+        match self {
+            LoadError::Compile { hint, .. } => format!("{self}: {hint}"),
+            LoadError::Imports { source, .. } => format!("{self}: {}", first_line(source)),
+            LoadError::WrongTypes { .. } => {
+                format!(
+                    "{self}: its functions' types differ from that contract's wit/placer.wit; rebuild it against it"
+                )
+            }
+            LoadError::Instantiate { fault, .. } | LoadError::Validation { fault: Some(fault), .. } => {
+                format!("{self}: {}", first_line(fault))
+            }
+            _ => self.to_string(),
+        }
+    }
+
     /// The message and every cause below it, on one line (`a: b: c`), for logs, the admin
     /// API and `placerd check`.
     pub fn report(&self) -> String {

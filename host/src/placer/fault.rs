@@ -27,6 +27,9 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Every [`FaultKind::as_str`] label, for metrics exposed at zero before the first.
+    pub const KINDS: &[&str] = &["timeout", "memory", "trap", "instantiate", "configure", "quarantined"];
+
     /// Short label for metrics and logs.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -12,7 +12,7 @@ use wasmtime::{Config, Engine};
 use super::cache::DiskCache;
 use super::contract::{Contract, Pre, v01, v02};
 use super::engine::{NoObserver, PlacerObserver, SandboxLimits, Shared, hex};
-use super::error::LoadError;
+use super::error::{LoadError, what_is};
 use super::sandbox::HostState;
 use super::version::{PlacerSource, PlacerVersion};
 
@@ -125,8 +125,11 @@ impl PlacerRuntime {
             self.remember(sha256, &component);
             return Ok(component);
         }
-        let component = Component::new(&self.shared.engine, bytes)
-            .map_err(|source| LoadError::Compile { placer: placer.to_string(), source })?;
+        let component = Component::new(&self.shared.engine, bytes).map_err(|source| LoadError::Compile {
+            placer: placer.to_string(),
+            hint: what_is(bytes),
+            source,
+        })?;
         let took = started.elapsed();
         if took >= SLOW_COMPILE {
             tracing::info!(

@@ -192,6 +192,25 @@ impl PlacerVersion {
     }
 
     /// Builds the first instance (running `configure`) and keeps it warm.
+    /// The same component with `config`: a new version, built and warmed as a load is
+    /// (no compile), for a reload that changes `[placers.NAME.config]`. Run
+    /// [`PlacerVersion::check`] on it before publishing it.
+    ///
+    /// # Errors
+    /// `configure` rejected `config`, or the first instance faulted.
+    pub fn reconfigured(&self, config: Vec<(String, String)>) -> Result<Arc<PlacerVersion>, LoadError> {
+        let version = PlacerVersion::new(
+            &self.name,
+            self.source.clone(),
+            self.sha256.clone(),
+            config,
+            self.pre.clone(),
+            self.shared.clone(),
+        );
+        version.warm_up()?;
+        Ok(Arc::new(version))
+    }
+
     pub(crate) fn warm_up(&self) -> Result<(), LoadError> {
         let warm = self.instantiate().map_err(|fault| match fault {
             FaultKind::Configure(message) => LoadError::Configure { placer: self.name.to_string(), message },
@@ -296,6 +315,17 @@ impl PlacerVersion {
         match pooled {
             Some(warm) => Ok(warm),
             None => self.instantiate(),
+        }
+    }
+
+    /// Makes every idle instance forget the runner set it was told: a check's synthetic
+    /// sets use small generation numbers that the real pool's may repeat, so after a check
+    /// the first real call must tell each instance the real set.
+    pub(crate) fn forget_runners(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            for warm in idle.iter_mut() {
+                warm.generation = None;
+            }
         }
     }
 

@@ -10,13 +10,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub(crate) struct BodyBudget {
     used: AtomicUsize,
-    limit: usize,
+    /// `max_buffered_bytes`; a reload may change it (reservations held stay).
+    limit: AtomicUsize,
 }
 
 impl BodyBudget {
     /// A budget of `limit` bytes.
     pub(crate) fn new(limit: usize) -> Self {
-        BodyBudget { used: AtomicUsize::new(0), limit }
+        BodyBudget { used: AtomicUsize::new(0), limit: AtomicUsize::new(limit) }
+    }
+
+    /// A new limit for reservations from now on.
+    pub(crate) fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Bytes reserved now, across all calls.
@@ -31,9 +37,10 @@ impl BodyBudget {
     }
 
     fn take(&self, n: usize) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= self.limit)
+                used.checked_add(n).filter(|total| *total <= limit)
             })
             .is_ok()
     }

@@ -10,7 +10,7 @@
 //!    access log and the trace line.
 //!
 //! If the client goes away, hyper drops the call's future: placement stops and no further
-//! runner is tried (counted in `lb_placer_client_cancelled_count`, logged as 499).
+//! runner is tried (counted in `lb_placer_client_cancelled_count_total`, logged as 499).
 
 mod budget;
 mod request;
@@ -22,13 +22,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
 pub use request::{ClientError, MAX_HEADER_BYTES};
 pub use response::{ProxyBody, json, json_error};
-pub use routes::RouteTable;
+pub use routes::{RouteTable, Routes};
 
 use self::budget::{BodyBudget, Held};
 use self::request::{CallIds, Deadlines, Parsed};
@@ -44,8 +45,9 @@ use crate::throttle::Throttle;
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
 pub struct Proxy {
-    /// Validated config.
-    pub config: Arc<Config>,
+    /// Validated config, swapped whole by a reload (limits and deadlines are read from it
+    /// per call).
+    config: ArcSwap<Config>,
     /// The runners.
     pub pool: Arc<DynamicPool>,
     /// Sends calls to the runners of `pool`.
@@ -100,7 +102,7 @@ impl Proxy {
         let budget = BodyBudget::new(config.max_buffered_bytes);
         let missing_placer_log = Throttle::new(1, Duration::from_secs(10));
         Ok(Proxy {
-            config,
+            config: ArcSwap::new(config),
             pool,
             client,
             placers,
@@ -112,6 +114,20 @@ impl Proxy {
             budget,
             missing_placer_log,
         })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// A reloaded config: calls that start from now on use its limits and deadlines
+    /// (`max_body_bytes`, `body_timeout_ms`, `max_buffered_bytes`, `connect_timeout_ms`,
+    /// `retry_all_delay_ms`, the placer timeouts); calls in flight keep theirs.
+    pub fn set_config(&self, config: Arc<Config>) {
+        self.client.set_connect_timeout(config.connect_timeout);
+        self.budget.set_limit(config.max_buffered_bytes);
+        self.config.store(config);
     }
 
     /// Handles one client request.
@@ -192,9 +208,10 @@ impl Proxy {
         body: Incoming,
         held: &mut Held<'_>,
     ) -> Result<Parsed, ClientError> {
-        let limit = self.config.max_body_bytes;
+        let config = self.config.load();
+        let limit = config.max_body_bytes;
         let target = request::check_head(parts, limit)?;
-        let timeout = self.config.body_timeout;
+        let timeout = config.body_timeout;
         let body = tokio::time::timeout(timeout, request::read_body(body, limit, held))
             .await
             .map_err(|_| ClientError::BodyTimeout(timeout))??;
@@ -206,9 +223,9 @@ impl Proxy {
             now,
         };
         let deadlines = Deadlines {
-            retry_all_delay: self.config.retry_all_delay,
-            sync: self.config.placer_timeout,
-            detached: self.config.detached_placer_timeout,
+            retry_all_delay: config.retry_all_delay,
+            sync: config.placer_timeout,
+            detached: config.detached_placer_timeout,
         };
         Ok(request::into_call(parts, target, body, ids, deadlines))
     }
@@ -221,7 +238,7 @@ impl Proxy {
                 if let Some(dropped) = self.missing_placer_log.admit() {
                     tracing::warn!(placer = %name, dropped, "route names a placer that is gone; using the default");
                 }
-                self.placers.get(self.routes.default_placer())
+                self.placers.get(&self.routes.default_placer())
             })
         })
     }

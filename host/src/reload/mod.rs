@@ -49,9 +49,12 @@ pub struct PlacerInfo {
 /// Name → running version, swapped whole on every change.
 pub struct Registry {
     runtime: Arc<PlacerRuntime>,
-    placer_config: BTreeMap<String, Vec<(String, String)>>,
+    /// `[placers.NAME.config]`: what a new version of NAME is configured with. Replaced
+    /// by a config reload.
+    placer_config: ArcSwap<BTreeMap<String, Vec<(String, String)>>>,
     current: ArcSwap<HashMap<String, Arc<PlacerVersion>>>,
-    builtins: HashMap<String, Arc<PlacerVersion>>,
+    /// The built-ins with their current configs: what `remove` goes back to.
+    builtins: ArcSwap<HashMap<String, Arc<PlacerVersion>>>,
     /// Last failure per name (cleared by a success).
     errors: Mutex<HashMap<String, String>>,
     /// Serialises publishers; readers never take it.
@@ -111,9 +114,9 @@ impl Registry {
         }
         Ok(Registry {
             runtime,
-            placer_config,
+            placer_config: ArcSwap::from_pointee(placer_config),
             current: ArcSwap::from_pointee(builtins.clone()),
-            builtins,
+            builtins: ArcSwap::from_pointee(builtins),
             errors: Mutex::new(HashMap::new()),
             publish: Mutex::new(()),
             time_limit: VALIDATE_TIME_LIMIT,
@@ -135,10 +138,15 @@ impl Registry {
         self.record_failure(name, source, format!("placer `{name}`: {reason}"));
     }
 
-    /// A version of `name` was kept out: counted, logged and kept as its `last_error`.
+    /// A version of `name` was kept out: counted, logged and, for a file (whose writer
+    /// sees no answer), kept as its `last_error`. A failed admin install leaves nothing
+    /// behind: its caller got the error in the response.
     fn record_failure(&self, name: &str, source: &PlacerSource, report: String) {
         self.runtime.observer().reload(name, false);
         tracing::warn!(placer = name, source = %source_label(source), error = %report, "placer rejected; keeping the running version");
+        if *source == PlacerSource::Admin {
+            return;
+        }
         if let Ok(mut errors) = self.errors.lock() {
             errors.insert(name.to_string(), report);
         }
@@ -200,7 +208,7 @@ impl Registry {
         bytes: &[u8],
         ticket: &Ticket,
     ) -> Result<Arc<PlacerVersion>, LoadError> {
-        let config = self.placer_config.get(name).cloned().unwrap_or_default();
+        let config = self.placer_config.load().get(name).cloned().unwrap_or_default();
         let built = self.runtime.load(name, source.clone(), bytes, config).and_then(|v| v.check().map(|_| v));
         if !ticket.claim(PUBLISHING) {
             tracing::warn!(placer = name, source = %source_label(&source), "placer install finished after its time limit; not published");
@@ -296,18 +304,58 @@ impl Registry {
     pub fn remove(&self, name: &str) -> bool {
         let running = self.get(name);
         let is_builtin_running = running.as_ref().is_some_and(|v| *v.source() == PlacerSource::Builtin);
+        let had_error = self.errors.lock().is_ok_and(|mut errors| errors.remove(name).is_some());
         if running.is_none() || is_builtin_running {
-            return false;
+            return had_error;
         }
-        self.publish_version(name, self.builtins.get(name).cloned());
-        if let Ok(mut errors) = self.errors.lock() {
-            errors.remove(name);
-        }
-        match self.builtins.get(name) {
+        let builtins = self.builtins.load();
+        self.publish_version(name, builtins.get(name).cloned());
+        match builtins.get(name) {
             Some(_) => tracing::info!(placer = name, "placer removed; the built-in of that name is back"),
             None => tracing::warn!(placer = name, "placer removed; routes naming it now use the default placer"),
         }
         true
+    }
+
+    /// The config a new version of `name` gets now.
+    pub fn config_of(&self, name: &str) -> Vec<(String, String)> {
+        self.placer_config.load().get(name).cloned().unwrap_or_default()
+    }
+
+    /// The running version of `name` rebuilt with `config` (built-ins from their embedded
+    /// bytes, others from their compiled component) and checked, not published: a config
+    /// reload builds every changed placer first and publishes only if all of them pass.
+    /// `None` when no placer of that name runs.
+    ///
+    /// # Errors
+    /// `configure` rejected `config`, or the new version failed its sample placements.
+    pub fn reconfigured(
+        &self,
+        name: &str,
+        config: Vec<(String, String)>,
+    ) -> Option<Result<Arc<PlacerVersion>, LoadError>> {
+        let running = self.get(name)?;
+        Some(running.reconfigured(config).and_then(|v| v.check().map(|_| v)))
+    }
+
+    /// Publishes a config reload: the new `[placers.*.config]` tables (for versions loaded
+    /// from now on) and the versions built for it by [`Registry::reconfigured`].
+    pub fn publish_config(
+        &self,
+        placer_config: BTreeMap<String, Vec<(String, String)>>,
+        versions: Vec<Arc<PlacerVersion>>,
+    ) {
+        self.placer_config.store(Arc::new(placer_config));
+        let mut builtins = HashMap::clone(&self.builtins.load());
+        for version in versions {
+            if *version.source() == PlacerSource::Builtin {
+                builtins.insert(version.name().to_string(), version.clone());
+            }
+            tracing::info!(placer = version.name(), config = ?version.config(), "placer reconfigured");
+            let name = version.name().to_string();
+            self.publish_version(&name, Some(version));
+        }
+        self.builtins.store(Arc::new(builtins));
     }
 
     fn publish_version(&self, name: &str, version: Option<Arc<PlacerVersion>>) {
@@ -356,11 +404,8 @@ mod tests {
         let lock = r.installing.lock().expect("lock").get("late").cloned().expect("entry");
         let _done = lock.lock().await;
         assert!(r.get("late").is_none(), "published after it was given up");
-        assert!(
-            r.infos()
-                .iter()
-                .any(|i| i.name == "late" && i.last_error.as_deref().is_some_and(|e| e.contains("longer than")))
-        );
+        assert!(e.report().contains("longer than"), "{}", e.report());
+        assert!(!r.infos().iter().any(|i| i.name == "late"), "a failed admin install leaves nothing behind");
     }
 
     #[tokio::test]

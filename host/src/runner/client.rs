@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -69,20 +70,30 @@ pub struct RunnerClient {
     /// The pool whose runners this client reaches: it decides on ejections, which depend
     /// on how many of its runners are ejected already.
     pool: Arc<DynamicPool>,
-    /// TCP connect timeout for runner connections (`connect_timeout_ms`).
-    connect_timeout: Duration,
+    /// TCP connect timeout for runner connections (`connect_timeout_ms`), in µs; a reload
+    /// may change it.
+    connect_timeout_us: Arc<AtomicU64>,
 }
 
 impl RunnerClient {
     /// A client for the runners of `pool`.
     pub fn new(pool: Arc<DynamicPool>, connect_timeout: Duration) -> Self {
-        RunnerClient { pool, connect_timeout }
+        let client = RunnerClient { pool, connect_timeout_us: Arc::default() };
+        client.set_connect_timeout(connect_timeout);
+        client
+    }
+
+    /// The connect timeout of connections opened from now on.
+    pub fn set_connect_timeout(&self, timeout: Duration) {
+        let us = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        self.connect_timeout_us.store(us, Ordering::Relaxed);
     }
 
     /// Opens a new HTTP/1.1 connection to `runner` within the connect timeout.
     async fn connect(&self, runner: &RunnerState) -> Result<SendRequest<Full<Bytes>>, NotPlaced> {
         let address = &runner.address;
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address.as_str()))
+        let timeout = Duration::from_micros(self.connect_timeout_us.load(Ordering::Relaxed));
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(address.as_str()))
             .await
             .map_err(|_| NotPlaced::ConnectTimeout { runner: address.clone() })?
             .map_err(|source| NotPlaced::Connect { runner: address.clone(), source })?;

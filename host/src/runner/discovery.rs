@@ -5,7 +5,7 @@
 //!
 //! A source that fails (unreadable or invalid file, resolver error, no records) keeps the
 //! last good set, logs why and calls its [`OnError`] (which counts
-//! `lb_placer_rp_error_count`).
+//! `lb_placer_rp_error_count_total`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{Resolver, TokioResolver};
 
 use super::DynamicPool;
-use crate::config::is_host_port;
+use crate::config::runner_address_problem;
 use crate::placer::Runner;
 use crate::watch::{FolderWatch, watch};
 
@@ -38,8 +38,8 @@ pub fn parse_runner_file(text: &str) -> Result<Vec<Runner>, String> {
         let mut words = line.split_whitespace();
         let Some(address) = words.next() else { continue };
         let at = || format!("line {}", n + 1);
-        if !is_host_port(address) {
-            return Err(format!("{}: expected host:port, got {address:?}", at()));
+        if let Some(problem) = runner_address_problem(address) {
+            return Err(format!("{}: {problem}", at()));
         }
         if runners.iter().any(|r| r.address == address) {
             return Err(format!("{}: {address} is listed twice", at()));
