@@ -5,7 +5,7 @@
 //!   when invalid;
 //! - `DELETE /admin/placers/{name}`: back to the built-in of that name, or gone;
 //! - `GET` / `PUT /admin/routes`: the `[[routes]]` table as JSON;
-//! - `GET /admin/runners`: each runner's address and live load;
+//! - `GET /admin/runners`: each runner's address, live load, calls and ejection;
 //! - `GET /metrics` (Prometheus text), `GET /healthz` (alive), `GET /readyz` (placers
 //!   loaded and at least one runner known).
 //!
@@ -214,6 +214,7 @@ impl Admin {
                     "address": r.address, "labels": labels, "generation": set.generation,
                     "in_flight": l.in_flight, "reported_active": l.reported_active,
                     "recent_refusals": l.recent_refusals, "healthy": l.healthy,
+                    "ejected": handle.ejected(), "calls": handle.calls(), "latency_us": l.latency_us,
                 })
             })
             .collect();
