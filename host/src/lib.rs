@@ -22,7 +22,7 @@
 //! - [`reload`]: the registry of placers, validate-then-swap, the `placers_dir` scanner.
 //! - [`metrics`]: Prometheus metrics, written by the call path, read by the admin API.
 //! - [`proxy`]: the client-facing HTTP server: request → call → placement → response.
-//! - [`admin`]: the admin API (placers, routes, runners, metrics, health).
+//! - [`admin`]: the admin API (placers, routes, runners, metrics, health) and its dashboard.
 //! - [`simulate`]: offline comparison of placers (`placerd simulate`).
 //! - this file wires them together (`serve`); `main.rs` is the command line.
 
@@ -207,8 +207,10 @@ pub async fn serve_with_admin(
 
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace;
+    let history = Arc::new(admin::dashboard::History::new(config.history_interval));
+    let sampler = tokio::spawn(admin::dashboard::sample(history.clone(), pool.clone()));
     let admin_task = admin.map(|admin| {
-        let admin_state = Arc::new(Admin { proxy: proxy.clone(), token });
+        let admin_state = Arc::new(Admin { proxy: proxy.clone(), token, history });
         tokio::spawn(serve_http(admin, stop.clone().cancelled_owned(), grace, config.max_connections, move |req| {
             admin_state.clone().handle(req)
         }))
@@ -229,6 +231,7 @@ pub async fn serve_with_admin(
         tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the shutdown grace period");
     }
     poller.abort();
+    sampler.abort();
     drop(discovery_task);
     tracing::info!("placerd stopped");
     Ok(())

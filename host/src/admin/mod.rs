@@ -1,20 +1,26 @@
 //! The admin API on `admin_listen`:
 //!
-//! - `GET /admin/placers`: name, source, sha256, loaded_at, last_error of each placer;
+//! - `GET /admin/placers`: name, source, sha256, loaded_at, last_error, calls, faults,
+//!   quarantined, place_ns_avg and contract of each placer;
 //! - `PUT /admin/placers/{name}`: body = component; validated like a file; 422 + reason
 //!   when invalid;
 //! - `DELETE /admin/placers/{name}`: back to the built-in of that name, or gone;
 //! - `GET` / `PUT /admin/routes`: the `[[routes]]` table as JSON;
 //! - `GET /admin/runners`: each runner's address, live load, calls and ejection;
+//! - `GET /admin/history`: calls per runner in each interval of the last ten minutes;
+//! - `GET /`: the dashboard, one page that shows all of the above ([`dashboard`]);
 //! - `GET /metrics` (Prometheus text), `GET /healthz` (alive), `GET /readyz` (placers
 //!   loaded and at least one runner known).
 //!
 //! With `admin_token_file` set, every `/admin/*` request (reads too) needs
-//! `Authorization: Bearer <token>`; `/metrics`, `/healthz` and `/readyz` stay open. Without
-//! a token (only allowed on a loopback `admin_listen`) every request must carry a `Host`
+//! `Authorization: Bearer <token>`; `/metrics`, `/healthz`, `/readyz` and the dashboard
+//! page `/` (it holds no data) stay open. Without a token (only allowed on a loopback
+//! `admin_listen`) every request, `/` too, must carry a `Host`
 //! that names a loopback address or `localhost`, so a web page that rebinds its own name
 //! to 127.0.0.1 cannot drive the API from an operator's browser. Bodies are limited to the
 //! largest component placerd compiles.
+
+pub mod dashboard;
 
 use std::sync::Arc;
 
@@ -39,6 +45,8 @@ pub struct Admin {
     pub proxy: Arc<Proxy>,
     /// Bearer token for writes, if configured.
     pub token: Option<String>,
+    /// Calls per runner for the dashboard's chart (`GET /admin/history`).
+    pub history: Arc<dashboard::History>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,6 +83,8 @@ impl Admin {
                 );
                 r
             }
+            (Method::GET, "/") => dashboard::page(),
+            (Method::GET, "/admin/history") => self.history.response(),
             (Method::GET, "/healthz") => json(StatusCode::OK, "{\"status\":\"alive\"}".into()),
             (Method::GET, "/readyz") => self.readiness(),
             (Method::GET, "/admin/placers") => json(StatusCode::OK, to_json(&self.proxy.placers.infos())),

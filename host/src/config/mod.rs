@@ -300,6 +300,9 @@ pub struct Config {
     /// `--native-placement`: run the built-in placers' algorithms natively instead of their
     /// Wasm components, to measure the sandbox's cost. A command-line option only.
     pub native_placement: bool,
+    /// How often the admin dashboard samples calls per runner (5 s; it keeps 120 samples).
+    /// Not a TOML key: tests shorten it.
+    pub history_interval: Duration,
 }
 
 impl Default for Config {
@@ -520,6 +523,7 @@ impl FileConfig {
             routes,
             record_trace: None,
             native_placement: false,
+            history_interval: Duration::from_secs(5),
         })
     }
 }
