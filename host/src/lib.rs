@@ -26,7 +26,7 @@
 //! - [`proxy`]: the client-facing HTTP server: request → call → placement → response.
 //! - [`plan`]: a config checked against the world (`--check-config`, start-up) and
 //!   applied to a running placerd (reload on `SIGHUP` or `POST /admin/reload`).
-//! - [`admin`]: the admin API (placers, routes, runners, metrics, health).
+//! - [`admin`]: the admin API (placers, routes, runners, metrics, health) and its dashboard.
 //! - [`simulate`]: offline comparison of placers (`placerd simulate`).
 //! - this file wires them together (`serve`); `main.rs` is the command line.
 
@@ -155,8 +155,10 @@ pub async fn serve_with_admin(
 
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace;
+    let history = Arc::new(admin::dashboard::History::new(config.history_interval));
+    let sampler = tokio::spawn(admin::dashboard::sample(history.clone(), pool.clone()));
     let admin_task = admin.map(|admin| {
-        let admin_state = Arc::new(Admin { proxy: proxy.clone(), live: live.clone() });
+        let admin_state = Arc::new(Admin { proxy: proxy.clone(), live: live.clone(), history });
         tokio::spawn(serve_http(admin, stop.clone().cancelled_owned(), grace, config.max_connections, move |req| {
             admin_state.clone().handle(req)
         }))
@@ -182,6 +184,7 @@ pub async fn serve_with_admin(
         task.abort();
     }
     poller.abort();
+    sampler.abort();
     drop(live);
     tracing::info!("placerd stopped");
     Ok(())

@@ -1,6 +1,7 @@
 //! The admin API on `admin_listen`:
 //!
-//! - `GET /admin/placers`: name, source, sha256, loaded_at, last_error of each placer;
+//! - `GET /admin/placers`: name, source, sha256, loaded_at, last_error, calls, faults,
+//!   quarantined, place_ns_avg and contract of each placer;
 //! - `PUT /admin/placers/{name}`: body = component; validated like a file; 422 with what
 //!   failed in plain words (`message`) and the engine's detail (`detail`) when invalid,
 //!   leaving nothing behind; saved in `state_dir` when it is set;
@@ -10,16 +11,21 @@
 //! - `GET /admin/config`: the configuration in force, and where the routes come from;
 //! - `POST /admin/reload`: read the config again and apply it (as `SIGHUP` does): 200 with
 //!   what changed and what needs a restart, or 422 with every problem (nothing changed);
-//! - `GET /admin/runners`: each runner's address and live load;
+//! - `GET /admin/runners`: each runner's address, live load, calls and ejection;
+//! - `GET /admin/history`: calls per runner in each interval of the last ten minutes;
+//! - `GET /`: the dashboard, one page that shows all of the above ([`dashboard`]);
 //! - `GET /metrics` (Prometheus text), `GET /healthz` (alive), `GET /readyz` (placers
 //!   loaded and at least one runner known).
 //!
 //! With `admin_token_file` set, every `/admin/*` request (reads too) needs
-//! `Authorization: Bearer <token>`; `/metrics`, `/healthz` and `/readyz` stay open. Without
-//! a token (only allowed on a loopback `admin_listen`) every request must carry a `Host`
+//! `Authorization: Bearer <token>`; `/metrics`, `/healthz`, `/readyz` and the dashboard
+//! page `/` (it holds no data) stay open. Without a token (only allowed on a loopback
+//! `admin_listen`) every request, `/` too, must carry a `Host`
 //! that names a loopback address or `localhost`, so a web page that rebinds its own name
 //! to 127.0.0.1 cannot drive the API from an operator's browser. Bodies are limited to the
 //! largest component placerd compiles.
+
+pub mod dashboard;
 
 use std::sync::Arc;
 
@@ -45,6 +51,8 @@ pub struct Admin {
     pub proxy: Arc<Proxy>,
     /// The running configuration: the token, reloads, `state_dir`.
     pub live: Arc<Live>,
+    /// Calls per runner for the dashboard's chart (`GET /admin/history`).
+    pub history: Arc<dashboard::History>,
 }
 
 impl Admin {
@@ -72,6 +80,8 @@ impl Admin {
                 );
                 r
             }
+            (Method::GET, "/") => dashboard::page(),
+            (Method::GET, "/admin/history") => self.history.response(),
             (Method::GET, "/healthz") => json(StatusCode::OK, "{\"status\":\"alive\"}".into()),
             (Method::GET, "/readyz") => self.readiness(),
             (Method::GET, "/admin/placers") => json(StatusCode::OK, to_json(&self.proxy.placers.infos())),
@@ -318,6 +328,7 @@ impl Admin {
                     "address": r.address, "labels": labels, "generation": set.generation,
                     "in_flight": l.in_flight, "reported_active": l.reported_active,
                     "recent_refusals": l.recent_refusals, "healthy": l.healthy,
+                    "ejected": handle.ejected(), "calls": handle.calls(), "latency_us": l.latency_us,
                 })
             })
             .collect();

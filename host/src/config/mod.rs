@@ -354,6 +354,9 @@ pub struct Config {
     /// Where this config was read from, so `SIGHUP` and `POST /admin/reload` can read it
     /// again the same way; `None` for a config built in code (nothing to re-read).
     pub source: Option<ConfigSource>,
+    /// How often the admin dashboard samples calls per runner (5 s; it keeps 120 samples).
+    /// Not a TOML key: tests shorten it.
+    pub history_interval: Duration,
 }
 
 impl Default for Config {
@@ -629,6 +632,7 @@ impl FileConfig {
                 record_trace: None,
                 native_placement: false,
                 source: None,
+                history_interval: Duration::from_secs(5),
             })
         })();
         p.finish(config)

@@ -81,6 +81,13 @@ pub struct PlacerVersion {
     fault_free: AtomicBool,
     /// `place` calls so far (the fault rate's denominator).
     calls: AtomicU64,
+    /// Calls served by the guest (validation samples and quarantined calls not counted):
+    /// with `served_nanos`, the average cost of a call the admin API shows.
+    served: AtomicU64,
+    /// Guest time of the `served` calls, nanoseconds.
+    served_nanos: AtomicU64,
+    /// Faults of served calls (validation samples not counted).
+    served_faults: AtomicU64,
     /// Rate limit of the "placer fault" log lines.
     fault_log: Throttle,
     /// Instances built so far (a trapped instance is replaced, never reused).
@@ -125,6 +132,9 @@ impl PlacerVersion {
             faults: Mutex::new(FaultState::new(shared.limits.fault_policy)),
             fault_free: AtomicBool::new(true),
             calls: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            served_nanos: AtomicU64::new(0),
+            served_faults: AtomicU64::new(0),
             fault_log: Throttle::new(FAULT_LOG_LINES, Duration::from_secs(10)),
             instances_created: AtomicU64::new(0),
             set_runners_calls: AtomicU64::new(0),
@@ -186,6 +196,22 @@ impl PlacerVersion {
         self.idle.lock().map_or(0, |idle| idle.iter().map(|w| w.store.data().limiter.used()).max().unwrap_or(0))
     }
 
+    /// Calls this version's guest has placed or faulted on since it was loaded
+    /// (validation samples and calls placed by the fallback during quarantine not counted).
+    pub fn served_calls(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Faults of the guest on served calls since this version was loaded.
+    pub fn served_faults(&self) -> u64 {
+        self.served_faults.load(Ordering::Relaxed)
+    }
+
+    /// Average guest time of a served `place` call, nanoseconds (0 before the first).
+    pub fn place_nanos_avg(&self) -> u64 {
+        self.served_nanos.load(Ordering::Relaxed).checked_div(self.served_calls()).unwrap_or(0)
+    }
+
     /// True while this version is quarantined after repeated faults.
     pub fn quarantined(&self) -> bool {
         !self.fault_free.load(Ordering::Acquire) && self.faults.lock().is_ok_and(|f| f.quarantined(Instant::now()))
@@ -236,7 +262,10 @@ impl PlacerVersion {
         } else {
             let started = Instant::now();
             let placed = self.place_raw(call, set, loads);
-            self.shared.observer.guest_call(&self.name, started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            self.shared.observer.guest_call(&self.name, elapsed.as_secs_f64());
+            self.served.fetch_add(1, Ordering::Relaxed);
+            self.served_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             match placed {
                 Ok(mut order) => {
                     let cleaned = sanitize(&mut order, set.len());
@@ -245,7 +274,10 @@ impl PlacerVersion {
                     }
                     return Ok(Placement { order, by: PlacedBy::Guest { cleaned } });
                 }
-                Err(kind) => kind,
+                Err(kind) => {
+                    self.served_faults.fetch_add(1, Ordering::Relaxed);
+                    kind
+                }
             }
         };
         match self.shared.limits.on_fault {

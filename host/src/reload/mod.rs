@@ -44,6 +44,16 @@ pub struct PlacerInfo {
     pub loaded_at: u64,
     /// Why the latest attempt to replace it failed, if it did.
     pub last_error: Option<String>,
+    /// Calls the running version's guest has served (validation samples not counted).
+    pub calls: u64,
+    /// Faults of the running version on served calls.
+    pub faults: u64,
+    /// True while the running version is quarantined (calls go to the fallback order).
+    pub quarantined: bool,
+    /// Average guest time of a `place` call of the running version, nanoseconds.
+    pub place_ns_avg: u64,
+    /// The contract version the running component implements (`0.2.0`); empty if none.
+    pub contract: String,
 }
 
 /// Name → running version, swapped whole on every change.
@@ -176,6 +186,11 @@ impl Registry {
                 sha256: v.sha256().to_string(),
                 loaded_at: v.loaded_at().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                 last_error: errors.get(name).cloned(),
+                calls: v.served_calls(),
+                faults: v.served_faults(),
+                quarantined: v.quarantined(),
+                place_ns_avg: v.place_nanos_avg(),
+                contract: v.contract().version().to_string(),
             })
             .collect();
         for (name, error) in errors.iter().filter(|(name, _)| !current.contains_key(*name)) {
@@ -185,6 +200,11 @@ impl Registry {
                 sha256: String::new(),
                 loaded_at: 0,
                 last_error: Some(error.clone()),
+                calls: 0,
+                faults: 0,
+                quarantined: false,
+                place_ns_avg: 0,
+                contract: String::new(),
             });
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));

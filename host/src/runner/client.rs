@@ -176,6 +176,7 @@ fn classify(
         return Attempt::NotPlaced(NotPlaced::Busy);
     }
     runner.record_latency(latency);
+    runner.record_commit();
     Attempt::Committed(Ok(response.map(|inner| RunnerBody { inner, _in_flight: in_flight })))
 }
 
@@ -197,6 +198,7 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         match self.send(runner, request).await {
             Ok(Ok(response)) => classify(runner, response, in_flight, sent.elapsed()),
             Ok(Err(failed)) => {
+                runner.record_commit();
                 runner.record_error();
                 Attempt::Committed(Err(failed))
             }

@@ -8,7 +8,7 @@
 //! that leaves is marked so: a pass that still holds its handle gets
 //! [`NotPlaced::Closed`](super::NotPlaced::Closed) from the client.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ pub struct RunnerState {
     errors: Mutex<(Instant, u32)>,
     /// Moving average of the response-head latency of committed calls, µs (0: none yet).
     latency_us: AtomicU32,
+    /// Calls committed to it since it joined (the dashboard's calls per runner).
+    calls: AtomicU64,
     /// Idle HTTP/1.1 connections (some may still be finishing a response).
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// Connect failures in a row and the ejection period.
@@ -75,6 +77,7 @@ impl RunnerState {
             refusals: Mutex::new((Instant::now(), 0)),
             errors: Mutex::new((Instant::now(), 0)),
             latency_us: AtomicU32::new(0),
+            calls: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             ejection: Mutex::new(Backoff::new(policy)),
             connect_log: Throttle::new(CONNECT_LOG_LINES, CONNECT_LOG_WINDOW),
@@ -116,6 +119,16 @@ impl RunnerState {
     pub(crate) fn track(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Calls committed to this runner since it joined the pool.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// A call was committed to this runner (answered, or failed after it was sent).
+    pub(crate) fn record_commit(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_refusal(&self) {
