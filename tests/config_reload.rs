@@ -199,7 +199,7 @@ async fn admin_changes_survive_a_restart_in_state_dir() {
     // A new process on the same state: the placer and the routes are back.
     let file_route = |c: &mut placerd::config::Config| {
         with_state(c);
-        c.routes = vec![placerd::config::Route { app: Some("f".into()), fn_id: None, placer: "naive".into() }];
+        c.routes = vec![placerd::config::Route { app: Some("f".into()), placer: "naive".into(), ..Default::default() }];
     };
     let p = start_with(vec![r1.addr.to_string()], "naive", |_| {}, file_route).await;
     let info = placer_info(&p, "mine").await.expect("the saved placer is loaded");

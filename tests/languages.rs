@@ -131,7 +131,8 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     let configure = |c: &mut placerd::config::Config| {
         c.placers_dir = folder.path().to_path_buf();
         c.cache_dir = Some(cache.path().to_path_buf());
-        c.routes = vec![placerd::config::Route { app: Some("spread".into()), fn_id: None, placer: "p2c".into() }];
+        c.routes =
+            vec![placerd::config::Route { app: Some("spread".into()), placer: "p2c".into(), ..Default::default() }];
     };
 
     // First start: both compiled (seconds each), and serving only once they are loaded, so

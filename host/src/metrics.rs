@@ -45,6 +45,13 @@ pub struct Metrics {
     faults: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
+    shadow_calls: Family<Labels, Counter>,
+    shadow_agreement: Family<Labels, Counter>,
+    shadow_faults: Family<Labels, Counter>,
+    shadow_seconds: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    shadow_dropped: Counter,
+    canary_calls: Family<Labels, Counter>,
+    canary_rollbacks: Family<Labels, Counter>,
     placer_info: Family<Labels, Gauge>,
     requests: Family<Labels, Counter>,
     /// Handles into `requests` by status code, so counting a response allocates nothing
@@ -104,6 +111,13 @@ impl Metrics {
             faults: Family::default(),
             reloads: Family::default(),
             config_reloads: Family::default(),
+            shadow_calls: Family::default(),
+            shadow_agreement: Family::default(),
+            shadow_faults: Family::default(),
+            shadow_seconds: Family::default(),
+            shadow_dropped: Counter::default(),
+            canary_calls: Family::default(),
+            canary_rollbacks: Family::default(),
             placer_info: Family::default(),
             requests: Family::default(),
             requests_by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
@@ -147,6 +161,25 @@ impl Metrics {
             m.config_reloads.clone(),
         );
         r.register("placerd_placer_info", "Running placer versions", m.placer_info.clone());
+        r.register("placerd_shadow_calls", "Calls a shadow placer ordered beside the live one", m.shadow_calls.clone());
+        r.register(
+            "placerd_shadow_agreement",
+            "Shadowed calls where the shadow put the live placer's first runner first",
+            m.shadow_agreement.clone(),
+        );
+        r.register("placerd_shadow_faults", "Shadowed calls the shadow faulted on", m.shadow_faults.clone());
+        r.register("placerd_shadow_place_seconds", "Time shadows spent in place", m.shadow_seconds.clone());
+        r.register(
+            "placerd_shadow_dropped",
+            "Shadow decisions dropped because the shadow queue was full",
+            m.shadow_dropped.clone(),
+        );
+        r.register("placerd_canary_calls", "Calls a canary placer placed", m.canary_calls.clone());
+        r.register(
+            "placerd_canary_rollbacks",
+            "Canaries taken off their routes after faults or quarantine",
+            m.canary_rollbacks.clone(),
+        );
         r.register("placerd_requests", "Client requests by status", m.requests.clone());
         let runner_gauges = [
             ("placerd_runner_in_flight", "Calls in flight per runner", &m.runner_in_flight),
@@ -200,6 +233,53 @@ impl Metrics {
         for result in ["ok", "error"] {
             drop(self.reloads.get_or_create(&labels(&[("placer", placer), ("result", result)])));
         }
+    }
+
+    /// The routes' shadows and canaries: their counters exposed at zero.
+    pub fn register_rollouts(&self, routes: &[crate::config::Route]) {
+        for route in routes {
+            if let Some(shadow) = &route.shadow {
+                let pair = labels(&[("live", &route.placer), ("shadow", shadow)]);
+                drop(self.shadow_calls.get_or_create(&pair));
+                drop(self.shadow_agreement.get_or_create(&pair));
+                drop(self.shadow_faults.get_or_create(&labels(&[("shadow", shadow)])));
+                drop(self.shadow_seconds.get_or_create(&labels(&[("shadow", shadow)])));
+            }
+            if let Some(canary) = &route.canary {
+                drop(self.canary_calls.get_or_create(&labels(&[("canary", canary)])));
+                drop(self.canary_rollbacks.get_or_create(&labels(&[("canary", canary)])));
+            }
+        }
+    }
+
+    /// A shadow ordered one call: whether its first choice was the live one's, whether it
+    /// faulted, and how long `place` took.
+    pub fn record_shadow(&self, live: &str, shadow: &str, agreed: bool, faulted: bool, nanos: u64) {
+        let pair = labels(&[("live", live), ("shadow", shadow)]);
+        self.shadow_calls.get_or_create(&pair).inc();
+        if agreed {
+            self.shadow_agreement.get_or_create(&pair).inc();
+        }
+        let shadow = labels(&[("shadow", shadow)]);
+        if faulted {
+            self.shadow_faults.get_or_create(&shadow).inc();
+        }
+        self.shadow_seconds.get_or_create(&shadow).inc_by(nanos as f64 / 1e9);
+    }
+
+    /// A shadow decision dropped: the queue was full.
+    pub fn record_shadow_dropped(&self) {
+        self.shadow_dropped.inc();
+    }
+
+    /// A call the canary placed.
+    pub fn record_canary_call(&self, canary: &str) {
+        self.canary_calls.get_or_create(&labels(&[("canary", canary)])).inc();
+    }
+
+    /// A canary taken off its routes.
+    pub fn record_canary_rollback(&self, canary: &str) {
+        self.canary_rollbacks.get_or_create(&labels(&[("canary", canary)])).inc();
     }
 
     /// One config reload (`SIGHUP`, `POST /admin/reload`), applied or refused.

@@ -89,8 +89,14 @@ pub fn resolve(
         resolved.problems.push(format!("default_placer: {}", unknown(default_placer)));
     }
     let where_ = if routes_from_admin { "routes set through the admin API (state_dir/routes.json)" } else { "routes" };
-    for (i, route) in routes.iter().enumerate().filter(|(_, r)| !names.contains(&r.placer)) {
-        resolved.problems.push(format!("{where_}[{i}].placer: {}", unknown(&route.placer)));
+    for (i, route) in routes.iter().enumerate() {
+        for (key, name) in
+            [("placer", Some(&route.placer)), ("shadow", route.shadow.as_ref()), ("canary", route.canary.as_ref())]
+        {
+            if let Some(name) = name.filter(|n| !names.contains(n)) {
+                resolved.problems.push(format!("{where_}[{i}].{key}: {}", unknown(name)));
+            }
+        }
     }
     resolved
 }
@@ -581,7 +587,7 @@ mod tests {
     fn resolve_names_each_unknown_placer_with_a_hint() {
         let names: Vec<String> = ["consistent-hash", "least-loaded", "naive"].map(String::from).to_vec();
         let tables = BTreeMap::from([("consistent_hash".to_string(), Vec::new())]);
-        let routes = vec![Route { app: Some("a".into()), fn_id: None, placer: "mine".into() }];
+        let routes = vec![Route { app: Some("a".into()), fn_id: None, placer: "mine".into(), ..Route::default() }];
         let resolved = resolve(&tables, "rendezvous", &routes, false, &names);
         let problems = resolved.problems;
         assert_eq!(problems.len(), 3, "{problems:#?}");

@@ -151,7 +151,8 @@ mod tests {
         assert_eq!(state.routes().expect("read"), None);
         state.save_placer("mine", b"\0asm-bytes").expect("save");
         state.save_placer("other", b"x").expect("save");
-        let routes = vec![Route { app: Some("billing".into()), fn_id: None, placer: "mine".into() }];
+        let routes =
+            vec![Route { app: Some("billing".into()), fn_id: None, placer: "mine".into(), ..Route::default() }];
         state.save_routes(&routes).expect("save");
         state.remove_placer("other").expect("remove");
         state.remove_placer("never-saved").expect("nothing to remove is fine");

@@ -8,6 +8,11 @@
 //! - `DELETE /admin/placers/{name}`: back to the built-in of that name, or gone;
 //! - `GET` / `PUT /admin/routes`: the routes as JSON (`PUT` replaces the file's
 //!   `[[routes]]` until `DELETE /admin/routes`; saved in `state_dir`);
+//! - `GET /admin/shadow`: per route, what its shadow would have done beside the live
+//!   placer (agreement, overlap, calls per runner, affinity), its canary, and the canaries
+//!   rolled back;
+//! - `POST /admin/promote` (`{"route": I, "from": "shadow"|"canary"}`): makes route I's
+//!   shadow or canary its placer (saved in `state_dir`);
 //! - `GET /admin/config`: the configuration in force, and where the routes come from;
 //! - `POST /admin/reload`: read the config again and apply it (as `SIGHUP` does): 200 with
 //!   what changed and what needs a restart, or 422 with every problem (nothing changed);
@@ -87,6 +92,11 @@ impl Admin {
             (Method::GET, "/admin/placers") => json(StatusCode::OK, to_json(&self.proxy.placers.infos())),
             (Method::GET, "/admin/routes") => self.routes(),
             (Method::GET, "/admin/config") => self.config(),
+            (Method::GET, "/admin/shadow") => self.shadow(),
+            (Method::POST, "/admin/promote") => match body(req).await {
+                Ok(bytes) => self.promote(&bytes),
+                Err(r) => r,
+            },
             (Method::PUT, "/admin/routes") => match body(req).await {
                 Ok(bytes) => self.put_routes(&bytes),
                 Err(r) => r,
@@ -204,7 +214,9 @@ impl Admin {
     /// The routes (`app=…,fn=…`) whose placer is `name`.
     fn routes_to(&self, name: &str) -> Vec<String> {
         let mut named = Vec::new();
-        for (i, r) in self.proxy.routes.get().routes.iter().enumerate().filter(|(_, r)| r.placer == name) {
+        let uses =
+            |r: &Route| r.placer == name || r.shadow.as_deref() == Some(name) || r.canary.as_deref() == Some(name);
+        for (i, r) in self.proxy.routes.get().routes.iter().enumerate().filter(|(_, r)| uses(r)) {
             let app = r.app.as_deref().map(|a| format!(" app={a}")).unwrap_or_default();
             let fn_id = r.fn_id.as_deref().map(|f| format!(" fn={f}")).unwrap_or_default();
             named.push(format!("[{i}]{app}{fn_id}"));
@@ -276,17 +288,19 @@ impl Admin {
             }
         };
         for (i, r) in routes.iter().enumerate() {
-            if r.app.is_none() && r.fn_id.is_none() {
-                return json_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &format!("routes[{i}]: needs `app`, `fn` or both"),
-                );
+            if let Err((key, reason)) = r.check() {
+                let key = if key.is_empty() { String::new() } else { format!(".{key}") };
+                return json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("routes[{i}]{key}: {reason}"));
             }
-            if self.proxy.placers.get(&r.placer).is_none() {
-                return json_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &format!("routes[{i}]: no placer named `{}`", r.placer),
-                );
+            for (key, name) in
+                [("placer", Some(&r.placer)), ("shadow", r.shadow.as_ref()), ("canary", r.canary.as_ref())]
+            {
+                if let Some(name) = name.filter(|n| self.proxy.placers.get(n).is_none()) {
+                    return json_error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &format!("routes[{i}].{key}: no placer named `{name}`"),
+                    );
+                }
             }
         }
         if let Some(state) = &self.live.state
@@ -295,6 +309,60 @@ impl Admin {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot save the routes in state_dir: {e}"));
         }
         self.proxy.routes.replace(routes);
+        self.routes()
+    }
+
+    /// `GET /admin/shadow`.
+    fn shadow(&self) -> Response<ProxyBody> {
+        let (shadows, rollbacks) = self.proxy.rollout.reports();
+        let canaries: Vec<serde_json::Value> = self
+            .proxy
+            .routes
+            .get()
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let canary = r.canary.as_ref()?;
+                let served = self.proxy.placers.get(canary).map(|v| (v.served_calls(), v.served_faults()));
+                Some(serde_json::json!({
+                    "route": r.label(), "live": r.placer, "canary": canary, "canary_percent": r.canary_percent,
+                    "canary_calls": served.map(|s| s.0), "canary_faults": served.map(|s| s.1),
+                }))
+            })
+            .collect();
+        let body = serde_json::json!({ "shadows": shadows, "canaries": canaries, "rollbacks": rollbacks });
+        json(StatusCode::OK, body.to_string())
+    }
+
+    /// `POST /admin/promote`: a route's shadow or canary becomes its placer.
+    fn promote(&self, bytes: &[u8]) -> Response<ProxyBody> {
+        #[derive(serde::Deserialize)]
+        struct Promote {
+            route: usize,
+            from: String,
+        }
+        let request: Promote = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"route\": I, \"from\": \"shadow\"|\"canary\"}}: {e}"),
+                );
+            }
+        };
+        let routes = match self.proxy.routes.promote(request.route, &request.from) {
+            Ok(routes) => routes,
+            Err(e) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        };
+        if let Some(state) = &self.live.state
+            && let Err(e) = state.save_routes(&routes)
+        {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("promoted, but not saved in state_dir: {e}"),
+            );
+        }
+        tracing::info!(route = request.route, from = %request.from, "promoted to the route's placer");
         self.routes()
     }
 
@@ -310,6 +378,7 @@ impl Admin {
     }
 
     fn metrics(&self) -> String {
+        self.proxy.metrics.register_rollouts(&self.proxy.routes.get().routes);
         self.proxy.metrics.render(&self.proxy.placers.infos(), &self.proxy.pool.membership())
     }
 

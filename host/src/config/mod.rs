@@ -268,7 +268,7 @@ pub struct FilePlacer {
 }
 
 /// One `[[routes]]` entry.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileRoute {
     /// `app = "billing"`.
@@ -279,6 +279,32 @@ pub struct FileRoute {
     pub fn_: Option<String>,
     /// `placer = "naive"`.
     pub placer: String,
+    /// `shadow = "NAME"`: a placer that orders the same calls beside `placer`, off the
+    /// client's path, to report what it would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
+    /// `shadow_percent = 100`: the share of the route's calls the shadow sees.
+    pub shadow_percent: u64,
+    /// `canary = "NAME"`: a placer that serves `canary_percent` of the route's calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// `canary_percent = 0`: the share of the route's calls the canary serves (1-100 when
+    /// `canary` is set).
+    pub canary_percent: u64,
+}
+
+impl Default for FileRoute {
+    fn default() -> Self {
+        FileRoute {
+            app: None,
+            fn_: None,
+            placer: String::new(),
+            shadow: None,
+            shadow_percent: 100,
+            canary: None,
+            canary_percent: 0,
+        }
+    }
 }
 
 /// One validated route (also its JSON form in the admin API and `state_dir`).
@@ -292,6 +318,84 @@ pub struct Route {
     pub fn_id: Option<String>,
     /// The placer for matching calls.
     pub placer: String,
+    /// A placer run beside `placer` on a share of the calls, off the client's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
+    /// Percent of the route's calls the shadow orders.
+    #[serde(default = "all", skip_serializing_if = "is_all")]
+    pub shadow_percent: u8,
+    /// A placer that serves `canary_percent` of the route's calls instead of `placer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// Percent of the route's calls the canary serves.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub canary_percent: u8,
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route {
+            app: None,
+            fn_id: None,
+            placer: String::new(),
+            shadow: None,
+            shadow_percent: 100,
+            canary: None,
+            canary_percent: 0,
+        }
+    }
+}
+
+impl Route {
+    /// `app=A fn=F`, for logs, metrics and the admin API.
+    pub fn label(&self) -> String {
+        match (&self.app, &self.fn_id) {
+            (Some(app), Some(f)) => format!("app={app} fn={f}"),
+            (Some(app), None) => format!("app={app}"),
+            (None, Some(f)) => format!("fn={f}"),
+            (None, None) => "any".into(),
+        }
+    }
+
+    /// Problems with the route's own values (not the names it gives placers).
+    ///
+    /// # Errors
+    /// The first problem, with the key below `routes[i]`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if self.placer.is_empty() {
+            return Err(("placer".into(), "missing: name the placer for these calls".into()));
+        }
+        if self.app.is_none() && self.fn_id.is_none() {
+            return Err((String::new(), "needs `app`, `fn` or both".into()));
+        }
+        if self.shadow_percent > 100 {
+            return Err(("shadow_percent".into(), format!("must be 0 to 100, got {}", self.shadow_percent)));
+        }
+        match (&self.canary, self.canary_percent) {
+            (_, p) if p > 100 => Err(("canary_percent".into(), format!("must be 1 to 100, got {p}"))),
+            (Some(_), 0) => Err(("canary_percent".into(), "set the share of calls the canary serves, 1 to 100".into())),
+            (None, p) if p > 0 => Err(("canary".into(), "canary_percent is set but no canary placer is named".into())),
+            (Some(c), _) if *c == self.placer => {
+                Err(("canary".into(), "the canary is the route's placer already".into()))
+            }
+            _ if self.shadow.as_ref() == Some(&self.placer) => {
+                Err(("shadow".into(), "the shadow is the route's placer already".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn all() -> u8 {
+    100
+}
+
+fn is_all(percent: &u8) -> bool {
+    *percent == 100
+}
+
+fn is_zero(percent: &u8) -> bool {
+    *percent == 0
 }
 
 /// The validated configuration.
@@ -376,12 +480,16 @@ impl Config {
     }
 }
 
-/// The placer of the first route matching `app_id` / `fn_id`, else `default`.
-pub fn placer_for<'a>(routes: &'a [Route], default: &'a str, app_id: &str, fn_id: &str) -> &'a str {
+/// The first route matching `app_id` / `fn_id`.
+pub fn route_for<'a>(routes: &'a [Route], app_id: &str, fn_id: &str) -> Option<&'a Route> {
     routes
         .iter()
         .find(|r| r.app.as_deref().is_none_or(|a| a == app_id) && r.fn_id.as_deref().is_none_or(|f| f == fn_id))
-        .map_or(default, |r| &r.placer)
+}
+
+/// The placer of the first route matching `app_id` / `fn_id`, else `default`.
+pub fn placer_for<'a>(routes: &'a [Route], default: &'a str, app_id: &str, fn_id: &str) -> &'a str {
+    route_for(routes, app_id, fn_id).map_or(default, |r| &r.placer)
 }
 
 /// Why `address` is not a runner address `host:port` (a name or IP, `[v6]` bracketed, and
@@ -535,12 +643,20 @@ impl FileConfig {
         }
         let mut routes = Vec::new();
         for (i, route) in self.routes.into_iter().enumerate() {
-            if route.placer.is_empty() {
-                p.0.push(invalid(&format!("routes[{i}].placer"), "missing: name the placer for these calls"));
-            } else if route.app.is_none() && route.fn_.is_none() {
-                p.0.push(invalid(&format!("routes[{i}]"), "needs `app`, `fn` or both"));
-            } else {
-                routes.push(Route { app: route.app, fn_id: route.fn_, placer: route.placer });
+            let percent = |v: u64| u8::try_from(v).unwrap_or(u8::MAX);
+            let route = Route {
+                app: route.app,
+                fn_id: route.fn_,
+                placer: route.placer,
+                shadow: route.shadow,
+                shadow_percent: percent(route.shadow_percent),
+                canary: route.canary,
+                canary_percent: percent(route.canary_percent),
+            };
+            match route.check() {
+                Ok(()) => routes.push(route),
+                Err((key, reason)) if key.is_empty() => p.0.push(invalid(&format!("routes[{i}]"), reason)),
+                Err((key, reason)) => p.0.push(invalid(&format!("routes[{i}].{key}"), reason)),
             }
         }
         if self.default_placer.is_empty() {
@@ -716,6 +832,10 @@ mod tests {
             ("[runners]\nstatic = [\"::1:9001\"]", "IPv6 as"),
             ("[runners]\nstatic = [\"a:1\", \"a:1\"]", "runners.static[1]"),
             ("[[routes]]\nplacer = \"naive\"", "routes[0]"),
+            ("[[routes]]\napp = \"a\"\nplacer = \"naive\"\nshadow_percent = 101", "routes[0].shadow_percent"),
+            ("[[routes]]\napp = \"a\"\nplacer = \"naive\"\ncanary = \"least-loaded\"", "routes[0].canary_percent"),
+            ("[[routes]]\napp = \"a\"\nplacer = \"naive\"\ncanary_percent = 5", "routes[0].canary"),
+            ("[[routes]]\napp = \"a\"\nplacer = \"naive\"\nshadow = \"naive\"", "routes[0].shadow"),
             ("max_body_bytes = \"big\"", "max_body_bytes"),
             ("body_timeout_ms = 0", "body_timeout_ms"),
             ("max_connections = 0", "max_connections"),

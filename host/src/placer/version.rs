@@ -217,7 +217,6 @@ impl PlacerVersion {
         !self.fault_free.load(Ordering::Acquire) && self.faults.lock().is_ok_and(|f| f.quarantined(Instant::now()))
     }
 
-    /// Builds the first instance (running `configure`) and keeps it warm.
     /// The same component with `config`: a new version, built and warmed as a load is
     /// (no compile), for a reload that changes `[placers.NAME.config]`. Run
     /// [`PlacerVersion::check`] on it before publishing it.
@@ -237,6 +236,7 @@ impl PlacerVersion {
         Ok(Arc::new(version))
     }
 
+    /// Builds the first instance (running `configure`) and keeps it warm.
     pub(crate) fn warm_up(&self) -> Result<(), LoadError> {
         let warm = self.instantiate().map_err(|fault| match fault {
             FaultKind::Configure(message) => LoadError::Configure { placer: self.name.to_string(), message },

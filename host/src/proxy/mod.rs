@@ -15,6 +15,7 @@
 mod budget;
 mod request;
 mod response;
+mod rollout;
 mod routes;
 
 use std::collections::HashMap;
@@ -29,11 +30,16 @@ use tracing::Instrument;
 
 pub use request::{ClientError, MAX_HEADER_BYTES};
 pub use response::{ProxyBody, json, json_error};
+pub use rollout::{
+    LiveAndShadow, LiveAndShadowRatio, OVERLAP_K, ROLLBACK_FAULT_PERCENT, ROLLBACK_MIN_FAULTS, Rollback, Rollout,
+    SHADOW_QUEUE, ShadowReport,
+};
 pub use routes::{RouteTable, Routes};
 
 use self::budget::{BodyBudget, Held};
 use self::request::{CallIds, Deadlines, Parsed};
 use self::response::{Access, Trace};
+use self::rollout::Recording;
 use crate::config::Config;
 use crate::lifecycle::{self, Outcome};
 use crate::metrics::Metrics;
@@ -68,6 +74,18 @@ pub struct Proxy {
     budget: BodyBudget,
     /// Rate limit of "route names a placer that is gone" (its file was deleted).
     missing_placer_log: Throttle,
+    /// The routes' shadows and canaries.
+    pub rollout: Rollout,
+}
+
+/// The placers of one call: the one that serves it, and a shadow to run beside it.
+struct Chosen {
+    /// The live placer, or the canary.
+    placer: Arc<PlacerVersion>,
+    /// True when `placer` is the route's canary.
+    canary: bool,
+    /// The route's shadow, when this call is in its share, with the route's label.
+    shadow: Option<(Arc<PlacerVersion>, String)>,
 }
 
 impl Proxy {
@@ -101,6 +119,7 @@ impl Proxy {
         let client = RunnerClient::new(pool.clone(), config.connect_timeout);
         let budget = BodyBudget::new(config.max_buffered_bytes);
         let missing_placer_log = Throttle::new(1, Duration::from_secs(10));
+        let rollout = Rollout::new(metrics.clone())?;
         Ok(Proxy {
             config: ArcSwap::new(config),
             pool,
@@ -113,6 +132,7 @@ impl Proxy {
             seq: AtomicU64::new(0),
             budget,
             missing_placer_log,
+            rollout,
         })
     }
 
@@ -158,7 +178,7 @@ impl Proxy {
         };
         guard.call_id = Some(parsed.call.id.clone());
         // 2. Placed and forwarded.
-        let Some(placer) = self.placer_for(&parsed.call) else {
+        let Some(Chosen { placer, canary, shadow }) = self.placers_for(&parsed.call) else {
             let message = format!("no placer named `{}`", self.routes.default_placer());
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, &message);
         };
@@ -173,7 +193,19 @@ impl Proxy {
             runner = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let outcome = self.place(&parsed, &placer).instrument(span.clone()).await;
+        let outcome = match shadow {
+            None => self.place(&parsed, &placer, None).instrument(span.clone()).await,
+            Some((shadow, route)) => {
+                let recording = Recording::new(&*placer);
+                let outcome = self.place(&parsed, &placer, Some(&recording)).instrument(span.clone()).await;
+                self.rollout.submit(route, placer.name(), shadow, &parsed.call, recording);
+                outcome
+            }
+        };
+        if canary {
+            self.metrics.record_canary_call(placer.name());
+            self.rollout.after_canary(&placer, &self.routes);
+        }
         self.metrics.record_outcome(&outcome);
         span.record("attempts", outcome.attempts);
         span.record("runner", outcome.runner.as_deref().unwrap_or("-"));
@@ -230,30 +262,48 @@ impl Proxy {
         Ok(request::into_call(parts, target, body, ids, deadlines))
     }
 
-    /// The running version of the call's route placer; the default placer when the route
+    /// The running version of the call's route placer (or its canary, for the canary's
+    /// share), and its shadow for the shadow's share; the default placer when the route
     /// names one that is not loaded.
-    fn placer_for(&self, call: &Call) -> Option<Arc<PlacerVersion>> {
-        self.routes.with_placer(&call.app_id, &call.fn_id, |name| {
-            self.placers.get(name).or_else(|| {
+    fn placers_for(&self, call: &Call) -> Option<Chosen> {
+        self.routes.with_route(&call.app_id, &call.fn_id, |route, default| {
+            let canary = route
+                .filter(|r| r.canary_percent > 0 && rollout::selected(call.random, r.canary_percent))
+                .and_then(|r| self.placers.get(r.canary.as_deref()?));
+            let shadow = route
+                .filter(|r| rollout::selected(call.random.rotate_left(32), r.shadow_percent))
+                .and_then(|r| Some((self.placers.get(r.shadow.as_deref()?)?, r.label())));
+            if let Some(placer) = canary {
+                return Some(Chosen { placer, canary: true, shadow });
+            }
+            let name = route.map_or(default, |r| &r.placer);
+            let placer = self.placers.get(name).or_else(|| {
                 if let Some(dropped) = self.missing_placer_log.admit() {
                     tracing::warn!(placer = %name, dropped, "route names a placer that is gone; using the default");
                 }
-                self.placers.get(&self.routes.default_placer())
-            })
+                self.placers.get(default)
+            })?;
+            Some(Chosen { placer, canary: false, shadow })
         })
     }
 
     /// Step 2: the placement loop with `placer` (or its native twin under
     /// `--native-placement`), then the runner's body read whole when it is small.
-    async fn place(&self, parsed: &Parsed, placer: &PlacerVersion) -> Outcome<Response<ProxyBody>> {
+    async fn place(
+        &self,
+        parsed: &Parsed,
+        placer: &PlacerVersion,
+        recording: Option<&Recording<'_>>,
+    ) -> Outcome<Response<ProxyBody>> {
         let native = if self.native.is_empty() {
             None // the normal path: no lookup
         } else {
             self.native.get(placer.name()).filter(|_| matches!(placer.source(), PlacerSource::Builtin))
         };
-        let order: &dyn Order = match native {
-            Some(native) => native,
-            None => placer,
+        let order: &dyn Order = match (recording, native) {
+            (Some(recording), _) => recording,
+            (None, Some(native)) => native,
+            (None, None) => placer,
         };
         let client = Buffered { client: &self.client, metrics: &self.metrics };
         lifecycle::place(&*self.pool, &client, order, &parsed.call, &parsed.forward, parsed.timing).await

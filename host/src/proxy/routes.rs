@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Route, placer_for};
+use crate::config::{Route, route_for};
 
 /// The routes in force, and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +68,54 @@ impl RouteTable {
 
     /// Runs `f` with the name of the placer for a call of `app_id` / `fn_id`.
     pub fn with_placer<R>(&self, app_id: &str, fn_id: &str, f: impl FnOnce(&str) -> R) -> R {
+        self.with_route(app_id, fn_id, |route, default| f(route.map_or(default, |r| &r.placer)))
+    }
+
+    /// Runs `f` with the route for a call of `app_id` / `fn_id` (none: the default placer
+    /// serves it) and the default placer's name.
+    pub fn with_route<R>(&self, app_id: &str, fn_id: &str, f: impl FnOnce(Option<&Route>, &str) -> R) -> R {
         let table = self.table.load();
-        f(placer_for(&table.routes, &table.default, app_id, fn_id))
+        f(route_for(&table.routes, app_id, fn_id), &table.default)
+    }
+
+    /// Takes canary `name` off every route (a rollback); returns the routes it was on.
+    pub fn drop_canary(&self, name: &str) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.table.rcu(|t| {
+            dropped.clear();
+            let mut next = Routes::clone(t);
+            for route in next.routes.iter_mut().filter(|r| r.canary.as_deref() == Some(name)) {
+                route.canary = None;
+                route.canary_percent = 0;
+                dropped.push(route.label());
+            }
+            next
+        });
+        dropped
+    }
+
+    /// Makes route `index`'s shadow (`from = "shadow"`) or canary (`"canary"`) its placer,
+    /// as routes set through the admin API; returns the new routes.
+    ///
+    /// # Errors
+    /// No route `index`, or it has no such placer.
+    pub fn promote(&self, index: usize, from: &str) -> Result<Vec<Route>, String> {
+        let table = self.table.load_full();
+        let mut routes = table.routes.clone();
+        let route =
+            routes.get_mut(index).ok_or_else(|| format!("no route [{index}] ({} routes)", table.routes.len()))?;
+        let promoted = match from {
+            "shadow" => route.shadow.take(),
+            "canary" => route.canary.take().inspect(|_| route.canary_percent = 0),
+            other => return Err(format!("promote `shadow` or `canary`, not {other:?}")),
+        };
+        let Some(promoted) = promoted else { return Err(format!("route [{index}] ({}) has no {from}", route.label())) };
+        if route.shadow.as_ref() == Some(&promoted) {
+            route.shadow = None;
+        }
+        route.placer = promoted;
+        self.replace(routes.clone());
+        Ok(routes)
     }
 }
 
@@ -78,7 +124,7 @@ mod tests {
     use super::*;
 
     fn route(app: &str, placer: &str) -> Route {
-        Route { app: Some(app.into()), fn_id: None, placer: placer.into() }
+        Route { app: Some(app.into()), fn_id: None, placer: placer.into(), ..Route::default() }
     }
 
     #[test]
