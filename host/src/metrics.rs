@@ -69,6 +69,30 @@ pub struct Metrics {
     process: ProcessMetrics,
 }
 
+/// One live placer's and its shadow's counters (handles into the families).
+#[derive(Debug, Clone, Default)]
+pub struct ShadowCounters {
+    calls: Counter,
+    agreement: Counter,
+    faults: Counter,
+    seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ShadowCounters {
+    /// A shadow ordered one call: whether its first choice was the live one's, whether it
+    /// faulted, and how long `place` took.
+    pub fn record(&self, agreed: bool, faulted: bool, nanos: u64) {
+        self.calls.inc();
+        if agreed {
+            self.agreement.inc();
+        }
+        if faulted {
+            self.faults.inc();
+        }
+        self.seconds.inc_by(nanos as f64 / 1e9);
+    }
+}
+
 /// Statuses placerd answers with, exposed at zero before the first of each.
 const KNOWN_STATUSES: &[u16] = &[200, 202, 400, 404, 408, 413, 431, 499, 500, 502, 503, 504];
 
@@ -252,19 +276,16 @@ impl Metrics {
         }
     }
 
-    /// A shadow ordered one call: whether its first choice was the live one's, whether it
-    /// faulted, and how long `place` took.
-    pub fn record_shadow(&self, live: &str, shadow: &str, agreed: bool, faulted: bool, nanos: u64) {
+    /// The shadow counters of one live placer and its shadow, to keep and record into.
+    pub fn shadow_counters(&self, live: &str, shadow: &str) -> ShadowCounters {
         let pair = labels(&[("live", live), ("shadow", shadow)]);
-        self.shadow_calls.get_or_create(&pair).inc();
-        if agreed {
-            self.shadow_agreement.get_or_create(&pair).inc();
-        }
         let shadow = labels(&[("shadow", shadow)]);
-        if faulted {
-            self.shadow_faults.get_or_create(&shadow).inc();
+        ShadowCounters {
+            calls: self.shadow_calls.get_or_create(&pair).clone(),
+            agreement: self.shadow_agreement.get_or_create(&pair).clone(),
+            faults: self.shadow_faults.get_or_create(&shadow).clone(),
+            seconds: self.shadow_seconds.get_or_create(&shadow).clone(),
         }
-        self.shadow_seconds.get_or_create(&shadow).inc_by(nanos as f64 / 1e9);
     }
 
     /// A shadow decision dropped: the queue was full.

@@ -4,22 +4,24 @@
 //!   first decision (the call, the runner set and the loads it saw, and its order) is
 //!   recorded, and after the call is answered the shadow orders the same inputs on a thread
 //!   of its own. A bounded queue sits between: when it is full the decision is dropped and
-//!   counted, so a slow shadow costs the client path nothing but the recording. The shadow's
+//!   counted, so a slow shadow costs the client path nothing but the recording and a push.
+//!   The thread takes the queue in batches (it sleeps a millisecond after each), so a busy
+//!   route does not wake it once per call; an idle one leaves it parked. The shadow's
 //!   faults fall back and quarantine only the shadow's own version.
 //! - **Canary** (`canary = "NAME"`, `canary_percent = N`): N% of the route's calls, chosen
 //!   from each call's random value, are placed by the canary. When the canary is quarantined
 //!   or its fault rate passes [`ROLLBACK_FAULT_PERCENT`] (after [`ROLLBACK_MIN_FAULTS`]
 //!   faults), every route drops it and goes back to its own placer by itself.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use super::routes::RouteTable;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ShadowCounters};
 use crate::placer::{Call, Order, PlaceError, PlacedBy, PlacerVersion, RunnerLoad, RunnerSet};
 
 /// Decisions waiting for the shadow thread; more are dropped.
@@ -127,6 +129,9 @@ pub struct ShadowReport {
     shadow_same: u64,
     #[serde(skip)]
     last: HashMap<String, (String, String)>,
+    /// The route's shadow metrics, looked up once.
+    #[serde(skip)]
+    counters: ShadowCounters,
 }
 
 /// Calls per runner, live and shadow.
@@ -160,13 +165,58 @@ pub struct Rollback {
     pub at: u64,
 }
 
+/// How long the shadow thread lets the queue fill after a batch.
+const BATCH_PAUSE: Duration = Duration::from_millis(1);
+
+/// The decisions waiting for the shadow thread.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    /// Signalled when a job arrives while the thread is parked, or at shutdown.
+    arrived: Condvar,
+    /// True while the thread waits on `arrived` (set under the `jobs` lock).
+    parked: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("parked", &self.parked).finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// The next batch, waiting while there is none; `None` once closed.
+    fn take(&self) -> Option<VecDeque<Job>> {
+        let mut jobs = self.jobs.lock().ok()?;
+        while jobs.is_empty() {
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            self.parked.store(true, Ordering::Release);
+            jobs = self.arrived.wait(jobs).ok()?;
+            self.parked.store(false, Ordering::Release);
+        }
+        Some(std::mem::take(&mut *jobs))
+    }
+}
+
 /// Shadows and canaries of every route.
 #[derive(Debug)]
 pub struct Rollout {
-    queue: SyncSender<Job>,
+    queue: Arc<Queue>,
     reports: Arc<Mutex<BTreeMap<String, ShadowReport>>>,
     rollbacks: Mutex<Vec<Rollback>>,
     metrics: Arc<Metrics>,
+}
+
+impl Drop for Rollout {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        if let Ok(_jobs) = self.queue.jobs.lock() {
+            self.queue.arrived.notify_all();
+        }
+    }
 }
 
 impl Rollout {
@@ -175,12 +225,15 @@ impl Rollout {
     /// # Errors
     /// The thread cannot be started.
     pub fn new(metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(SHADOW_QUEUE);
+        let queue = Arc::new(Queue::default());
         let reports = Arc::new(Mutex::new(BTreeMap::new()));
-        let (written, observed) = (reports.clone(), metrics.clone());
+        let (jobs, written, observed) = (queue.clone(), reports.clone(), metrics.clone());
         std::thread::Builder::new().name("placerd-shadow".into()).spawn(move || {
-            for job in jobs {
-                shadow(&job, &written, &observed);
+            while let Some(batch) = jobs.take() {
+                for job in batch {
+                    shadow(&job, &written, &observed);
+                }
+                std::thread::sleep(BATCH_PAUSE);
             }
         })?;
         Ok(Rollout { queue, reports, rollbacks: Mutex::new(Vec::new()), metrics })
@@ -197,9 +250,16 @@ impl Rollout {
     ) {
         let Some(decision) = recorded.first.into_inner().ok().flatten() else { return };
         let job = Job { route, live: live.to_string(), shadow, call: call.clone(), decision };
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.metrics.record_shadow_dropped(),
+        let Ok(mut jobs) = self.queue.jobs.lock() else { return };
+        if jobs.len() >= SHADOW_QUEUE {
+            drop(jobs);
+            self.metrics.record_shadow_dropped();
+            return;
+        }
+        jobs.push_back(job);
+        drop(jobs);
+        if self.queue.parked.load(Ordering::Acquire) {
+            self.queue.arrived.notify_one();
         }
     }
 
@@ -244,13 +304,12 @@ fn shadow(job: &Job, reports: &Mutex<BTreeMap<String, ShadowReport>>, metrics: &
         Ok(placement) => (placement.order, matches!(placement.by, PlacedBy::Fallback(_))),
         Err(_) => (Vec::new(), true),
     };
-    let name = |order: &[u32], i: usize| {
-        order.get(i).and_then(|&r| job.decision.set.runners.get(r as usize)).map(|r| r.address.clone())
+    let name = |order: &[u32]| {
+        order.first().and_then(|&r| job.decision.set.runners.get(r as usize)).map(|r| r.address.as_str())
     };
-    let (live_first, shadow_first) = (name(&job.decision.order, 0), name(&order, 0));
+    let (live_first, shadow_first) = (name(&job.decision.order), name(&order));
     let agreed = live_first.is_some() && live_first == shadow_first;
     let shadow_name = job.shadow.name();
-    metrics.record_shadow(&job.live, shadow_name, agreed, faulted, nanos);
     let k = OVERLAP_K.min(job.decision.order.len());
     let overlap = if k == 0 {
         1.0
@@ -264,8 +323,10 @@ fn shadow(job: &Job, reports: &Mutex<BTreeMap<String, ShadowReport>>, metrics: &
         live: job.live.clone(),
         shadow: shadow_name.to_string(),
         k: OVERLAP_K,
+        counters: metrics.shadow_counters(&job.live, shadow_name),
         ..ShadowReport::default()
     });
+    report.counters.record(agreed, faulted, nanos);
     report.calls += 1;
     report.agreed += u64::from(agreed);
     report.faults += u64::from(faulted);
@@ -274,26 +335,35 @@ fn shadow(job: &Job, reports: &Mutex<BTreeMap<String, ShadowReport>>, metrics: &
     report.agreement = report.agreed as f64 / report.calls as f64;
     report.overlap_first_k = report.overlap_sum / report.calls as f64;
     report.place_ns_avg = report.nanos / report.calls;
-    if let Some(live) = &live_first {
-        report.runners.entry(live.clone()).or_default().live += 1;
-    }
-    if let Some(shadow) = &shadow_first {
-        report.runners.entry(shadow.clone()).or_default().shadow += 1;
-    }
-    if let (Some(live), Some(shadow)) = (live_first, shadow_first) {
-        if report.last.len() >= AFFINITY_KEYS {
-            report.last.clear();
+    let mut count = |address: Option<&str>, bump: fn(&mut LiveAndShadow)| {
+        let Some(address) = address else { return };
+        match report.runners.get_mut(address) {
+            Some(counts) => bump(counts),
+            None => bump(report.runners.entry(address.to_string()).or_default()),
         }
-        if let Some((live_before, shadow_before)) =
-            report.last.insert(job.call.slot_key.clone(), (live.clone(), shadow.clone()))
-        {
+    };
+    count(live_first, |c| c.live += 1);
+    count(shadow_first, |c| c.shadow += 1);
+    let (Some(live), Some(shadow)) = (live_first, shadow_first) else { return };
+    match report.last.get_mut(&job.call.slot_key) {
+        Some((live_before, shadow_before)) => {
             report.repeats += 1;
             report.live_same += u64::from(live_before == live);
             report.shadow_same += u64::from(shadow_before == shadow);
+            live_before.clear();
+            live_before.push_str(live);
+            shadow_before.clear();
+            shadow_before.push_str(shadow);
             report.affinity = LiveAndShadowRatio {
                 live: report.live_same as f64 / report.repeats as f64,
                 shadow: report.shadow_same as f64 / report.repeats as f64,
             };
+        }
+        None => {
+            if report.last.len() >= AFFINITY_KEYS {
+                report.last.clear();
+            }
+            report.last.insert(job.call.slot_key.clone(), (live.to_string(), shadow.to_string()));
         }
     }
 }
