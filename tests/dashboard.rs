@@ -107,7 +107,7 @@ async fn the_dashboard_shows_runners_placers_routes_and_calls_per_runner() {
     let (a, b) = (runner(8, "a").await, runner(8, "b").await);
     let addresses = [a.addr.to_string(), b.addr.to_string()];
     let p = start(addresses.to_vec(), "consistent-hash", |c| c.history_interval = Duration::from_millis(200)).await;
-    let routes = br#"[{"app": "storefront", "placer": "least-loaded"}]"#;
+    let routes = br#"[{"app": "storefront", "placer": "least-loaded", "shadow": "naive"}]"#;
     assert_eq!(send(p.admin, "PUT", "/admin/routes", &[], routes).await.status, StatusCode::OK);
 
     // The page itself: static HTML under a strict policy, behind the Host check.
@@ -163,6 +163,7 @@ async fn the_dashboard_shows_runners_placers_routes_and_calls_per_runner() {
         assert!(dom.contains(placer), "placer {placer} not shown: {dom}");
     }
     assert!(dom.contains("storefront"), "the route's app is not shown: {dom}");
+    assert!(dom.contains("20 calls, agreement "), "the shadow's report: {dom}");
     assert!(
         dom.contains("default placer, consistent-hash (set through the admin API)"),
         "the default placer and where the routes come from: {dom}"
