@@ -125,11 +125,12 @@ fn a_good_config_passes_with_a_warning_for_zero_runners_and_env_overrides_apply(
 
 #[test]
 fn version_completions_and_man_page_come_from_the_command_line_definitions() {
-    let version = text(&run(placerd().arg("-V"), Duration::from_secs(20)).stdout);
-    assert!(version.starts_with("placerd "), "{version}");
-    let long = text(&run(placerd().arg("--version"), Duration::from_secs(20)).stdout);
-    for part in ["commit ", "placer contract placerd:placer@0.2.0", "wasmtime 48."] {
-        assert!(long.contains(part), "{part:?} missing from {long}");
+    for flag in ["-V", "--version"] {
+        let version = text(&run(placerd().arg(flag), Duration::from_secs(20)).stdout);
+        assert!(version.starts_with("placerd "), "{version}");
+        for part in ["commit ", "placer contract placerd:placer@0.2.0", "wasmtime 48."] {
+            assert!(version.contains(part), "{flag}: {part:?} missing from {version}");
+        }
     }
     let bash = run(placerd().args(["completions", "bash"]), Duration::from_secs(20));
     assert!(bash.status.success());

@@ -26,7 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// order the runners for every call. Logs go to stderr; filter them with RUST_LOG (e.g.
 /// RUST_LOG=placerd=debug,placerd::access=info).
 #[derive(Debug, Parser)]
-#[command(version, long_version = LONG_VERSION, about)]
+#[command(version = LONG_VERSION, about)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -211,7 +211,7 @@ enum Command {
     },
 }
 
-/// `placerd -V`: what a bug report needs.
+/// `placerd -V` / `--version`: what a bug report needs.
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\ncommit ",
