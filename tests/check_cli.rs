@@ -1,8 +1,10 @@
 //! `placerd check` as a user runs it: the real binary on the built-ins and the fixtures.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("PLACERD_FIXTURES_DIR")).join(format!("{name}.wasm"))
@@ -10,23 +12,10 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Runs `placerd check ARGS`, killing it if it outlives `limit` (check must never hang).
 fn check(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_placerd"))
-        .arg("check")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn placerd");
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("placerd check {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    common::run_within(
+        Command::new(env!("CARGO_BIN_EXE_placerd")).arg("check").args(args).env_remove("RUST_LOG"),
+        limit,
+    )
 }
 
 #[test]

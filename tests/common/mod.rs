@@ -144,6 +144,22 @@ pub async fn placer_info(p: &Placerd, name: &str) -> Option<serde_json::Value> {
     list.as_array()?.iter().find(|i| i["name"] == name).cloned()
 }
 
+/// Runs `command` to its end with stdout and stderr captured, killing it if it outlives
+/// `limit` (the commands tested must never hang).
+pub fn run_within(command: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{command:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// A child process whose stderr is read line by line on a thread.
 pub struct Logged {
     pub child: std::process::Child,

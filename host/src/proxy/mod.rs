@@ -240,10 +240,18 @@ impl Proxy {
         body: Incoming,
         held: &mut Held<'_>,
     ) -> Result<Parsed, ClientError> {
-        let config = self.config.load();
-        let limit = config.max_body_bytes;
+        // The limits in force when the call starts, read once: no config guard is held
+        // while the body arrives.
+        let (limit, timeout, deadlines) = {
+            let config = self.config.load();
+            let deadlines = Deadlines {
+                retry_all_delay: config.retry_all_delay,
+                sync: config.placer_timeout,
+                detached: config.detached_placer_timeout,
+            };
+            (config.max_body_bytes, config.body_timeout, deadlines)
+        };
         let target = request::check_head(parts, limit)?;
-        let timeout = config.body_timeout;
         let body = tokio::time::timeout(timeout, request::read_body(body, limit, held))
             .await
             .map_err(|_| ClientError::BodyTimeout(timeout))??;
@@ -253,11 +261,6 @@ impl Proxy {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             random: fastrand::u64(..),
             now,
-        };
-        let deadlines = Deadlines {
-            retry_all_delay: config.retry_all_delay,
-            sync: config.placer_timeout,
-            detached: config.detached_placer_timeout,
         };
         Ok(request::into_call(parts, target, body, ids, deadlines))
     }
@@ -271,7 +274,7 @@ impl Proxy {
                 .filter(|r| r.canary_percent > 0 && rollout::selected(call.random, r.canary_percent))
                 .and_then(|r| self.placers.get(r.canary.as_deref()?));
             let shadow = route
-                .filter(|r| rollout::selected(call.random.rotate_left(32), r.shadow_percent))
+                .filter(|r| r.shadow.is_some() && rollout::selected(call.random.rotate_left(32), r.shadow_percent))
                 .and_then(|r| Some((self.placers.get(r.shadow.as_deref()?)?, r.label())));
             if let Some(placer) = canary {
                 return Some(Chosen { placer, canary: true, shadow });
