@@ -25,6 +25,7 @@ const FIXTURES: &[&str] = &[
     "naive-v01",
     "call-details",
     "peeks",
+    "chatty",
 ];
 
 fn main() {

@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 fn fixture(name: &str) -> PathBuf {
@@ -12,10 +12,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Runs `placerd check ARGS`, killing it if it outlives `limit` (check must never hang).
 fn check(args: &[&str], limit: Duration) -> Output {
-    common::run_within(
-        Command::new(env!("CARGO_BIN_EXE_placerd")).arg("check").args(args).env_remove("RUST_LOG"),
-        limit,
-    )
+    common::run_within(common::placerd_command().arg("check").args(args), limit)
 }
 
 #[test]
@@ -121,6 +118,16 @@ fn config_file_gives_the_placer_its_table_and_config_flags_replace_its_keys() {
     let out =
         check(&["consistent-hash", "--config-file", path, "--config", "max_load_factor=1.5"], Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The table is the one of the name the placer serves under: --name picks it, and a
+    // file without a table for the name checked says which tables it has.
+    std::fs::write(&toml, "[placers.ring.config]\nmax_load_factor = \"0.5\"\n").expect("write");
+    let out = check(&["consistent-hash", "--config-file", path], Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no [placers.consistent-hash.config]") && stderr.contains("ring"), "{stderr}");
+    let out = check(&["consistent-hash", "--config-file", path, "--name", "ring"], Duration::from_secs(60));
+    assert!(!out.status.success(), "--name ring did not give the placer ring's table");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_load_factor"));
     // A config file that does not parse is an error naming the file.
     std::fs::write(&toml, "lisen = 1").expect("write");
     let out = check(&["naive", "--config-file", path], Duration::from_secs(60));

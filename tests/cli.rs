@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn placerd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_placerd"));
-    command.env_remove("RUST_LOG").env_remove("NO_COLOR");
+    let mut command = common::placerd_command();
+    command.env_remove("NO_COLOR");
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PLACERD_")) {
         command.env_remove(name);
     }

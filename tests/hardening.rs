@@ -1,7 +1,8 @@
 //! Hostile clients and careless operators, end to end on loopback: slow and stalled
 //! bodies, connection and memory caps, admin reads, forwarding hygiene, routes to placers
 //! that are gone, placers that fault often but not in a row, runners that refuse
-//! connections. Every slow client here is bounded in count and time.
+//! connections, and the log lines all of those could flood. Every slow client here is
+//! bounded in count and time.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, fixture, runner, send, start};
+use common::{eventually, fixture, log_addr, runner, send, spawn_logged, start};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -221,12 +222,18 @@ async fn forwarding_keeps_host_drops_expect_refuses_dot_segments_and_hides_runne
     let calls = || heads.lock().expect("heads").iter().filter(|h| h.starts_with("post ")).cloned().collect::<Vec<_>>();
     let last = || calls().last().cloned().unwrap_or_default();
 
-    // `Connection: host` does not remove Host (nor end-to-end headers); named others go.
+    // `Connection` removes only the hop-by-hop headers: not Host, not a header a proxy in
+    // front of placerd added.
     let r = send(
         p.addr,
         "POST",
         "/t/app/fn",
-        &[("connection", "host, content-type, x-private"), ("content-type", "text/plain"), ("x-private", "1")],
+        &[
+            ("connection", "host, content-type, x-forwarded-for, keep-alive"),
+            ("content-type", "text/plain"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("keep-alive", "timeout=5"),
+        ],
         b"x",
     )
     .await;
@@ -234,7 +241,8 @@ async fn forwarding_keeps_host_drops_expect_refuses_dot_segments_and_hides_runne
     let head = last();
     assert!(head.contains(&format!("host: {}", p.addr)), "{head}");
     assert!(head.contains("content-type: text/plain"), "{head}");
-    assert!(!head.contains("x-private"), "{head}");
+    assert!(head.contains("x-forwarded-for: 192.0.2.1"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
 
     // `Expect: 100-continue` is answered by placerd (it reads the body) and not forwarded.
     let mut s = TcpStream::connect(p.addr).await.expect("connect");
@@ -252,7 +260,9 @@ async fn forwarding_keeps_host_drops_expect_refuses_dot_segments_and_hides_runne
 
     // Dot segments, raw or encoded: 400 before any runner is asked.
     let before = calls().len();
-    for path in ["/t/app/../../v1/status", "/t/app/%2e%2e/%2E%2E/v1/status", "/t/app/./fn"] {
+    for path in
+        ["/t/app/../../v1/status", "/t/app/%2e%2e/%2E%2E/v1/status", "/t/app/./fn", "/t/app/..%2f..%2fv1/status"]
+    {
         let r = send(p.addr, "POST", path, &[], b"x").await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
     }
@@ -281,6 +291,14 @@ async fn routes_to_missing_placers_are_refused_and_a_placer_in_use_cannot_be_del
     assert!(message.contains("[0] app=a") && message.contains("[1] fn=b/x"), "{message}");
     assert_eq!(send(p.admin, "PUT", "/admin/routes", &[], b"[]").await.status, StatusCode::OK);
     assert_eq!(send(p.admin, "DELETE", "/admin/placers/mine", &[], b"").await.status, StatusCode::OK);
+
+    // The default placer serves every call no route takes: it cannot be deleted either,
+    // unless a built-in of its name would take over.
+    let prepare = |dir: &std::path::Path| std::fs::write(dir.join("mine.wasm"), fixture("flaky")).expect("placer");
+    let q = common::start_with(vec![r1.addr.to_string()], "mine", prepare, |_| {}).await;
+    let r = send(q.admin, "DELETE", "/admin/placers/mine", &[], b"").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.json()["message"].as_str().is_some_and(|m| m.contains("default_placer")), "{:?}", r.json());
 
     // At start-up, a route to a placer that is not loaded stops placerd with the reason.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -365,4 +383,90 @@ async fn a_symlink_out_of_the_placers_folder_is_refused_and_one_inside_it_loads(
     })
     .await;
     assert!(refused, "{:?}", common::placer_info(&p, "evil").await);
+
+    // Kubernetes updates a ConfigMap by pointing `..data` at a new version folder (a
+    // rename over the old link), then deleting the old folder: the new version serves.
+    let update = fixture("naive-v01");
+    std::fs::create_dir(p.placers_dir.join("..v2")).expect("version dir");
+    std::fs::write(p.placers_dir.join("..v2/mounted.wasm"), &update).expect("mounted");
+    std::os::unix::fs::symlink("..v2", p.placers_dir.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(p.placers_dir.join("..data_tmp"), p.placers_dir.join("..data")).expect("swap");
+    std::fs::remove_dir_all(p.placers_dir.join("..v1")).expect("old version");
+    let want = common::sha256_hex(&update);
+    let swapped = eventually(Duration::from_secs(20), async || {
+        common::placer_info(&p, "mounted").await.is_some_and(|i| i["sha256"] == want.as_str())
+    })
+    .await;
+    assert!(swapped, "the swapped version serves: {:?}", common::placer_info(&p, "mounted").await);
+}
+
+#[tokio::test]
+async fn a_chatty_placer_and_a_refusing_runner_cannot_flood_the_log() {
+    // The real binary, so the log is what an operator reads: JSON lines on stderr.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let placers = dir.path().join("placers");
+    std::fs::create_dir(&placers).expect("placers dir");
+    std::fs::write(placers.join("chatty.wasm"), fixture("chatty")).expect("placer");
+    let config = dir.path().join("placerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+placers_dir = "{}"
+cache_dir = "off"
+default_placer = "chatty"
+placer_timeout_ms = 3000
+retry_all_delay_ms = 10
+[runners]
+static = ["{dead}"]
+"#,
+            placers.display()
+        ),
+    )
+    .expect("config");
+    let logged = spawn_logged(
+        std::process::Command::new(env!("CARGO_BIN_EXE_placerd"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info"),
+        "placerd serving",
+    );
+    let line = logged.marked.recv_timeout(Duration::from_secs(60)).expect("placerd serving");
+    let mut child = logged.child;
+    let (addr, admin) = (log_addr(&line, "listen"), log_addr(&line, "admin"));
+
+    // Three calls, each placed and refused again and again until its 3 s placement
+    // deadline: hundreds of guest log lines and connect failures.
+    let started = Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(async move { send(addr, "POST", &format!("/invoke/f{i}"), &[], b"x").await }))
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.expect("call").status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&send(admin, "GET", "/metrics", &[], b"").await.body).into_owned();
+    let attempts = metric(&text, "lb_placer_retry_error_count_total", &[]);
+    let dropped = metric(&text, "placerd_log_lines_dropped_total", &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = logged.lines.join().expect("log lines");
+
+    assert!(attempts >= 100.0, "the flood happened: {attempts} refused attempts");
+    let guest: Vec<&String> = lines.iter().filter(|l| l.contains("chatty call")).collect();
+    let connect: Vec<&String> = lines.iter().filter(|l| l.contains("runner connect failed")).collect();
+    // 20 guest lines a second, 2 connect lines per runner per 10 s (+1 window of slack each).
+    assert!(!guest.is_empty() && guest.len() as f64 <= 20.0 * (seconds.ceil() + 1.0), "{} guest lines", guest.len());
+    assert!(!connect.is_empty() && connect.len() <= 4, "{} connect lines", connect.len());
+    assert!(dropped >= attempts - 4.0, "dropped lines are counted: {dropped} dropped of {attempts} attempts");
+    // The real connect error, and one guest line per log line: the newline is escaped.
+    assert!(connect.iter().all(|l| l.contains("Connection refused")), "{connect:?}");
+    assert!(guest.iter().all(|l| l.contains("\\\\nINFO forged line")), "{guest:?}");
+    for line in &lines {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "a line that is not placerd's: {line}");
+    }
 }

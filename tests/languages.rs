@@ -105,6 +105,16 @@ fn build_js(out: &Path) -> Vec<u8> {
     std::fs::read(&wasm).expect("js component")
 }
 
+/// Each of `placers` placed calls, and none of them faulted (a faulting placer's calls
+/// fall back to the native round-robin order and would still be served).
+async fn no_faults(p: &common::Placerd, placers: &[&str]) {
+    for name in placers {
+        let info = common::placer_info(p, name).await.unwrap_or_else(|| panic!("{name} not loaded"));
+        assert!(info["calls"].as_u64().is_some_and(|n| n > 0), "{name} placed no call: {info}");
+        assert_eq!(info["faults"].as_u64(), Some(0), "{name} faulted: {info}");
+    }
+}
+
 /// The runner that served each of `calls` calls of `app`'s functions `fn-0 .. fn-{fns}`,
 /// checking every call was placed by `placer`.
 async fn placements(addr: std::net::SocketAddr, app: &str, fns: usize, calls: usize, placer: &str) -> Vec<String> {
@@ -131,6 +141,8 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     let configure = |c: &mut placerd::config::Config| {
         c.placers_dir = folder.path().to_path_buf();
         c.cache_dir = Some(cache.path().to_path_buf());
+        // JavaScript's runtime needs more than the default 16 MiB (docs/writing-placers.md).
+        c.sandbox.memory_limit_bytes = 64 << 20;
         c.routes =
             vec![placerd::config::Route { app: Some("spread".into()), placer: "p2c".into(), ..Default::default() }];
     };
@@ -151,6 +163,8 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     let spread = placements(p.addr, "spread", 1, 30, "p2c").await;
     let distinct: std::collections::HashSet<_> = spread.iter().collect();
     assert!(distinct.len() >= 2, "p2c sent 30 calls to one runner: {spread:?}");
+    // Their own algorithms placed every call: a fault would have fallen back to round robin.
+    no_faults(&p, &["bounded", "p2c"]).await;
 
     // The compiled code is on disk, one entry per component.
     let entries = || {
@@ -186,7 +200,7 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
 
 /// Runs `placerd check` on `wasm` and returns its output.
 fn check(wasm: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_placerd")).arg("check").arg(wasm).output().expect("placerd check");
+    let out = common::placerd_command().arg("check").arg(wasm).output().expect("placerd check");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "placerd check {} failed:\n{text}", wasm.display());
     text
@@ -196,7 +210,7 @@ fn check(wasm: &Path) -> String {
 fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_check() {
     let dir = tempfile::tempdir().expect("tempdir");
     let new = |name: &str, lang: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_placerd"))
+        let out = common::placerd_command()
             .args(["new", name, "--lang", lang, "--dir"])
             .arg(dir.path())
             .output()

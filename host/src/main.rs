@@ -172,6 +172,10 @@ enum Command {
         /// (a --config pair replaces its key) and its sandbox limits.
         #[arg(long, value_name = "PLACERD.TOML")]
         config_file: Option<PathBuf>,
+        /// The name the placer serves under, whose `[placers.NAME.config]` --config-file
+        /// gives it (default: the file's stem, `my_placer` for `my_placer.wasm`).
+        #[arg(long, value_name = "NAME", requires = "config_file")]
+        name: Option<String>,
         /// CPU budget of one place call, in milliseconds (placer_budget_ms; default 5, or
         /// the config file's).
         #[arg(long)]
@@ -389,7 +393,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Check { file, builtin: name, config, config_file, budget_ms, memory_limit_bytes, bench, runners } => {
+        Command::Check {
+            file,
+            builtin: name,
+            config,
+            config_file,
+            name: serves_as,
+            budget_ms,
+            memory_limit_bytes,
+            bench,
+            runners,
+        } => {
             // A bare built-in name (`check consistent-hash`) checks the built-in.
             let (file, name) = match (file, name) {
                 (Some(path), None) if !path.exists() && path.to_str().is_some_and(|p| builtin(p).is_some()) => {
@@ -418,14 +432,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 ..SandboxLimits::default()
             };
-            let placer_name = file
-                .as_deref()
-                .and_then(|p| p.file_stem())
-                .and_then(|s| s.to_str())
-                .map(str::to_string)
+            let placer_name = serves_as
+                .or_else(|| file.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).map(str::to_string))
                 .or_else(|| name.clone())
                 .unwrap_or_default();
             // The file's table, with --config pairs replacing its keys.
+            if let (Some(c), Some(path)) = (&from_file, &config_file)
+                && !c.placer_config.is_empty()
+                && !c.placer_config.contains_key(&placer_name)
+            {
+                let tables: Vec<&str> = c.placer_config.keys().map(String::as_str).collect();
+                eprintln!(
+                    "warning: {} has no [placers.{placer_name}.config] (it has {}); checking without one. \
+                     --name NAME picks the table of the name the placer serves under",
+                    path.display(),
+                    tables.join(", ")
+                );
+            }
             let mut pairs = from_file.and_then(|mut c| c.placer_config.remove(&placer_name)).unwrap_or_default();
             pairs.retain(|(key, _)| !config.iter().any(|(k, _)| k == key));
             pairs.extend(config);

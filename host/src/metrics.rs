@@ -19,6 +19,7 @@ use crate::lifecycle::{CallError, Outcome};
 use crate::placer::PlacerObserver;
 use crate::reload::PlacerInfo;
 use crate::runner::{Membership, PoolError};
+use crate::throttle;
 
 type Labels = Vec<(String, String)>;
 
@@ -45,6 +46,8 @@ pub struct Metrics {
     faults: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
+    /// Log lines the rate limits left out (kept in step with [`throttle::dropped_total`]).
+    log_lines_dropped: Counter,
     shadow_calls: Family<Labels, Counter>,
     shadow_agreement: Family<Labels, Counter>,
     shadow_faults: Family<Labels, Counter>,
@@ -135,6 +138,7 @@ impl Metrics {
             faults: Family::default(),
             reloads: Family::default(),
             config_reloads: Family::default(),
+            log_lines_dropped: Counter::default(),
             shadow_calls: Family::default(),
             shadow_agreement: Family::default(),
             shadow_faults: Family::default(),
@@ -183,6 +187,11 @@ impl Metrics {
             "placerd_config_reloads",
             "Config reloads (SIGHUP, POST /admin/reload) by result",
             m.config_reloads.clone(),
+        );
+        r.register(
+            "placerd_log_lines_dropped",
+            "Log lines left out by the rate limits (guest logs, placer faults, runner connects, missing placers)",
+            m.log_lines_dropped.clone(),
         );
         r.register("placerd_placer_info", "Running placer versions", m.placer_info.clone());
         r.register("placerd_shadow_calls", "Calls a shadow placer ordered beside the live one", m.shadow_calls.clone());
@@ -387,6 +396,10 @@ impl Metrics {
             self.register_placer(&info.name);
         }
         self.process.refresh();
+        let dropped = throttle::dropped_total().saturating_sub(self.log_lines_dropped.get());
+        if dropped > 0 {
+            self.log_lines_dropped.inc_by(dropped);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

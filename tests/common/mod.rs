@@ -196,6 +196,16 @@ pub fn log_addr(line: &str, field: &str) -> SocketAddr {
     v["fields"][field].as_str().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address `{field}` in {line}"))
 }
 
+/// `placerd` as a command, with its compile cache in this build's target directory
+/// (`XDG_CACHE_HOME`), not the user's, and no `RUST_LOG` from the caller.
+#[allow(dead_code)] // not every test binary runs the CLI
+pub fn placerd_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_placerd"));
+    command.env("XDG_CACHE_HOME", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
 /// Lower-case hex SHA-256 of `bytes`, as `GET /admin/placers` and `placerd_placer_info` show it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};

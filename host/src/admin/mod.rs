@@ -130,7 +130,7 @@ impl Admin {
                     Method::DELETE if !self.routes_to(name).is_empty() => json_error(
                         StatusCode::CONFLICT,
                         &format!(
-                            "placer `{name}` serves routes {}: point them elsewhere (PUT /admin/routes) first",
+                            "placer `{name}` serves {}: point them elsewhere (PUT /admin/routes, default_placer) first",
                             self.routes_to(name).join(", ")
                         ),
                     ),
@@ -214,9 +214,15 @@ impl Admin {
     /// The routes (`app=…,fn=…`) whose placer is `name`.
     fn routes_to(&self, name: &str) -> Vec<String> {
         let mut named = Vec::new();
+        let table = self.proxy.routes.get();
+        // The default placer is every other call's route, unless a built-in of its name
+        // takes over when the user version goes.
+        if table.default == name && crate::placer::builtin(name).is_none() {
+            named.push("default_placer".to_string());
+        }
         let uses =
             |r: &Route| r.placer == name || r.shadow.as_deref() == Some(name) || r.canary.as_deref() == Some(name);
-        for (i, r) in self.proxy.routes.get().routes.iter().enumerate().filter(|(_, r)| uses(r)) {
+        for (i, r) in table.routes.iter().enumerate().filter(|(_, r)| uses(r)) {
             let app = r.app.as_deref().map(|a| format!(" app={a}")).unwrap_or_default();
             let fn_id = r.fn_id.as_deref().map(|f| format!(" fn={f}")).unwrap_or_default();
             named.push(format!("[{i}]{app}{fn_id}"));
@@ -425,8 +431,16 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"message\":\"{e}\"}}"))
 }
 
+/// The whole admin request body must arrive within this (a 32 MiB component at ~1 MB/s).
+const ADMIN_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn body(req: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>> {
-    match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+    let read = tokio::time::timeout(ADMIN_BODY_TIMEOUT, Limited::new(req.into_body(), MAX_ADMIN_BODY).collect());
+    let Ok(read) = read.await else {
+        let message = format!("the body did not arrive within {} s", ADMIN_BODY_TIMEOUT.as_secs());
+        return Err(json_error(StatusCode::REQUEST_TIMEOUT, &message));
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(json_error(
             StatusCode::PAYLOAD_TOO_LARGE,

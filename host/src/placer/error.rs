@@ -152,8 +152,37 @@ impl LoadError {
             out.push_str(&e.to_string());
             cause = e.source();
         }
-        out.replace('\n', " ")
+        printable(&out, MAX_REPORT).into_owned()
     }
+}
+
+/// The longest guest-supplied text placerd logs or shows (a `configure` error, a trap).
+const MAX_REPORT: usize = 4096;
+
+/// `text` cut to at most `max_bytes` (on a character boundary, with `…` when cut) and with
+/// control characters (newlines, carriage returns, escape sequences) escaped: text a guest
+/// wrote stays one line in a log and cannot forge another.
+pub(crate) fn printable(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &text[..end];
+    if end == text.len() && !cut.chars().any(char::is_control) {
+        return cut.into();
+    }
+    let mut out = String::with_capacity(cut.len() + 3);
+    for c in cut.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if end < text.len() {
+        out.push('…');
+    }
+    out.into()
 }
 
 /// Why a call got no order from its placer.

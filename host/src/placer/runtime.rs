@@ -25,6 +25,9 @@ pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 const COMPILED_CACHE: usize = 8;
 /// A compile longer than this is logged at info: the operator sees why start-up waits.
 const SLOW_COMPILE: Duration = Duration::from_secs(1);
+/// A component at least this large is announced before it is compiled (a Python or
+/// JavaScript runtime: seconds of Cranelift).
+const LARGE_COMPONENT: usize = 4 << 20;
 
 /// One wasmtime engine, its linker and the epoch ticker. Cheap to share behind an `Arc`;
 /// every placer version loaded from it shares the compiled-code machinery.
@@ -124,6 +127,15 @@ impl PlacerRuntime {
             );
             self.remember(sha256, &component);
             return Ok(component);
+        }
+        if bytes.len() >= LARGE_COMPONENT {
+            // Seconds of Cranelift ahead: say so before, not only after.
+            tracing::info!(
+                placer,
+                sha256 = &sha256[..12],
+                bytes = bytes.len(),
+                "compiling a large placer (this takes seconds; cache_dir keeps the result)"
+            );
         }
         let component = Component::new(&self.shared.engine, bytes).map_err(|source| LoadError::Compile {
             placer: placer.to_string(),

@@ -31,6 +31,7 @@ use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::contract::{CallText, v01, v02};
+use super::error::printable;
 use crate::throttle::Throttle;
 
 /// Longest guest log line kept; the rest is cut.
@@ -324,9 +325,8 @@ impl GuestLog {
         if dropped > 0 {
             tracing::warn!(placer, dropped, "guest log lines dropped by the rate limit");
         }
-        let cut = &bytes[..bytes.len().min(MAX_LINE)];
-        let text = String::from_utf8_lossy(cut);
-        let message = printable(text.trim_end());
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_LINE)]);
+        let message = printable(text.trim_end(), MAX_LINE);
         match level {
             0 => tracing::error!(target: "placerd::guest", placer, stream, "{message}"),
             1 => tracing::warn!(target: "placerd::guest", placer, stream, "{message}"),
@@ -334,16 +334,6 @@ impl GuestLog {
             3 => tracing::debug!(target: "placerd::guest", placer, stream, "{message}"),
             _ => tracing::trace!(target: "placerd::guest", placer, stream, "{message}"),
         }
-    }
-}
-
-/// `message` with control characters (newlines, carriage returns, escape sequences)
-/// escaped, so one guest line is one host log line and cannot forge another.
-fn printable(message: &str) -> std::borrow::Cow<'_, str> {
-    if message.chars().any(char::is_control) {
-        message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
-    } else {
-        message.into()
     }
 }
 
@@ -475,9 +465,10 @@ mod tests {
 
     #[test]
     fn guest_lines_cannot_carry_control_characters_into_the_log() {
-        assert_eq!(printable("plain line"), "plain line");
-        assert_eq!(printable("one\nINFO forged line\r"), "one\\nINFO forged line\\r");
-        assert_eq!(printable("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(printable("plain line", MAX_LINE), "plain line");
+        assert_eq!(printable("one\nINFO forged line\r", MAX_LINE), "one\\nINFO forged line\\r");
+        assert_eq!(printable("\u{1b}[31mred", MAX_LINE), "\\u{1b}[31mred");
+        assert_eq!(printable("ééé", 3), "é…", "cut on a character boundary");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use wasmtime::{Store, Trap};
 
 use super::contract::{Contract, Guest, Pre};
 use super::engine::Shared;
-use super::error::{LoadError, PlaceError};
+use super::error::{LoadError, PlaceError, printable};
 use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
 use super::sandbox::{GuestLog, HostState};
@@ -386,11 +386,14 @@ impl PlacerVersion {
         })?;
         match guest.configure(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Warm { store, guest, generation: None }),
-            Ok(Err(message)) => Err(FaultKind::Configure(message)),
+            Ok(Err(message)) => Err(FaultKind::Configure(printable(&message, MAX_GUEST_TEXT).into_owned())),
             Err(e) => Err(classify(&store, &e)),
         }
     }
 }
+
+/// The longest `configure` error or trap text a fault keeps (it names guest functions).
+const MAX_GUEST_TEXT: usize = 2048;
 
 /// Names a guest error: timeout, memory cap, or another trap with its message.
 fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> FaultKind {
@@ -399,7 +402,7 @@ fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> FaultKind {
     } else if store.data().limiter.refused {
         FaultKind::MemoryCap
     } else {
-        FaultKind::Trap(format!("{e:#}").replace('\n', " "))
+        FaultKind::Trap(printable(&format!("{e:#}"), MAX_GUEST_TEXT).into_owned())
     }
 }
 

@@ -224,27 +224,48 @@ where
     Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
 }
 
-/// True when a segment of `path` is `.` or `..`, raw or percent-encoded (`%2e`).
+/// True when a segment of `path` is `.` or `..`, raw or percent-encoded (`%2e`), with
+/// `/`, `\\`, `%2f` and `%5c` all taken as separators.
 fn has_dot_segment(path: &str) -> bool {
     // Most paths have neither a dot nor a percent sign: one scan and done.
     if !path.bytes().any(|b| b == b'.' || b == b'%') {
         return false;
     }
-    path.split('/').any(|segment| {
-        let bytes = segment.as_bytes();
-        let (mut i, mut dots) = (0, 0);
-        while i < bytes.len() {
-            if bytes[i] == b'.' {
-                i += 1;
-            } else if bytes[i..].len() >= 3 && bytes[i] == b'%' && bytes[i + 1] == b'2' && bytes[i + 2] | 0x20 == b'e' {
-                i += 3;
-            } else {
+    // A runner that decodes `%2f` or `%5c`, or takes `\\` for a separator, would see
+    // `..%2f` as a `..` segment: they separate segments here too.
+    let bytes = path.as_bytes();
+    let encoded = |i: usize, hi: u8, lo: u8| {
+        bytes.len() >= i + 3 && bytes[i] == b'%' && bytes[i + 1] == hi && bytes[i + 2] | 0x20 == lo
+    };
+    let (mut i, mut dots, mut other) = (0, 0, false);
+    loop {
+        let separator = if i == bytes.len() || bytes[i] == b'/' || bytes[i] == b'\\' {
+            Some(1)
+        } else if encoded(i, b'2', b'f') || encoded(i, b'5', b'c') {
+            Some(3)
+        } else {
+            None
+        };
+        if let Some(width) = separator {
+            if !other && (1..=2).contains(&dots) {
+                return true;
+            }
+            if i == bytes.len() {
                 return false;
             }
+            (dots, other) = (0, false);
+            i += width;
+        } else if bytes[i] == b'.' {
             dots += 1;
+            i += 1;
+        } else if encoded(i, b'2', b'e') {
+            dots += 1;
+            i += 3;
+        } else {
+            other = true;
+            i += 1;
         }
-        (1..=2).contains(&dots)
-    })
+    }
 }
 
 /// Builds the call and the forwarded request of a checked request. The request's headers
@@ -323,36 +344,22 @@ fn extensions(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// True for headers meant for every recipient, which a `Connection` header may not name
-/// away: the target, the content's framing and description, credentials, placerd's own.
-fn end_to_end(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    matches!(
-        name,
-        "host" | "authorization" | "cookie" | "set-cookie" | "cache-control" | "date" | "etag" | "location" | "vary"
-    ) || name.starts_with("content-")
-        || name.starts_with("fn-")
-}
-
-/// Removes hop-by-hop headers and those the `Connection` header names (except end-to-end
-/// ones: `Connection: host` does not remove `Host`).
+/// Removes the hop-by-hop headers: `Connection`, `Keep-Alive`, `TE`, `Trailer`,
+/// `Transfer-Encoding`, `Upgrade` and the two `Proxy-*` ones.
+///
+/// Other headers named in `Connection` stay, as nginx and HAProxy keep them: honouring
+/// them would let a client strip `Host`, credentials, or a header that a proxy in front
+/// of placerd added (`X-Forwarded-For`, an identity header) before the runner sees it.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Find them in one pass, then remove only those present: most messages carry none or
-    // just `Connection`, and removing each of the eight names would hash every one.
-    let mut present: Vec<HeaderName> = Vec::new();
-    for (name, value) in &*headers {
-        if HOP_BY_HOP.contains(name) {
-            present.push(name.clone());
-        }
-        if name == hyper::header::CONNECTION {
-            let named = value.to_str().into_iter().flat_map(|v| v.split(','));
-            present.extend(
-                named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).filter(|n| !end_to_end(n)),
-            );
-        }
+    // Most messages carry none of them or just `Connection`: look first, remove only
+    // those present (removing each of the eight names would hash every one).
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
     }
-    for name in present {
-        headers.remove(name);
+    for name in &HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -505,37 +512,57 @@ mod tests {
 
     #[test]
     fn dot_segments_raw_or_encoded_are_400() {
-        for uri in ["/t/app/../../v1/status", "/t/app/./x", "/t/app/%2e%2E/x", "/t/app/.%2e/x", "/t/a/..", "/invoke/.."]
-        {
+        for uri in [
+            "/t/app/../../v1/status",
+            "/t/app/./x",
+            "/t/app/%2e%2E/x",
+            "/t/app/.%2e/x",
+            "/t/a/..",
+            "/invoke/..",
+            "/t/app/..%2fadmin",
+            "/t/app/..%2F..%2Fv1/status",
+            "/t/app/%2e%2e%5cx",
+            "/t/app/x%2f.",
+        ] {
             assert_eq!(check(Method::POST, uri, &[]), Err(ClientError::DotSegment), "{uri}");
         }
-        for uri in ["/t/app/v1.2/x", "/t/app/...", "/t/app/.well-known", "/t/app/a%20b", "/t/app/x?y=../z"] {
+        for uri in [
+            "/t/app/v1.2/x",
+            "/t/app/...",
+            "/t/app/.well-known",
+            "/t/app/a%20b",
+            "/t/app/x?y=../z",
+            "/t/app/a%2fb",
+            "/t/app/...%2f",
+        ] {
             assert!(check(Method::POST, uri, &[]).is_ok(), "{uri}");
         }
         assert_eq!(ClientError::DotSegment.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]
-    fn connection_cannot_remove_host_or_end_to_end_headers_and_expect_is_not_forwarded() {
+    fn connection_removes_no_header_but_hop_by_hop_ones_and_expect_is_not_forwarded() {
         let mut p = parts(
             Method::POST,
             "/invoke/f",
             &[
                 ("host", b"fns.example"),
-                ("connection", b"host, content-type, fn-ext-zone, authorization, x-private"),
+                ("connection", b"host, content-type, fn-ext-zone, authorization, x-forwarded-for, x-user, keep-alive"),
                 ("content-type", b"text/plain"),
                 ("authorization", b"Bearer t"),
                 ("fn-ext-zone", b"a"),
-                ("x-private", b"1"),
+                ("x-forwarded-for", b"192.0.2.1"),
+                ("x-user", b"alice"),
+                ("keep-alive", b"timeout=5"),
                 ("expect", b"100-continue"),
             ],
         );
         let target = check_head(&p, MAX_BODY).expect("routable");
         let forwarded = into_call(&mut p, target, Bytes::new(), ids(), DEADLINES).forward.headers;
-        for kept in ["host", "content-type", "authorization", "fn-ext-zone"] {
+        for kept in ["host", "content-type", "authorization", "fn-ext-zone", "x-forwarded-for", "x-user"] {
             assert!(forwarded.contains_key(kept), "{kept} removed");
         }
-        for gone in ["connection", "x-private", "expect"] {
+        for gone in ["connection", "keep-alive", "expect"] {
             assert!(!forwarded.contains_key(gone), "{gone} forwarded");
         }
     }
@@ -570,8 +597,8 @@ mod tests {
             &[
                 ("fn-slot-hash", b"cart-42"),
                 ("fn-ext-zone", b"a"),
-                ("connection", b"x-private"),
-                ("x-private", b"1"),
+                ("connection", b"keep-alive"),
+                ("keep-alive", b"timeout=5"),
                 ("content-length", b"2"),
                 ("x-kept", b"1"),
             ],
@@ -589,7 +616,7 @@ mod tests {
         let f = &parsed.forward;
         assert_eq!(f.uri, "/t/shop/cart?x=1");
         assert!(f.headers.contains_key("x-kept"));
-        for gone in ["connection", "x-private", "content-length"] {
+        for gone in ["connection", "keep-alive", "content-length"] {
             assert!(!f.headers.contains_key(gone), "{gone} forwarded");
         }
         assert_eq!(f.headers["fn-call-id"], "01TESTCALL");
@@ -619,14 +646,15 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
+    fn hop_by_hop_headers_are_removed_and_connection_named_ones_kept() {
         let mut h = HeaderMap::new();
         h.insert("connection", HeaderValue::from_static("close, x-private"));
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key("x-kept") && h.contains_key("x-private"));
     }
 }

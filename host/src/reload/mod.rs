@@ -439,4 +439,40 @@ mod tests {
         assert!(a.is_ok() && b.is_ok());
         assert!(r.get("mine").is_some());
     }
+
+    /// Lets the spawned installs run as far as they can.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn installs_wait_for_one_of_the_same_name_and_for_a_compile_slot() {
+        let r = registry(VALIDATE_TIME_LIMIT);
+        let bytes = builtin("naive").expect("embedded").to_vec();
+        let install = |name: &'static str| {
+            let (r, bytes) = (r.clone(), bytes.clone());
+            tokio::spawn(async move { r.install_async(name, PlacerSource::Admin, bytes).await })
+        };
+
+        // An install of `a` is under way (its lock held): a second `a` waits, `b` does not.
+        let lock = r.installing.lock().expect("lock").entry("a".into()).or_default().clone();
+        let held = lock.lock_owned().await;
+        let (a, b) = (install("a"), install("b"));
+        assert!(b.await.expect("task").is_ok());
+        settle().await;
+        assert!(!a.is_finished() && r.get("a").is_none(), "a second install of a name waits for the first");
+        drop(held);
+        assert!(a.await.expect("task").is_ok());
+
+        // Both compile slots taken: a third install waits until one frees.
+        let slots = r.compiles.clone().acquire_many_owned(MAX_COMPILES as u32).await.expect("slots");
+        let c = install("c");
+        settle().await;
+        assert!(!c.is_finished() && r.get("c").is_none(), "no compile past MAX_COMPILES");
+        drop(slots);
+        assert!(c.await.expect("task").is_ok());
+    }
 }

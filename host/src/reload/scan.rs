@@ -107,6 +107,19 @@ fn look(root: &Path, path: &Path, last: Option<&Seen>) -> Look {
     Look::Read(stamp)
 }
 
+/// The file at `path`, refused past `limit` bytes (it may have grown since its size was
+/// looked at): never more than `limit + 1` bytes are read.
+fn read_at_most(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() > limit {
+        return Err(format!("over the {limit}-byte limit (it grew while being read; the rest was not read)"));
+    }
+    Ok(bytes)
+}
+
 impl Scanner {
     async fn rescan(&mut self) {
         let files = list(&self.dir);
@@ -122,7 +135,14 @@ impl Scanner {
                 }
                 Look::Read(stamp) => stamp,
             };
-            let Ok(bytes) = std::fs::read(&stamp.target) else { continue };
+            let bytes = match read_at_most(&stamp.target, MAX_COMPONENT_BYTES) {
+                Ok(bytes) => bytes,
+                Err(reason) => {
+                    self.seen.insert(name.clone(), Seen { stamp, hash: String::new() });
+                    self.registry.reject(name, &source, &reason);
+                    continue;
+                }
+            };
             let hash = hex(&Sha256::digest(&bytes));
             let same = self.seen.get(name).is_some_and(|seen| seen.hash == hash);
             self.seen.insert(name.clone(), Seen { stamp, hash });
@@ -158,6 +178,17 @@ fn list(dir: &Path) -> HashMap<String, PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_grew_past_the_limit_is_refused_without_reading_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.wasm");
+        std::fs::write(&file, b"12345").expect("write");
+        assert_eq!(read_at_most(&file, 5).as_deref(), Ok(&b"12345"[..]));
+        let refused = read_at_most(&file, 4).expect_err("over");
+        assert!(refused.contains("4-byte limit"), "{refused}");
+        assert!(read_at_most(&dir.path().join("gone.wasm"), 4).is_err());
+    }
 
     #[test]
     fn unchanged_files_are_not_read_again_and_outside_or_oversized_ones_are_refused_unread() {
