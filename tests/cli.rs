@@ -169,3 +169,25 @@ fn the_demo_binds_before_its_banner_and_keeps_its_files_out_of_the_working_direc
     let left: Vec<_> = std::fs::read_dir(cwd.path()).expect("ls").collect();
     assert!(left.is_empty(), "the demo wrote into the working directory: {left:?}");
 }
+
+#[test]
+fn simulate_gives_a_placer_its_table_from_a_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let placer = dir.path().join("refuser.wasm");
+    std::fs::copy(Path::new(env!("PLACERD_FIXTURES_DIR")).join("configure-error.wasm"), &placer).expect("fixture");
+    let toml = dir.path().join("placerd.toml");
+    std::fs::write(&toml, "placer_memory_limit_bytes = 33554432\n[placers.refuser.config]\ncolour = \"blue\"\n")
+        .expect("config");
+    // The fixture refuses every config and names its keys: the file's table reached it.
+    let out = common::run_within(
+        placerd()
+            .args(["simulate", "--calls", "1000", "--keys", "50", "--placer"])
+            .arg(&placer)
+            .arg("--config-file")
+            .arg(&toml),
+        Duration::from_secs(120),
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("refuses every config") && stderr.contains("colour"), "{stderr}");
+}

@@ -22,20 +22,7 @@ fn chromium() -> &'static Path {
         if Path::new(CHROMIUM).exists() {
             return Ok(CHROMIUM.into());
         }
-        let apt = |args: &[&str]| {
-            let out = std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .output()
-                .map_err(|e| format!("cannot run apt-get: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("apt-get {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
-            }
-        };
-        apt(&["update"])?;
-        apt(&["install", "-y", "--no-install-recommends", "chromium"])?;
+        common::apt_install(&["chromium"])?;
         if Path::new(CHROMIUM).exists() {
             Ok(CHROMIUM.into())
         } else {

@@ -2,8 +2,10 @@
 //! served from `placers_dir`: `examples/python-placer` (componentize-py) as the default
 //! placer and `examples/js-placer` (componentize-js) on a route. The toolchains are
 //! installed on first use into a cache folder under the build's target directory (a
-//! Python venv, an npm prefix): nothing global, nothing assumed on PATH but `python3` and
-//! `npm` themselves.
+//! Python venv, an npm prefix): nothing global. `python3` with its venv module and `npm`
+//! come from the distribution, installed with apt-get when missing. Two placers written
+//! by someone outside the team from the docs alone (`tests/fixtures/outside`) serve
+//! beside them.
 
 mod common;
 
@@ -40,12 +42,23 @@ fn run(command: &mut Command, what: &str) {
     );
 }
 
+/// Runs `program args`; when that fails, installs the Debian `packages` that provide it.
+fn ensure(program: &str, args: &[&str], packages: &[&str]) {
+    let works = || Command::new(program).args(args).output().is_ok_and(|o| o.status.success());
+    if !works() {
+        common::apt_install(packages)
+            .unwrap_or_else(|e| panic!("{program} is missing and could not be installed: {e}"));
+        assert!(works(), "{program} {} still fails after installing {packages:?}", args.join(" "));
+    }
+}
+
 /// `componentize-py` of the pinned version, installed into its own venv once.
 fn componentize_py() -> PathBuf {
     let venv = toolchains().join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let bin = venv.join("bin/componentize-py");
     let _one = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !bin.exists() {
+        ensure("python3", &["-c", "import ensurepip, venv"], &["python3", "python3-venv"]);
         let _ = std::fs::remove_dir_all(&venv);
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating a Python venv");
         run(
@@ -62,6 +75,7 @@ fn componentize_js() -> PathBuf {
     let bin = prefix.join("node_modules/.bin/componentize-js");
     let _one = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !bin.exists() {
+        ensure("npm", &["--version"], &["npm"]);
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(&prefix).expect("npm prefix");
         run(
@@ -75,32 +89,36 @@ fn componentize_js() -> PathBuf {
     bin
 }
 
-/// Builds `examples/python-placer` by its documented command, into `out`.
-fn build_python(out: &Path) -> Vec<u8> {
-    let example = repo().join("examples/python-placer");
-    let wasm = out.join("python_placer.wasm");
+/// Builds the Python placer in `project` (module `app`) with componentize-py, as its
+/// README says, against the repository's contract, into `out/NAME.wasm`.
+fn build_python(project: &Path, out: &Path, name: &str) -> Vec<u8> {
+    let wasm = out.join(format!("{name}.wasm"));
     run(
         Command::new(componentize_py())
-            .current_dir(&example)
+            .current_dir(repo().join(project))
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .args(["-d", "../../wit", "-w", "placer", "componentize", "app", "-o"])
+            .arg("-d")
+            .arg(repo().join("wit"))
+            .args(["-w", "placer", "componentize", "app", "-o"])
             .arg(&wasm),
-        "building examples/python-placer",
+        &format!("building {}", project.display()),
     );
     std::fs::read(&wasm).expect("python component")
 }
 
-/// Builds `examples/js-placer` by its documented command, into `out`.
-fn build_js(out: &Path) -> Vec<u8> {
-    let example = repo().join("examples/js-placer");
-    let wasm = out.join("js_placer.wasm");
+/// Builds the JavaScript placer `project/source` with componentize-js, as its README
+/// says, against the repository's contract, into `out/NAME.wasm`.
+fn build_js(project: &Path, source: &str, out: &Path, name: &str) -> Vec<u8> {
+    let wasm = out.join(format!("{name}.wasm"));
     run(
         Command::new(componentize_js())
-            .current_dir(&example)
-            .args(["--wit", "../../wit", "--world-name", "placer", "-d", "http", "fetch-event", "-o"])
+            .current_dir(repo().join(project))
+            .arg("--wit")
+            .arg(repo().join("wit"))
+            .args(["--world-name", "placer", "-d", "http", "fetch-event", "-o"])
             .arg(&wasm)
-            .arg("placer.js"),
-        "building examples/js-placer",
+            .arg(source),
+        &format!("building {}", project.display()),
     );
     std::fs::read(&wasm).expect("js component")
 }
@@ -131,20 +149,34 @@ async fn placements(addr: std::net::SocketAddr, app: &str, fns: usize, calls: us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart_from_the_cache() {
     let built = tempfile::tempdir().expect("tempdir");
-    let (python, js) = (build_python(built.path()), build_js(built.path()));
+    let out = built.path();
+    let python = build_python(Path::new("examples/python-placer"), out, "bounded");
+    let js = build_js(Path::new("examples/js-placer"), "placer.js", out, "p2c");
+    // Two placers written by someone outside the team from the docs alone (unchanged).
+    let latency = build_python(Path::new("tests/fixtures/outside/py-latency"), out, "latency");
+    let affinity = build_js(Path::new("tests/fixtures/outside/js-affinity"), "placer.js", out, "affinity");
     let runners = [runner(64, "r1").await, runner(64, "r2").await, runner(64, "r3").await];
     let addresses: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
     let cache = tempfile::tempdir().expect("cache dir");
     let folder = tempfile::tempdir().expect("placers");
     std::fs::write(folder.path().join("bounded.wasm"), &python).expect("python placer");
     std::fs::write(folder.path().join("p2c.wasm"), &js).expect("js placer");
+    std::fs::write(folder.path().join("latency.wasm"), &latency).expect("outside python placer");
+    std::fs::write(folder.path().join("affinity.wasm"), &affinity).expect("outside js placer");
     let configure = |c: &mut placerd::config::Config| {
         c.placers_dir = folder.path().to_path_buf();
         c.cache_dir = Some(cache.path().to_path_buf());
         // JavaScript's runtime needs more than the default 16 MiB (docs/writing-placers.md).
         c.sandbox.memory_limit_bytes = 64 << 20;
-        c.routes =
-            vec![placerd::config::Route { app: Some("spread".into()), placer: "p2c".into(), ..Default::default() }];
+        let route = |app: &str, placer: &str| placerd::config::Route {
+            app: Some(app.into()),
+            placer: placer.into(),
+            ..Default::default()
+        };
+        c.routes = vec![route("spread", "p2c"), route("fast", "latency"), route("sticky", "affinity")];
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        c.placer_config.insert("latency".into(), vec![pair("error_penalty", "50")]);
+        c.placer_config.insert("affinity".into(), vec![pair("spill_factor", "3"), pair("spill_min", "8")]);
     };
 
     // First start: both compiled (seconds each), and serving only once they are loaded, so
@@ -163,8 +195,13 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     let spread = placements(p.addr, "spread", 1, 30, "p2c").await;
     let distinct: std::collections::HashSet<_> = spread.iter().collect();
     assert!(distinct.len() >= 2, "p2c sent 30 calls to one runner: {spread:?}");
+    // The outside placers: latency-aware serves; keyed affinity keeps a function on one
+    // runner (calls run one at a time, so none is over the spill-over bound).
+    assert_eq!(placements(p.addr, "fast", 5, 10, "latency").await.len(), 10);
+    let sticky = placements(p.addr, "sticky", 1, 12, "affinity").await;
+    assert!(sticky.iter().all(|r| r == &sticky[0]), "a function moved between runners: {sticky:?}");
     // Their own algorithms placed every call: a fault would have fallen back to round robin.
-    no_faults(&p, &["bounded", "p2c"]).await;
+    no_faults(&p, &["bounded", "p2c", "latency", "affinity"]).await;
 
     // The compiled code is on disk, one entry per component.
     let entries = || {
@@ -182,7 +219,7 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
         e
     };
     let cached = entries();
-    let shas = [common::sha256_hex(&python), common::sha256_hex(&js)];
+    let shas = [python, js, latency, affinity].map(|bytes| common::sha256_hex(&bytes));
     for sha in &shas {
         assert!(cached.iter().any(|(p, _)| p.to_string_lossy().contains(sha.as_str())), "{sha} not cached: {cached:?}");
     }
@@ -194,13 +231,14 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     let restart = started.elapsed();
     assert_eq!(placements(p.addr, "app", 1, 3, "bounded").await.len(), 3);
     assert_eq!(placements(p.addr, "spread", 1, 3, "p2c").await.len(), 3);
+    assert_eq!(placements(p.addr, "sticky", 1, 3, "affinity").await.len(), 3);
     assert_eq!(entries(), cached, "the restart compiled again instead of using cache_dir");
     eprintln!("first start {first_start:?} (compiling both), restart {restart:?} (from cache_dir)");
 }
 
-/// Runs `placerd check` on `wasm` and returns its output.
-fn check(wasm: &Path) -> String {
-    let out = common::placerd_command().arg("check").arg(wasm).output().expect("placerd check");
+/// Runs `placerd check` on `wasm` (with `args`) and returns its output.
+fn check(wasm: &Path, args: &[&str]) -> String {
+    let out = common::placerd_command().arg("check").arg(wasm).args(args).output().expect("placerd check");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "placerd check {} failed:\n{text}", wasm.display());
     text
@@ -233,7 +271,7 @@ fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_ch
     cargo.env("CARGO_TARGET_DIR", toolchains().join("scaffold-target"));
     run(&mut cargo, "cargo build --release of the Rust scaffold");
     let wasm = toolchains().join("scaffold-target/wasm32-wasip2/release/my_rust.wasm");
-    orders.push(check(&wasm));
+    orders.push(check(&wasm, &[]));
 
     // Python: the one componentize-py command of its README.
     let python = new("my-py", "python");
@@ -250,7 +288,7 @@ fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_ch
         ]),
         "building the Python scaffold",
     );
-    orders.push(check(&python.join("my-py.wasm")));
+    orders.push(check(&python.join("my-py.wasm"), &[]));
 
     // JavaScript: `npm run build` (its package.json's script), with the pinned
     // componentize-js from the cache on PATH instead of an `npm install` per project.
@@ -261,7 +299,8 @@ fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_ch
     )
     .expect("PATH");
     run(Command::new("npm").current_dir(&js).args(["run", "--silent", "build"]).env("PATH", path), "npm run build");
-    orders.push(check(&js.join("my-js.wasm")));
+    // As its README says: JavaScript with the 64 MiB memory cap.
+    orders.push(check(&js.join("my-js.wasm"), &["--memory-limit-bytes", "67108864"]));
 
     // The three templates are one algorithm: they order the sample calls alike.
     let lines = |text: &str| text.lines().filter(|l| l.contains("seq=")).map(str::to_string).collect::<Vec<_>>();

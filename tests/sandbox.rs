@@ -70,7 +70,9 @@ fn builtins_load_and_pass_check() {
         let version = load(&rt, name, bytes);
         let report = version.check().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.orders.len(), 5);
-        assert!(report.orders.iter().all(|(_, order)| order.len() == 5), "{name}: {:?}", report.orders);
+        // One sample load view in five has an unhealthy runner, which a placer may leave out.
+        assert!(report.orders.iter().all(|(_, order)| (4..=5).contains(&order.len())), "{name}: {:?}", report.orders);
+        assert!(report.orders.iter().any(|(_, order)| order.len() == 5), "{name}: {:?}", report.orders);
         assert_eq!(version.sha256().len(), 64);
     }
 }

@@ -1,6 +1,6 @@
 //! The `placerd` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -150,6 +150,14 @@ enum Command {
         /// Write the chart alone as SVG here.
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// Give each --placer its `[placers.NAME.config]` (NAME = its file stem) and the
+        /// memory cap of this placerd.toml.
+        #[arg(long, value_name = "PLACERD.TOML")]
+        config_file: Option<PathBuf>,
+        /// Memory cap per placer instance, in bytes (placer_memory_limit_bytes; default
+        /// 16 MiB, or the config file's). A JavaScript placer needs 67108864.
+        #[arg(long)]
+        memory_limit_bytes: Option<usize>,
     },
     /// Validate a placer component and print the orders it gives sample calls.
     ///
@@ -224,6 +232,12 @@ const LONG_VERSION: &str = concat!(
     "\nwasmtime ",
     env!("PLACERD_WASMTIME_VERSION"),
 );
+
+/// A placerd.toml for `check` and `simulate`: its placer tables and sandbox limits.
+fn read_config_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
 
 fn builtin_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(BUILTINS.iter().map(|(name, _)| *name))
@@ -339,7 +353,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reference::serve(listener, options, Arc::new(RunnerStats::default()), shutdown).await;
             Ok(())
         }),
-        Command::Simulate { runners, keys, dist, calls, concurrency, events, seed, trace, placers, html, svg } => {
+        Command::Simulate {
+            runners,
+            keys,
+            dist,
+            calls,
+            concurrency,
+            events,
+            seed,
+            trace,
+            placers,
+            html,
+            svg,
+            config_file,
+            memory_limit_bytes,
+        } => {
+            let from_file = config_file.as_deref().map(read_config_file).transpose()?;
             let dist = match dist.split_once(':') {
                 None if dist == "uniform" => KeyDist::Uniform,
                 Some(("zipf", s)) => KeyDist::Zipf(
@@ -364,9 +393,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for path in placers {
                 let label = path.file_stem().and_then(|s| s.to_str()).unwrap_or("placer").to_string();
                 let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                contenders.push(Contender { label, bytes, config: Vec::new() });
+                let config = from_file.as_ref().and_then(|c| c.placer_config.get(&label).cloned()).unwrap_or_default();
+                contenders.push(Contender { label, bytes, config });
             }
-            let limits = SandboxLimits { budget: Duration::from_millis(100), ..SandboxLimits::default() };
+            let memory_limit_bytes = memory_limit_bytes
+                .or(from_file.as_ref().map(|c| c.sandbox.memory_limit_bytes))
+                .unwrap_or(SandboxLimits::default().memory_limit_bytes);
+            // Simulation measures placement, not speed: a roomy budget.
+            let limits =
+                SandboxLimits { budget: Duration::from_millis(100), memory_limit_bytes, ..SandboxLimits::default() };
             let runtime = PlacerRuntime::new(limits)?;
             let reports = simulate(&runtime, &workload, &contenders)?;
             let description = format!(
@@ -411,14 +446,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 other => other,
             };
-            let from_file = match &config_file {
-                Some(path) => {
-                    let text =
-                        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-                    Some(Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
-                }
-                None => None,
-            };
+            let from_file = config_file.as_deref().map(read_config_file).transpose()?;
             let file_limits = from_file.as_ref().map_or_else(SandboxLimits::default, |c| c.sandbox);
             let limits = SandboxLimits {
                 budget: budget_ms.map_or(file_limits.budget, Duration::from_millis),
@@ -458,7 +486,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let root = placerd::scaffold::create(&dir, &name, lang).map_err(|e| anyhow::anyhow!("new: {e}"))?;
             println!("created {} ({lang:?} placer `{name}`)", root.display());
             println!("build it:  cd {} && {}", root.display(), placerd::scaffold::build_command(lang, &name));
-            println!("check it:  placerd check {}   (see its README.md)", placerd::scaffold::artifact(lang, &name));
+            println!("check it:  {}   (see its README.md)", placerd::scaffold::check_command(lang, &name));
             Ok(())
         }
     }

@@ -52,17 +52,20 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             (".cargo/config.toml", include_str!("../templates/rust/.cargo/config.toml")),
             ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
             ("README.md", include_str!("../templates/rust/README.md")),
+            (".gitignore", "target/\n"),
             ("placerd-placer/Cargo.toml", SDK_MANIFEST),
             ("placerd-placer/src/lib.rs", SDK),
         ],
         Lang::Python => vec![
             ("app.py", include_str!("../templates/python/app.py")),
             ("README.md", include_str!("../templates/python/README.md")),
+            (".gitignore", "__pycache__/\n*.wasm\n"),
         ],
         Lang::Js => vec![
             ("placer.js", include_str!("../templates/js/placer.js")),
             ("package.json", include_str!("../templates/js/package.json")),
             ("README.md", include_str!("../templates/js/README.md")),
+            (".gitignore", "node_modules/\n*.wasm\n"),
         ],
     }
 }
@@ -119,6 +122,15 @@ pub fn artifact(lang: Lang, name: &str) -> String {
     match lang {
         Lang::Rust => format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")),
         Lang::Python | Lang::Js => format!("{name}.wasm"),
+    }
+}
+
+/// The command that checks what a project in `lang` builds: a JavaScript runtime needs a
+/// 64 MiB memory cap (`placer_memory_limit_bytes`), more than the default 16 MiB.
+pub fn check_command(lang: Lang, name: &str) -> String {
+    match lang {
+        Lang::Rust | Lang::Python => format!("placerd check {}", artifact(lang, name)),
+        Lang::Js => format!("placerd check {} --memory-limit-bytes 67108864", artifact(lang, name)),
     }
 }
 

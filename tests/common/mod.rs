@@ -206,6 +206,31 @@ pub fn placerd_command() -> std::process::Command {
     command
 }
 
+/// Installs Debian `packages` with apt-get (the tests that need a distribution tool
+/// install it on first use, so a fresh machine needs nothing beforehand).
+///
+/// # Errors
+/// What apt-get said when it failed, or that it could not run.
+#[allow(dead_code)] // not every test binary installs packages
+pub fn apt_install(packages: &[&str]) -> Result<(), String> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let apt = |args: &[&str]| {
+        let out = std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .map_err(|e| format!("cannot run apt-get: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("apt-get {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+        }
+    };
+    apt(&["update"])?;
+    apt(&[&["install", "-y", "--no-install-recommends"][..], packages].concat())
+}
+
 /// Lower-case hex SHA-256 of `bytes`, as `GET /admin/placers` and `placerd_placer_info` show it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};

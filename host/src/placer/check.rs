@@ -58,9 +58,16 @@ fn sample_loads(n: usize, seq: u64) -> Vec<RunnerLoad> {
         .map(|i| RunnerLoad {
             in_flight: ((seq as usize + i * 7) % 5) as u32,
             reported_active: (i % 3) as u32,
-            recent_refusals: 0,
-            healthy: true,
-            ..RunnerLoad::default()
+            recent_refusals: u32::from((i + seq as usize).is_multiple_of(11)),
+            // Every runner but one is healthy in one load view of five.
+            healthy: !(n > 2 && i == (seq as usize / 5) % n && seq % 5 == 4),
+            // 0 for a runner that has served nothing yet, else 200-1180 µs.
+            latency_us: if (i + seq as usize).is_multiple_of(13) {
+                0
+            } else {
+                200 + ((i * 37 + seq as usize * 11) % 50) as u32 * 20
+            },
+            recent_errors: u32::from((i * 3 + seq as usize).is_multiple_of(7)),
         })
         .collect()
 }
@@ -158,6 +165,20 @@ impl PlacerVersion {
                 let took = started.elapsed();
                 match placed.by {
                     PlacedBy::Fallback(FaultKind::Timeout) if timeouts * 100 < calls => timeouts += 1,
+                    PlacedBy::Fallback(FaultKind::Timeout) => {
+                        let reason = format!(
+                            "more than 1% of the bench's calls ran past the {} ms budget ({} by call {}): the \
+                             placer is too slow for it, or the machine is busy (--budget-ms sets another budget)",
+                            self.shared.limits.budget.as_millis(),
+                            timeouts + 1,
+                            call.seq
+                        );
+                        return Err(LoadError::Validation {
+                            placer: self.name().into(),
+                            reason,
+                            fault: Some(FaultKind::Timeout),
+                        });
+                    }
                     PlacedBy::Fallback(kind) => {
                         return Err(LoadError::Validation {
                             placer: self.name().into(),

@@ -71,7 +71,7 @@ pub struct PlacerVersion {
     config: Vec<(String, String)>,
     pre: Pre,
     /// Engine, limits, epoch ticker and observer: the runtime's, shared by every version.
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     log: Arc<GuestLog>,
     idle: Mutex<Vec<Warm>>,
     faults: Mutex<FaultState>,
