@@ -167,7 +167,7 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
         c.placers_dir = folder.path().to_path_buf();
         c.cache_dir = Some(cache.path().to_path_buf());
         // JavaScript's runtime needs more than the default 16 MiB (docs/writing-placers.md).
-        c.sandbox.memory_limit_bytes = 64 << 20;
+        c.sandbox.memory_limit_bytes = 128 << 20;
         let route = |app: &str, placer: &str| placerd::config::Route {
             app: Some(app.into()),
             placer: placer.into(),
@@ -299,8 +299,8 @@ fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_ch
     )
     .expect("PATH");
     run(Command::new("npm").current_dir(&js).args(["run", "--silent", "build"]).env("PATH", path), "npm run build");
-    // As its README says: JavaScript with the 64 MiB memory cap.
-    orders.push(check(&js.join("my-js.wasm"), &["--memory-limit-bytes", "67108864"]));
+    // As its README says: JavaScript with the 128 MiB memory cap.
+    orders.push(check(&js.join("my-js.wasm"), &["--memory-limit-bytes", "134217728"]));
 
     // The three templates are one algorithm: they order the sample calls alike.
     let lines = |text: &str| text.lines().filter(|l| l.contains("seq=")).map(str::to_string).collect::<Vec<_>>();

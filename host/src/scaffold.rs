@@ -126,11 +126,11 @@ pub fn artifact(lang: Lang, name: &str) -> String {
 }
 
 /// The command that checks what a project in `lang` builds: a JavaScript runtime needs a
-/// 64 MiB memory cap (`placer_memory_limit_bytes`), more than the default 16 MiB.
+/// 128 MiB memory cap (`placer_memory_limit_bytes`), more than the default 16 MiB.
 pub fn check_command(lang: Lang, name: &str) -> String {
     match lang {
         Lang::Rust | Lang::Python => format!("placerd check {}", artifact(lang, name)),
-        Lang::Js => format!("placerd check {} --memory-limit-bytes 67108864", artifact(lang, name)),
+        Lang::Js => format!("placerd check {} --memory-limit-bytes 134217728", artifact(lang, name)),
     }
 }
 

@@ -51,11 +51,16 @@ impl SandboxLimits {
     }
 
     /// Epoch ticks for instantiation, `configure` and `set-runners`, which do more work
-    /// once per instance or per membership change: ten budgets.
+    /// once per instance or per membership change: ten budgets, and at least
+    /// [`MIN_SETUP`] (a Python or JavaScript runtime's first instance, its memory image
+    /// still cold, takes tens of milliseconds to instantiate).
     pub(crate) fn setup_ticks(&self) -> u64 {
-        ticks(self.budget) * 10 + 1
+        ticks((self.budget * 10).max(MIN_SETUP)) + 1
     }
 }
+
+/// The least time instantiation, `configure` or `set-runners` gets, whatever the budget.
+pub(crate) const MIN_SETUP: Duration = Duration::from_millis(250);
 
 fn ticks(d: Duration) -> u64 {
     let tick = TICK.as_nanos();
