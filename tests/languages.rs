@@ -1,11 +1,11 @@
 //! Placers in other languages, built with the public toolchains at pinned versions and
-//! served from `placers_dir`: `examples/python-placer` (componentize-py) as the default
-//! placer and `examples/js-placer` (componentize-js) on a route. The toolchains are
-//! installed on first use into a cache folder under the build's target directory (a
-//! Python venv, an npm prefix): nothing global. `python3` with its venv module and `npm`
-//! come from the distribution, installed with apt-get when missing. Two placers written
-//! by someone outside the team from the docs alone (`tests/fixtures/outside`) serve
-//! beside them.
+//! served from `placers_dir`: `examples/python-placer` (componentize-py) and
+//! `examples/js-placer` (componentize-js) on routes, and two placers written outside the
+//! team from the docs alone (`tests/fixtures/outside`), the Python one as the default
+//! placer. The toolchains are installed on first use into a cache folder under the
+//! build's target directory (a Python venv, an npm prefix): nothing global. `python3`
+//! with its venv module and `npm` come from the distribution, installed with apt-get when
+//! missing.
 
 mod common;
 
@@ -173,16 +173,16 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
             placer: placer.into(),
             ..Default::default()
         };
-        c.routes = vec![route("spread", "p2c"), route("fast", "latency"), route("sticky", "affinity")];
+        c.routes = vec![route("app", "bounded"), route("spread", "p2c"), route("sticky", "affinity")];
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         c.placer_config.insert("latency".into(), vec![pair("error_penalty", "50")]);
         c.placer_config.insert("affinity".into(), vec![pair("spill_factor", "3"), pair("spill_min", "8")]);
     };
 
-    // First start: both compiled (seconds each), and serving only once they are loaded, so
-    // the Python placer can be the default placer.
+    // First start: all four compiled (seconds each), and serving only once they are
+    // loaded, so a folder placer can be the default placer: the outside Python one.
     let started = Instant::now();
-    let p = start_with(addresses.clone(), "bounded", |_| {}, configure).await;
+    let p = start_with(addresses.clone(), "latency", |_| {}, configure).await;
     let first_start = started.elapsed();
     // Consistent hashing with bounded loads: one function, one runner (calls run one at a
     // time, so no runner is ever over the bound).
@@ -195,8 +195,9 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     let spread = placements(p.addr, "spread", 1, 30, "p2c").await;
     let distinct: std::collections::HashSet<_> = spread.iter().collect();
     assert!(distinct.len() >= 2, "p2c sent 30 calls to one runner: {spread:?}");
-    // The outside placers: latency-aware serves; keyed affinity keeps a function on one
-    // runner (calls run one at a time, so none is over the spill-over bound).
+    // The outside placers: latency-aware serves every call no route takes; keyed affinity
+    // keeps a function on one runner (calls run one at a time, so none is over the
+    // spill-over bound).
     assert_eq!(placements(p.addr, "fast", 5, 10, "latency").await.len(), 10);
     let sticky = placements(p.addr, "sticky", 1, 12, "affinity").await;
     assert!(sticky.iter().all(|r| r == &sticky[0]), "a function moved between runners: {sticky:?}");
@@ -227,8 +228,9 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
 
     // Restart: the compiled code is read back, not rebuilt (the entries are untouched).
     let started = Instant::now();
-    let p = start_with(addresses, "bounded", |_| {}, configure).await;
+    let p = start_with(addresses, "latency", |_| {}, configure).await;
     let restart = started.elapsed();
+    assert_eq!(placements(p.addr, "fast", 1, 3, "latency").await.len(), 3);
     assert_eq!(placements(p.addr, "app", 1, 3, "bounded").await.len(), 3);
     assert_eq!(placements(p.addr, "spread", 1, 3, "p2c").await.len(), 3);
     assert_eq!(placements(p.addr, "sticky", 1, 3, "affinity").await.len(), 3);
