@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -154,6 +154,10 @@ fn the_demo_binds_before_its_banner_and_keeps_its_files_out_of_the_working_direc
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let banner = stdout.by_ref().map_while(Result::ok).find(|l| l.starts_with("placerd demo:"));
     let banner = banner.expect("a banner");
+    let placers_line = stdout.next().and_then(Result::ok).unwrap_or_default();
+    let folder = placers_line.split(" into ").nth(1).and_then(|rest| rest.split("/placers/").next()).map(PathBuf::from);
+    let folder = folder.unwrap_or_else(|| panic!("no placers folder in {placers_line:?}"));
+    assert!(folder.exists(), "{}", folder.display());
     // Keep reading: the demo prints more, and a closed pipe would stop it.
     std::thread::spawn(move || stdout.for_each(drop));
     let addr = banner.split("http://").nth(1).and_then(|a| a.split(',').next()).expect("address in the banner");
@@ -163,9 +167,13 @@ fn the_demo_binds_before_its_banner_and_keeps_its_files_out_of_the_working_direc
         .expect("runtime")
         .block_on(common::send(addr, "POST", "/invoke/hello", &[], b"hi"))
         .status;
-    let _ = child.kill();
-    let _ = child.wait();
+    // Stopped as a person stops it (SIGTERM, like Ctrl-C), it removes its folder.
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let stopped = common::run_within_wait(&mut child, Duration::from_secs(60));
     assert_eq!(status, hyper::StatusCode::OK);
+    assert!(stopped, "the demo did not stop on SIGTERM");
+    assert!(!folder.exists(), "the demo left {} behind", folder.display());
     let left: Vec<_> = std::fs::read_dir(cwd.path()).expect("ls").collect();
     assert!(left.is_empty(), "the demo wrote into the working directory: {left:?}");
 }

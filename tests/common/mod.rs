@@ -149,15 +149,22 @@ pub async fn placer_info(p: &Placerd, name: &str) -> Option<serde_json::Value> {
 pub fn run_within(command: &mut std::process::Command, limit: Duration) -> std::process::Output {
     use std::process::Stdio;
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    assert!(run_within_wait(&mut child, limit), "{command:?} still running after {limit:?}");
+    child.wait_with_output().expect("output")
+}
+
+/// Waits up to `limit` for `child` to exit; true when it did, else it is killed.
+pub fn run_within_wait(child: &mut std::process::Child, limit: Duration) -> bool {
     let started = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if started.elapsed() > limit {
             let _ = child.kill();
-            panic!("{command:?} still running after {limit:?}");
+            let _ = child.wait();
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().expect("output")
+    true
 }
 
 /// A child process whose stderr is read line by line on a thread.
@@ -198,7 +205,6 @@ pub fn log_addr(line: &str, field: &str) -> SocketAddr {
 
 /// `placerd` as a command, with its compile cache in this build's target directory
 /// (`XDG_CACHE_HOME`), not the user's, and no `RUST_LOG` from the caller.
-#[allow(dead_code)] // not every test binary runs the CLI
 pub fn placerd_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_placerd"));
     command.env("XDG_CACHE_HOME", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache"));
@@ -211,7 +217,6 @@ pub fn placerd_command() -> std::process::Command {
 ///
 /// # Errors
 /// What apt-get said when it failed, or that it could not run.
-#[allow(dead_code)] // not every test binary installs packages
 pub fn apt_install(packages: &[&str]) -> Result<(), String> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
