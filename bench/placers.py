@@ -99,7 +99,7 @@ def main():
             f.write(f'cache_dir = "{os.path.join(tmp, "cache")}"\n'
                     f'placers_dir = "{placers}"\n'
                     'default_placer = "big"\n'
-                    'placer_memory_limit_bytes = 67108864\n')
+                    'placer_memory_limit_bytes = 134217728\n')
 
         def start():
             port, admin = free_port(), free_port()

@@ -9,7 +9,7 @@
 // Choices in Randomized Load Balancing").
 //
 // Its interpreter's heap grows to whatever the cap allows before it collects: serve it
-// with placer_memory_limit_bytes = 67108864 (64 MiB); see docs/placers.md.
+// with placer_memory_limit_bytes = 134217728 (128 MiB); see docs/placers.md.
 //
 // Build (from this folder, with componentize-js 0.23.0):
 //

@@ -233,6 +233,19 @@ const LONG_VERSION: &str = concat!(
     env!("PLACERD_WASMTIME_VERSION"),
 );
 
+/// Warns when `config` has placer tables but none for `name`: the placer runs without one.
+fn warn_without_table(config: &Config, path: &Path, name: &str, hint: &str) {
+    if config.placer_config.is_empty() || config.placer_config.contains_key(name) {
+        return;
+    }
+    let tables: Vec<&str> = config.placer_config.keys().map(String::as_str).collect();
+    eprintln!(
+        "warning: {} has no [placers.{name}.config] (it has {}); `{name}` runs without one ({hint})",
+        path.display(),
+        tables.join(", ")
+    );
+}
+
 /// A placerd.toml for `check` and `simulate`: its placer tables and sandbox limits.
 fn read_config_file(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -393,6 +406,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for path in placers {
                 let label = path.file_stem().and_then(|s| s.to_str()).unwrap_or("placer").to_string();
                 let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                if let (Some(c), Some(file)) = (&from_file, &config_file) {
+                    warn_without_table(
+                        c,
+                        file,
+                        &label,
+                        "the file's stem names the table: rename a copy to pick another",
+                    );
+                }
                 let config = from_file.as_ref().and_then(|c| c.placer_config.get(&label).cloned()).unwrap_or_default();
                 contenders.push(Contender { label, bytes, config });
             }
@@ -465,17 +486,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .or_else(|| name.clone())
                 .unwrap_or_default();
             // The file's table, with --config pairs replacing its keys.
-            if let (Some(c), Some(path)) = (&from_file, &config_file)
-                && !c.placer_config.is_empty()
-                && !c.placer_config.contains_key(&placer_name)
-            {
-                let tables: Vec<&str> = c.placer_config.keys().map(String::as_str).collect();
-                eprintln!(
-                    "warning: {} has no [placers.{placer_name}.config] (it has {}); checking without one. \
-                     --name NAME picks the table of the name the placer serves under",
-                    path.display(),
-                    tables.join(", ")
-                );
+            if let (Some(c), Some(path)) = (&from_file, &config_file) {
+                warn_without_table(c, path, &placer_name, "--name NAME picks the table of the name it serves under");
             }
             let mut pairs = from_file.and_then(|mut c| c.placer_config.remove(&placer_name)).unwrap_or_default();
             pairs.retain(|(key, _)| !config.iter().any(|(k, _)| k == key));

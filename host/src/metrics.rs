@@ -48,6 +48,8 @@ pub struct Metrics {
     config_reloads: Family<Labels, Counter>,
     /// Log lines the rate limits left out (kept in step with [`throttle::dropped_total`]).
     log_lines_dropped: Counter,
+    /// The [`throttle::dropped_total`] that `log_lines_dropped` has caught up with.
+    log_lines_dropped_synced: std::sync::atomic::AtomicU64,
     shadow_calls: Family<Labels, Counter>,
     shadow_agreement: Family<Labels, Counter>,
     shadow_faults: Family<Labels, Counter>,
@@ -139,6 +141,7 @@ impl Metrics {
             reloads: Family::default(),
             config_reloads: Family::default(),
             log_lines_dropped: Counter::default(),
+            log_lines_dropped_synced: std::sync::atomic::AtomicU64::new(0),
             shadow_calls: Family::default(),
             shadow_agreement: Family::default(),
             shadow_faults: Family::default(),
@@ -396,9 +399,11 @@ impl Metrics {
             self.register_placer(&info.name);
         }
         self.process.refresh();
-        let dropped = throttle::dropped_total().saturating_sub(self.log_lines_dropped.get());
-        if dropped > 0 {
-            self.log_lines_dropped.inc_by(dropped);
+        // Two scrapes at once must not both add the same difference.
+        let total = throttle::dropped_total();
+        let before = self.log_lines_dropped_synced.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        if total > before {
+            self.log_lines_dropped.inc_by(total - before);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -50,16 +50,21 @@ impl SandboxLimits {
         ticks(self.budget) + 1
     }
 
-    /// Epoch ticks for instantiation, `configure` and `set-runners`, which do more work
-    /// once per instance or per membership change: ten budgets, and at least
-    /// [`MIN_SETUP`] (a Python or JavaScript runtime's first instance, its memory image
-    /// still cold, takes tens of milliseconds to instantiate).
-    pub(crate) fn setup_ticks(&self) -> u64 {
+    /// Epoch ticks for `set-runners`, which does more work once per instance and
+    /// membership change, on the call that sees the new set: ten budgets.
+    pub(crate) fn set_runners_ticks(&self) -> u64 {
+        ticks(self.budget * 10) + 1
+    }
+
+    /// Epoch ticks for a new instance (instantiation, then `configure`): ten budgets, and
+    /// at least [`MIN_SETUP`] (a Python or JavaScript runtime's first instance, its memory
+    /// image still cold, takes tens of milliseconds to instantiate).
+    pub(crate) fn instantiate_ticks(&self) -> u64 {
         ticks((self.budget * 10).max(MIN_SETUP)) + 1
     }
 }
 
-/// The least time instantiation, `configure` or `set-runners` gets, whatever the budget.
+/// The least time instantiating an instance and its `configure` get, whatever the budget.
 pub(crate) const MIN_SETUP: Duration = Duration::from_millis(250);
 
 fn ticks(d: Duration) -> u64 {

@@ -159,9 +159,10 @@ impl LoadError {
 /// The longest guest-supplied text placerd logs or shows (a `configure` error, a trap).
 const MAX_REPORT: usize = 4096;
 
-/// `text` cut to at most `max_bytes` (on a character boundary, with `…` when cut) and with
-/// control characters (newlines, carriage returns, escape sequences) escaped: text a guest
-/// wrote stays one line in a log and cannot forge another.
+/// The first `max_bytes` of `text` (cut on a character boundary, `…` added when cut),
+/// with control characters (newlines, carriage returns, escape sequences) escaped, which
+/// can make the result longer: text a guest wrote stays one line in a log and cannot forge
+/// another.
 pub(crate) fn printable(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
     let mut end = text.len().min(max_bytes);
     while !text.is_char_boundary(end) {

@@ -320,6 +320,17 @@ impl GuestLog {
 
     /// Emits one guest line at `level` (0 error, 1 warn, 2 info, 3 debug, else trace).
     pub(crate) fn line(&self, stream: &str, level: u8, bytes: &[u8]) {
+        // A line the log filter hides takes no share of the rate limit.
+        let shown = match level {
+            0 => tracing::enabled!(target: "placerd::guest", tracing::Level::ERROR),
+            1 => tracing::enabled!(target: "placerd::guest", tracing::Level::WARN),
+            2 => tracing::enabled!(target: "placerd::guest", tracing::Level::INFO),
+            3 => tracing::enabled!(target: "placerd::guest", tracing::Level::DEBUG),
+            _ => tracing::enabled!(target: "placerd::guest", tracing::Level::TRACE),
+        };
+        if !shown {
+            return;
+        }
         let Some(dropped) = self.throttle.admit() else { return };
         let placer = &*self.placer;
         if dropped > 0 {

@@ -327,7 +327,7 @@ impl PlacerVersion {
         let _awake = self.shared.awake();
         let mut warm = self.check_out()?;
         if warm.generation != Some(set.generation) {
-            warm.store.set_epoch_deadline(self.shared.limits.setup_ticks());
+            warm.store.set_epoch_deadline(self.shared.limits.set_runners_ticks());
             warm.store.data().seed(set.generation);
             let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
             self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
@@ -370,7 +370,7 @@ impl PlacerVersion {
     }
 
     /// A fresh instance: new store with the memory limiter, instantiate and `configure`,
-    /// all under the setup budget.
+    /// together under the instantiation budget.
     fn instantiate(&self) -> GuestResult<Warm> {
         let _awake = self.shared.awake();
         let mut store =
@@ -378,7 +378,7 @@ impl PlacerVersion {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         // Set before instantiating: the epoch has long advanced past the default deadline.
-        store.set_epoch_deadline(self.shared.limits.setup_ticks());
+        store.set_epoch_deadline(self.shared.limits.instantiate_ticks());
         self.instances_created.fetch_add(1, Ordering::Relaxed);
         let guest = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
             FaultKind::Trap(msg) => FaultKind::Instantiate(msg),

@@ -351,15 +351,16 @@ fn extensions(headers: &HeaderMap) -> Vec<(String, String)> {
 /// them would let a client strip `Host`, credentials, or a header that a proxy in front
 /// of placerd added (`X-Forwarded-For`, an identity header) before the runner sees it.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them or just `Connection`: look first, remove only
-    // those present (removing each of the eight names would hash every one).
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
+    // Most messages carry none of them or just `Connection`: find them in one pass, then
+    // remove only those present (removing each of the eight names would hash every one).
+    let mut present = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
         }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(name);
     }
 }
 

@@ -107,17 +107,13 @@ fn look(root: &Path, path: &Path, last: Option<&Seen>) -> Look {
     Look::Read(stamp)
 }
 
-/// The file at `path`, refused past `limit` bytes (it may have grown since its size was
-/// looked at): never more than `limit + 1` bytes are read.
-fn read_at_most(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+/// The file at `path`, or `None` when it has more than `limit` bytes (it may have grown
+/// since its size was looked at): never more than `limit + 1` bytes are read.
+fn read_at_most(path: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut bytes = Vec::new();
-    file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() > limit {
-        return Err(format!("over the {limit}-byte limit (it grew while being read; the rest was not read)"));
-    }
-    Ok(bytes)
+    std::fs::File::open(path)?.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
 }
 
 impl Scanner {
@@ -136,10 +132,19 @@ impl Scanner {
                 Look::Read(stamp) => stamp,
             };
             let bytes = match read_at_most(&stamp.target, MAX_COMPONENT_BYTES) {
-                Ok(bytes) => bytes,
-                Err(reason) => {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    let reason = format!(
+                        "it grew past the {MAX_COMPONENT_BYTES}-byte limit while being read (the rest was not read)"
+                    );
                     self.seen.insert(name.clone(), Seen { stamp, hash: String::new() });
                     self.registry.reject(name, &source, &reason);
+                    continue;
+                }
+                // Gone since the listing (a `..data` swap), or a passing error: the next
+                // scan tries again.
+                Err(e) => {
+                    tracing::debug!(placer = %name, error = %e, "could not read a placer file; trying again at the next scan");
                     continue;
                 }
             };
@@ -184,9 +189,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("a.wasm");
         std::fs::write(&file, b"12345").expect("write");
-        assert_eq!(read_at_most(&file, 5).as_deref(), Ok(&b"12345"[..]));
-        let refused = read_at_most(&file, 4).expect_err("over");
-        assert!(refused.contains("4-byte limit"), "{refused}");
+        assert_eq!(read_at_most(&file, 5).expect("read"), Some(b"12345".to_vec()));
+        assert_eq!(read_at_most(&file, 4).expect("read"), None, "over the limit");
         assert!(read_at_most(&dir.path().join("gone.wasm"), 4).is_err());
     }
 
