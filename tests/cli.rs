@@ -199,3 +199,43 @@ fn simulate_gives_a_placer_its_table_from_a_config_file() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("refuses every config") && stderr.contains("colour"), "{stderr}");
 }
+
+#[test]
+fn a_stop_during_the_first_load_of_the_placers_folder_is_honoured_at_once() {
+    // A placer whose validation takes 8 s (it spins through an 8 s budget): start-up waits
+    // for it, but a SIGTERM meanwhile stops placerd at once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let placers = dir.path().join("placers");
+    std::fs::create_dir(&placers).expect("placers");
+    std::fs::copy(Path::new(env!("PLACERD_FIXTURES_DIR")).join("loops-forever.wasm"), placers.join("slow.wasm"))
+        .expect("fixture");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let mut child = placerd()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
+        .args(["--runner", "127.0.0.1:1", "--placers-dir"])
+        .arg(&placers)
+        .env("PLACERD_PLACER_BUDGET_MS", "8000")
+        .env("PLACERD_CACHE_DIR", "off")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Bound means start-up has begun (its signal handler is in place by then).
+    let bound = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(bound, "placerd never listened on {port}");
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(common::run_within_wait(&mut child, Duration::from_secs(60)), "placerd did not stop");
+    let took = asked.elapsed();
+    let mut log = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut log);
+    assert!(log.contains("stopped while loading the placers folder"), "{log}");
+    assert!(!log.contains("placerd serving"), "{log}");
+    // The placer's load alone takes 8 s; stopping took a fraction of it.
+    assert!(took < Duration::from_secs(6), "stopping took {took:?}: it waited for the load");
+}

@@ -107,7 +107,17 @@ pub async fn serve_with_admin(
     let runtime = Arc::new(runtime);
     let registry =
         Arc::new(Registry::new(runtime, config.placer_config.clone()).context("loading the built-in placers")?);
-    let _watch = match reload::watch_dir(registry.clone(), config.placers_dir.clone()).await {
+    // The first load of the placers folder can take seconds per large placer (compiling):
+    // a stop asked for meanwhile is honoured at once, not after it.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let first_load = tokio::select! {
+        loaded = reload::watch_dir(registry.clone(), config.placers_dir.clone()) => loaded,
+        () = &mut shutdown => {
+            tracing::info!("stopped while loading the placers folder, before serving");
+            return Ok(());
+        }
+    };
+    let _watch = match first_load {
         Ok(watch) => Some(watch),
         Err(e) => {
             tracing::warn!(dir = %config.placers_dir.display(), error = %e, "not watching the placers folder");
