@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{eventually, fixture, log_addr, placer_info, runner, send, spawn_logged, start_with};
+use common::{eventually, fixture, placer_info, runner, send, start_with};
 use hyper::StatusCode;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -46,16 +46,8 @@ async fn sighup_applies_runners_routes_default_placer_and_placer_configs_with_no
     let placers_dir = dir.path().join("placers");
     let path = dir.path().join("placerd.toml");
     std::fs::write(&path, config_file(&placers_dir, &addresses[..2], "")).expect("config");
-    let logged = spawn_logged(
-        Command::new(env!("CARGO_BIN_EXE_placerd"))
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info"),
-        "placerd serving",
-    );
-    let line = logged.marked.recv_timeout(Duration::from_secs(60)).expect("placerd serving");
+    let (logged, addr, admin) = common::serve_config(&path);
     let mut child = logged.child;
-    let (addr, admin) = (log_addr(&line, "listen"), log_addr(&line, "admin"));
 
     // Load: four clients, each call checked, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
-use common::{eventually, log_addr, runner, send, spawn_logged};
+use common::{eventually, runner, send};
 use hyper::StatusCode;
 
 const FUNCTIONS: usize = 1_000;
@@ -36,17 +36,8 @@ impl Drop for Replica {
 fn replica(dir: &Path, config: &str) -> Replica {
     let path = dir.join("placerd.toml");
     std::fs::write(&path, config).expect("config");
-    let logged = spawn_logged(
-        Command::new(env!("CARGO_BIN_EXE_placerd"))
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info"),
-        "placerd serving",
-    );
-    let line =
-        logged.marked.recv_timeout(Duration::from_secs(60)).expect("placerd serving (or it exited: see its log)");
-    let (child, addr, admin) = (logged.child, log_addr(&line, "listen"), log_addr(&line, "admin"));
-    Replica { child, addr, admin }
+    let (logged, addr, admin) = common::serve_config(&path);
+    Replica { child: logged.child, addr, admin }
 }
 
 fn config(runner_file: &Path, placers_dir: &Path) -> String {

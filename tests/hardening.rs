@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, fixture, log_addr, runner, send, spawn_logged, start};
+use common::{eventually, fixture, runner, send, start};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -428,16 +428,8 @@ static = ["{dead}"]
         ),
     )
     .expect("config");
-    let logged = spawn_logged(
-        std::process::Command::new(env!("CARGO_BIN_EXE_placerd"))
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info"),
-        "placerd serving",
-    );
-    let line = logged.marked.recv_timeout(Duration::from_secs(60)).expect("placerd serving");
+    let (logged, addr, admin) = common::serve_config(&config);
     let mut child = logged.child;
-    let (addr, admin) = (log_addr(&line, "listen"), log_addr(&line, "admin"));
 
     // Three calls, each placed and refused again and again until its 3 s placement
     // deadline: hundreds of guest log lines and connect failures.

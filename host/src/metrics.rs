@@ -46,10 +46,6 @@ pub struct Metrics {
     faults: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
-    /// Log lines the rate limits left out (kept in step with [`throttle::dropped_total`]).
-    log_lines_dropped: Counter,
-    /// The [`throttle::dropped_total`] that `log_lines_dropped` has caught up with.
-    log_lines_dropped_synced: std::sync::atomic::AtomicU64,
     shadow_calls: Family<Labels, Counter>,
     shadow_agreement: Family<Labels, Counter>,
     shadow_faults: Family<Labels, Counter>,
@@ -140,8 +136,6 @@ impl Metrics {
             faults: Family::default(),
             reloads: Family::default(),
             config_reloads: Family::default(),
-            log_lines_dropped: Counter::default(),
-            log_lines_dropped_synced: std::sync::atomic::AtomicU64::new(0),
             shadow_calls: Family::default(),
             shadow_agreement: Family::default(),
             shadow_faults: Family::default(),
@@ -194,7 +188,7 @@ impl Metrics {
         r.register(
             "placerd_log_lines_dropped",
             "Log lines left out by the rate limits (guest logs, placer faults, runner connects, missing placers)",
-            m.log_lines_dropped.clone(),
+            throttle::DROPPED.clone(),
         );
         r.register("placerd_placer_info", "Running placer versions", m.placer_info.clone());
         r.register("placerd_shadow_calls", "Calls a shadow placer ordered beside the live one", m.shadow_calls.clone());
@@ -399,12 +393,6 @@ impl Metrics {
             self.register_placer(&info.name);
         }
         self.process.refresh();
-        // Two scrapes at once must not both add the same difference.
-        let total = throttle::dropped_total();
-        let before = self.log_lines_dropped_synced.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
-        if total > before {
-            self.log_lines_dropped.inc_by(total - before);
-        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

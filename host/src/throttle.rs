@@ -2,17 +2,14 @@
 //! log, a runner that refuses connections, a route to a placer that is gone): at most a
 //! few lines per window, and the next line that goes out says how many were dropped.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-/// Events dropped by every throttle since start (`placerd_log_lines_dropped_total`).
-static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
+use prometheus_client::metrics::counter::Counter;
 
-/// Log lines every throttle has dropped since the process started.
-pub fn dropped_total() -> u64 {
-    DROPPED_TOTAL.load(Ordering::Relaxed)
-}
+/// Events dropped by every throttle since the process started: registered as
+/// `placerd_log_lines_dropped_total`.
+pub static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// At most `per_window` events per `window`.
 #[derive(Debug)]
@@ -55,7 +52,7 @@ impl Throttle {
             Some(std::mem::take(&mut s.dropped))
         } else {
             s.dropped += 1;
-            DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
+            DROPPED.inc();
             None
         }
     }
@@ -68,7 +65,7 @@ mod tests {
     #[test]
     fn lets_a_few_through_per_window_and_reports_the_rest_with_the_next() {
         let t = Throttle::new(2, Duration::from_secs(10));
-        let before = dropped_total();
+        let before = DROPPED.get();
         let t0 = Instant::now();
         assert_eq!(t.admit_at(t0), Some(0));
         assert_eq!(t.admit_at(t0), Some(0));
@@ -76,7 +73,7 @@ mod tests {
             assert_eq!(t.admit_at(t0 + Duration::from_secs(1)), None);
         }
         assert_eq!(t.admit_at(t0 + Duration::from_secs(10)), Some(5));
-        assert!(dropped_total() >= before + 5, "counted process-wide");
+        assert!(DROPPED.get() >= before + 5, "counted process-wide");
         assert_eq!(t.admit_at(t0 + Duration::from_secs(10)), Some(0));
     }
 }

@@ -197,6 +197,22 @@ pub fn spawn_logged(command: &mut std::process::Command, marker: &'static str) -
     Logged { child, marked, lines }
 }
 
+/// `placerd serve --config PATH` with JSON logs at info, once it says it serves: the
+/// process (its stderr lines kept) and where its proxy and admin API listen.
+pub fn serve_config(path: &Path) -> (Logged, SocketAddr, SocketAddr) {
+    let logged = spawn_logged(
+        std::process::Command::new(env!("CARGO_BIN_EXE_placerd"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(path)
+            .env("RUST_LOG", "info"),
+        "placerd serving",
+    );
+    let line =
+        logged.marked.recv_timeout(Duration::from_secs(60)).expect("placerd serving (or it exited: see its log)");
+    let (addr, admin) = (log_addr(&line, "listen"), log_addr(&line, "admin"));
+    (logged, addr, admin)
+}
+
 /// An address field of a JSON log line (`--log-format json`).
 pub fn log_addr(line: &str, field: &str) -> SocketAddr {
     let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");

@@ -178,6 +178,16 @@ pub trait Placer: Sized + 'static {
     fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Vec<u32>;
 }
 
+/// Writes `message` to placerd's log at `level`: 0 error, 1 warn, 2 info, 3 debug, 4 and
+/// above trace. The host escapes it and rate limits each placer's lines. Off `wasm32`
+/// (native tests) it does nothing.
+pub fn log(level: u8, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (level, message);
+}
+
 /// The generated bindings of `wit/placer.wit` ([`export_placer!`] uses them).
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

@@ -165,26 +165,20 @@ impl PlacerVersion {
                 let took = started.elapsed();
                 match placed.by {
                     PlacedBy::Fallback(FaultKind::Timeout) if timeouts * 100 < calls => timeouts += 1,
-                    PlacedBy::Fallback(FaultKind::Timeout) => {
-                        let reason = format!(
-                            "more than 1% of the bench's calls ran past the {} ms budget ({} by call {}): the \
-                             placer is too slow for it, or the machine is busy (--budget-ms sets another budget)",
-                            self.shared.limits.budget.as_millis(),
-                            timeouts + 1,
-                            call.seq
-                        );
-                        return Err(LoadError::Validation {
-                            placer: self.name().into(),
-                            reason,
-                            fault: Some(FaultKind::Timeout),
-                        });
-                    }
                     PlacedBy::Fallback(kind) => {
-                        return Err(LoadError::Validation {
-                            placer: self.name().into(),
-                            reason: format!("place faulted during the bench on call {}", call.seq),
-                            fault: Some(kind),
-                        });
+                        let reason = if kind == FaultKind::Timeout {
+                            format!(
+                                "more than 1% of the bench's calls ran past the {} ms budget ({} by call {}): \
+                                 the placer is too slow for it, or the machine is busy (--budget-ms sets another \
+                                 budget)",
+                                self.shared.limits.budget.as_millis(),
+                                timeouts + 1,
+                                call.seq
+                            )
+                        } else {
+                            format!("place faulted during the bench on call {}", call.seq)
+                        };
+                        return Err(LoadError::Validation { placer: self.name().into(), reason, fault: Some(kind) });
                     }
                     PlacedBy::Guest { .. } if round == 1 => times.push(took),
                     PlacedBy::Guest { .. } => {}

@@ -318,33 +318,37 @@ impl GuestLog {
         GuestLog { placer, throttle: Throttle::new(LINES_PER_SECOND, Duration::from_secs(1)) }
     }
 
-    /// Emits one guest line at `level` (0 error, 1 warn, 2 info, 3 debug, else trace).
+    /// Emits one guest line at `level` (0 error, 1 warn, 2 info, 3 debug, else trace). A
+    /// line the log filter hides takes no share of the rate limit.
     pub(crate) fn line(&self, stream: &str, level: u8, bytes: &[u8]) {
-        // A line the log filter hides takes no share of the rate limit.
-        let shown = match level {
-            0 => tracing::enabled!(target: "placerd::guest", tracing::Level::ERROR),
-            1 => tracing::enabled!(target: "placerd::guest", tracing::Level::WARN),
-            2 => tracing::enabled!(target: "placerd::guest", tracing::Level::INFO),
-            3 => tracing::enabled!(target: "placerd::guest", tracing::Level::DEBUG),
-            _ => tracing::enabled!(target: "placerd::guest", tracing::Level::TRACE),
-        };
-        if !shown {
-            return;
+        // A tracing level must be a constant at each call site: one site per level.
+        macro_rules! at {
+            ($level:expr) => {
+                if tracing::enabled!(target: "placerd::guest", $level)
+                    && let Some(message) = self.admit(bytes)
+                {
+                    tracing::event!(target: "placerd::guest", $level, placer = &*self.placer, stream, "{message}");
+                }
+            };
         }
-        let Some(dropped) = self.throttle.admit() else { return };
-        let placer = &*self.placer;
+        match level {
+            0 => at!(tracing::Level::ERROR),
+            1 => at!(tracing::Level::WARN),
+            2 => at!(tracing::Level::INFO),
+            3 => at!(tracing::Level::DEBUG),
+            _ => at!(tracing::Level::TRACE),
+        }
+    }
+
+    /// The line as it is logged (cut, escaped), if the rate limit lets it through; says
+    /// first how many were dropped since the last one.
+    fn admit(&self, bytes: &[u8]) -> Option<String> {
+        let dropped = self.throttle.admit()?;
         if dropped > 0 {
-            tracing::warn!(placer, dropped, "guest log lines dropped by the rate limit");
+            tracing::warn!(placer = &*self.placer, dropped, "guest log lines dropped by the rate limit");
         }
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_LINE)]);
-        let message = printable(text.trim_end(), MAX_LINE);
-        match level {
-            0 => tracing::error!(target: "placerd::guest", placer, stream, "{message}"),
-            1 => tracing::warn!(target: "placerd::guest", placer, stream, "{message}"),
-            2 => tracing::info!(target: "placerd::guest", placer, stream, "{message}"),
-            3 => tracing::debug!(target: "placerd::guest", placer, stream, "{message}"),
-            _ => tracing::trace!(target: "placerd::guest", placer, stream, "{message}"),
-        }
+        Some(printable(text.trim_end(), MAX_LINE).into_owned())
     }
 }
 
