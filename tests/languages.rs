@@ -168,6 +168,9 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
         c.cache_dir = Some(cache.path().to_path_buf());
         // JavaScript's runtime needs more than the default 16 MiB (docs/writing-placers.md).
         c.sandbox.memory_limit_bytes = 128 << 20;
+        // The budget is wall time and the other test of this file compiles beside this
+        // one: a preempted call would be a fault, and every fault here fails the test.
+        c.sandbox.budget = std::time::Duration::from_millis(25);
         let route = |app: &str, placer: &str| placerd::config::Route {
             app: Some(app.into()),
             placer: placer.into(),
