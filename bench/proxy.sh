@@ -4,7 +4,8 @@
 # Runs alternate between targets, ROUNDS times; prints a markdown table of medians with
 # ratios versus nginx. Installs nginx, haproxy and wrk from Debian's packages if missing.
 #
-#   bench/proxy.sh                         # 10 s per run, 3 rounds, 64 connections, 1 worker
+#   bench/proxy.sh                         # 10 s per run, 3 rounds, 64 connections, 1 worker,
+#                                          # POST /t/bench/fn-N over KEYS=1000 functions
 #   DURATION=20 ROUNDS=5 WORKERS=2 bench/proxy.sh
 #   PLACERD_BASELINE=/tmp/placerd-old bench/proxy.sh   # also an older build, side by side
 #   PLACERD=/tmp/placerd-new bench/proxy.sh            # a given binary instead of building
@@ -15,6 +16,7 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WORKERS=${WORKERS:-1}
+KEYS=${KEYS:-1000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/placerd-target}"
 
 missing=()
@@ -130,43 +132,54 @@ for port in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
 done
 
-# CPU time (user + system, clock ticks) of a target's processes: placerd and HAProxy are one
-# process each; nginx is its master and workers. "direct" has no proxy.
+# CPU time of a target's processes, "user system" in clock ticks: placerd and HAProxy are
+# one process each; nginx is its master and workers. "direct" has no proxy.
 cpu_ticks() {
   local procs=()
   case $1 in
-    direct) echo 0; return ;;
+    direct) echo 0 0; return ;;
     nginx) procs=("$(cat "$work/proxy.pid")" $(pgrep -P "$(cat "$work/proxy.pid")")) ;;
     *) procs=("${PIDS[$1]}") ;;
   esac
-  local total=0
+  local user=0 system=0
   for pid in "${procs[@]}"; do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    user=$((user + u)) system=$((system + s))
   done
-  echo "$total"
+  echo "$user $system"
 }
 CLK_TCK=$(getconf CLK_TCK)
+# The calls: POST with a small body over KEYS functions, so hashing proxies spread them.
+cat > "$work/calls.lua" <<LUA
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", "/t/bench/fn-" .. (n % $KEYS), nil, "x")
+end
+LUA
 results="$work/results.tsv"
 for round in $(seq "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
-    before=$(cpu_ticks "$name")
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${TARGETS[$name]}/t/bench/hello")
-    after=$(cpu_ticks "$name")
+    read -r user0 system0 < <(cpu_ticks "$name")
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/calls.lua" "http://127.0.0.1:${TARGETS[$name]}")
+    read -r user1 system1 < <(cpu_ticks "$name")
     requests=$(echo "$out" | awk '/requests in/ {print $1}')
-    # Proxy CPU microseconds per request.
-    cpu_us=$(python3 -c "print(f'{($after - $before) / $CLK_TCK * 1e6 / max($requests, 1):.2f}')")
+    # Proxy CPU microseconds per request: total, user space, kernel.
+    cpu_us=$(python3 -c "n = max($requests, 1) * $CLK_TCK / 1e6
+u, s = ($user1 - $user0) / n, ($system1 - $system0) / n
+print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}')")
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
     echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t$errors" >> "$results"
-    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $cpu_us us CPU/request $errors" >&2
+    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request $errors" >&2
   done
 done
 
-python3 - "$results" "$DURATION" "$ROUNDS" "$CONNECTIONS" "$WORKERS" <<'PY'
+python3 - "$results" "$DURATION" "$ROUNDS" "$CONNECTIONS" "$WORKERS" "$KEYS" <<'PY'
 import sys, statistics
-path, duration, rounds, conns, workers = sys.argv[1:]
+path, duration, rounds, conns, workers, keys = sys.argv[1:]
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit):
@@ -174,25 +187,27 @@ def ms(v):
     return float(v)
 rows = {}
 for line in open(path):
-    name, _, rps, p50, p99, cpu, *rest = line.rstrip("\n").split("\t")
-    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "errors": []})
+    name, _, rps, p50, p99, cpu, user, system, *rest = line.rstrip("\n").split("\t")
+    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "user": [], "system": [], "errors": []})
     r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99)); r["cpu"].append(float(cpu))
+    r["user"].append(float(user)); r["system"].append(float(system))
     if rest and rest[0].strip():
         r["errors"].append(rest[0].strip())
 med = {n: {k: statistics.median(v) for k, v in r.items() if k != "errors"} for n, r in rows.items()}
 base = med["nginx"]
-print(f"wrk -t1 -c{conns} -d{duration}s, {rounds} rounds alternating, {workers} worker(s) per proxy; medians")
+print(f"wrk -t1 -c{conns} -d{duration}s, POST over {keys} functions, {rounds} rounds alternating, {workers} worker(s) per proxy; medians")
 print()
-print("| target | req/s | p50 | p99 | proxy CPU/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy", "lean-proxy"]:
     if name not in med:
         continue
     m = med[name]
     note = " (errors: " + "; ".join(rows[name]["errors"]) + ")" if rows[name]["errors"] else ""
-    cpu = f"{m['cpu']:.1f} us" if name != "direct" else "-"
+    us = lambda key: f"{m[key]:.1f} us" if name != "direct" else "-"
     cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
-    print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {cpu} | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
+    print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
+          f"| {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
 wasm, native = med["placerd-consistent-hash"]["cpu"], med["placerd-ch-native"]["cpu"]
 print()
 print(f"Wasm placement CPU per request vs native (consistent-hash): {wasm:.1f} us vs {native:.1f} us = {(wasm / native - 1) * 100:+.1f}%")

@@ -29,7 +29,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
 pub use request::{ClientError, MAX_HEADER_BYTES};
-pub use response::{ProxyBody, json, json_error};
+pub use response::{BodyError, ProxyBody, json, json_error};
 pub use rollout::{
     LiveAndShadow, LiveAndShadowRatio, OVERLAP_K, ROLLBACK_FAULT_PERCENT, ROLLBACK_MIN_FAULTS, Rollback, Rollout,
     SHADOW_QUEUE, ShadowReport,
@@ -308,24 +308,24 @@ impl Proxy {
             (None, Some(native)) => native,
             (None, None) => placer,
         };
-        let client = Buffered { client: &self.client, metrics: &self.metrics };
+        let client = Counted { client: &self.client, metrics: &self.metrics };
         lifecycle::place(&*self.pool, &client, order, &parsed.call, &parsed.forward, parsed.timing).await
     }
 }
 
-/// The runner client, with a committed response's small body read whole
-/// ([`response::buffer_small`]) and attempts that failed before sending counted at once.
-struct Buffered<'a> {
+/// The runner client, with the response body boxed for the client and attempts that
+/// failed before sending counted at once.
+struct Counted<'a> {
     client: &'a RunnerClient,
     metrics: &'a Metrics,
 }
 
-impl TryExec<Forward, Arc<RunnerState>> for Buffered<'_> {
+impl TryExec<Forward, Arc<RunnerState>> for Counted<'_> {
     type Output = Response<ProxyBody>;
 
     async fn try_exec(&self, runner: &Arc<RunnerState>, call: &Forward) -> Attempt<Self::Output> {
         match self.client.try_exec(runner, call).await {
-            Attempt::Committed(Ok(response)) => Attempt::Committed(response::buffer_small(response, runner).await),
+            Attempt::Committed(Ok(response)) => Attempt::Committed(Ok(response::boxed(response))),
             Attempt::Committed(Err(failed)) => Attempt::Committed(Err(failed)),
             Attempt::NotPlaced(not_placed) => {
                 if !matches!(not_placed, NotPlaced::Busy | NotPlaced::Closed) {

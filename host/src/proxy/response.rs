@@ -14,15 +14,13 @@ use hyper::{Response, StatusCode};
 use super::request::{ClientError, strip_hop_by_hop};
 use crate::lifecycle::{CallError, Outcome};
 use crate::placer::{Call, CallKind};
-use crate::runner::{RunnerBody, RunnerFailed, RunnerState};
-
-/// Largest runner response body read whole before answering: the client then gets head
-/// and body in one write, and a runner that dies mid-body gets a clean 502 instead of a
-/// cut response. Larger or unsized bodies stream.
-const BUFFER_BODY_BYTES: u64 = 64 * 1024;
+use crate::runner::RunnerBody;
 
 /// The response body type of the proxy and the admin API.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BodyError>;
+
+/// Why a response body stopped short (the runner's connection broke mid-body).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 const FN_CALL_ID: HeaderName = HeaderName::from_static("fn-call-id");
 const FN_PLACER: HeaderName = HeaderName::from_static("fn-placer");
@@ -53,31 +51,10 @@ pub(crate) fn client_error(e: &ClientError) -> Response<ProxyBody> {
     r
 }
 
-/// The runner's response with its body read whole when its length is known and at most
-/// [`BUFFER_BODY_BYTES`]; else streaming.
-///
-/// # Errors
-/// The runner failed while sending the body (committed: a 502, never re-sent).
-pub(crate) async fn buffer_small(
-    response: Response<RunnerBody>,
-    runner: &RunnerState,
-) -> Result<Response<ProxyBody>, RunnerFailed> {
-    use http_body::Body;
-    let small = response.body().size_hint().exact().is_some_and(|n| n <= BUFFER_BODY_BYTES);
-    if !small {
-        return Ok(response.map(BodyExt::boxed));
-    }
-    let (head, body) = response.into_parts();
-    match body.collect().await {
-        Ok(collected) => {
-            let body = Full::new(collected.to_bytes()).map_err(|never| match never {}).boxed();
-            Ok(Response::from_parts(head, body))
-        }
-        Err(error) => {
-            runner.record_error();
-            Err(RunnerFailed { runner: runner.address.clone(), error })
-        }
-    }
+/// The runner's response as the proxy answers it (a small body of known length was read
+/// whole by the runner client; others stream).
+pub(crate) fn boxed(response: Response<RunnerBody>) -> Response<ProxyBody> {
+    response.map(|body| body.map_err(BodyError::from).boxed())
 }
 
 /// The client's response for a placed or failed call: the runner's response without

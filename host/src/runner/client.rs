@@ -1,29 +1,43 @@
 //! TryExec over HTTP/1.1: every attempt is classified as *not placed* (connect failed
 //! before a byte was written, the request provably never left, a busy refusal, or the
-//! runner left the pool) or *committed*. There is no hidden retry: hyper's low-level
-//! connection API is used directly, and a request is only re-sent when hyper hands it back
-//! unsent.
+//! runner left the pool) or *committed*.
+//!
+//! The calling task drives the runner connection itself: it writes the request (head and
+//! body in one vectored write), reads and parses the response head ([`super::http1`]) and,
+//! for a small body of known length, the body, then returns the connection to the runner's
+//! idle list before the client is answered. Larger or unsized bodies stream from the same
+//! connection ([`RunnerBody`]), which goes back to the idle list when the body ends. There
+//! is no connection task, no channel between tasks and no hidden retry: a request is only
+//! sent again when not one byte of it was written.
 
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::http1::{self, Chunked, Decoded, Framing, Head, MAX_HEAD_BYTES};
 use super::pool::{DynamicPool, InFlight, RunnerState};
 use super::{Attempt, NotPlaced, RunnerFailed, TryExec};
 
 /// The header a runner sets on a `503` to say "busy, did not start it".
 pub const BUSY_HEADER: &str = "fn-runner-busy";
+
+/// Largest runner response body read whole before answering: the client then gets head
+/// and body in one write, the connection is free for the next call at once, and a runner
+/// that dies mid-body gets a clean 502 instead of a cut response. Larger or unsized bodies
+/// stream.
+pub const BUFFER_BODY_BYTES: u64 = 64 * 1024;
+
+/// How much a read asks the socket for at least.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// A request as it goes to a runner: already stripped of hop-by-hop headers and carrying
 /// the `Fn-*` headers.
@@ -31,7 +45,7 @@ pub const BUSY_HEADER: &str = "fn-runner-busy";
 pub struct Forward {
     /// Original method.
     pub method: Method,
-    /// Original path and query (parsed once; each attempt clones it).
+    /// Original path and query (parsed once).
     pub uri: Uri,
     /// Headers to send.
     pub headers: HeaderMap,
@@ -39,28 +53,236 @@ pub struct Forward {
     pub body: Bytes,
 }
 
-/// A runner's response body that keeps the runner's in-flight count up until it is read
-/// or dropped.
+/// One keep-alive HTTP/1.1 connection to a runner and the bytes read from it but not yet
+/// used.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// True unless the runner closed this idle connection or sent bytes nobody asked for.
+    /// Costs no system call while the socket has not become readable since the last read.
+    pub(crate) fn still_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes `head` then `body`. On failure, also says how many bytes were written
+    /// before it: none means the runner provably did not get the request.
+    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> Result<(), (usize, io::Error)> {
+        let total = head.len() + body.len();
+        let mut written = 0;
+        while written < total {
+            let slices = if written < head.len() {
+                [IoSlice::new(&head[written..]), IoSlice::new(body)]
+            } else {
+                [IoSlice::new(&body[written - head.len()..]), IoSlice::new(&[])]
+            };
+            match self.stream.write_vectored(&slices).await {
+                Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) => return Err((written, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads more of the response into the buffer; `UnexpectedEof` if the runner closed.
+    async fn read_more(&mut self, what: &str) -> io::Result<()> {
+        self.buf.reserve(READ_CHUNK);
+        match self.stream.read_buf(&mut self.buf).await? {
+            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the runner closed the connection {what}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the response head, skipping informational (1xx) ones.
+    async fn read_head(&mut self, method: &Method) -> io::Result<Head> {
+        loop {
+            match http1::parse_head(&self.buf, method)? {
+                Some((head, len)) => {
+                    self.buf.advance(len);
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "the runner switched protocols"));
+                    }
+                    if !head.status.is_informational() {
+                        return Ok(head);
+                    }
+                }
+                None if self.buf.len() > MAX_HEAD_BYTES => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "the runner's response head is too long"));
+                }
+                None => self.read_more("before its response head ended").await?,
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer once it is readable; `Ok(0)` at the end.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            if let Err(e) = std::task::ready!(self.stream.poll_read_ready(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            match self.stream.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    /// Reads exactly `n` body bytes (`n` ≤ [`BUFFER_BODY_BYTES`]).
+    async fn read_body(&mut self, n: usize) -> io::Result<Bytes> {
+        while self.buf.len() < n {
+            self.read_more("in the middle of the response body").await?;
+        }
+        Ok(self.buf.split_to(n).freeze())
+    }
+}
+
+/// A runner's response body: read whole already (small, length known), or streaming from
+/// the connection. Either way it keeps the runner's in-flight count up until it is read or
+/// dropped.
 #[derive(Debug)]
 pub struct RunnerBody {
-    inner: Incoming,
+    kind: BodyKind,
     _in_flight: InFlight,
+}
+
+#[derive(Debug)]
+enum BodyKind {
+    Whole(Option<Bytes>),
+    Streaming(Box<Streaming>),
+}
+
+/// A body read as the client takes it. The connection goes back to the runner's idle list
+/// when the body ends cleanly, and is closed if the body is dropped before that.
+#[derive(Debug)]
+struct Streaming {
+    conn: Option<Conn>,
+    runner: Arc<RunnerState>,
+    decoding: Decoding,
+    keep_alive: bool,
+}
+
+#[derive(Debug)]
+enum Decoding {
+    /// Bytes left.
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+impl Streaming {
+    /// The body ended: a reusable connection goes back to the runner.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            self.runner.checkin(conn);
+        }
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            match &mut self.decoding {
+                Decoding::Length(0) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Decoding::Length(left) if !conn.buf.is_empty() => {
+                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(conn.buf.len());
+                    *left -= take as u64;
+                    let data = conn.buf.split_to(take).freeze();
+                    // The last bytes: give the connection back now, as whoever reads the
+                    // body may stop at the length without polling again.
+                    if *left == 0 {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Decoding::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(Decoded::Done) => {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => {
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                Decoding::UntilClose if !conn.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                }
+                Decoding::Length(_) | Decoding::UntilClose => {}
+            }
+            conn.buf.reserve(READ_CHUNK);
+            match conn.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    self.conn = None;
+                    if matches!(self.decoding, Decoding::UntilClose) {
+                        return Poll::Ready(None);
+                    }
+                    let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "the runner closed the connection mid-body");
+                    return Poll::Ready(Some(Err(cut)));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
+impl RunnerBody {
+    fn whole(bytes: Bytes, in_flight: InFlight) -> Self {
+        RunnerBody { kind: BodyKind::Whole(Some(bytes)), _in_flight: in_flight }
+    }
 }
 
 impl Body for RunnerBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.kind {
+            BodyKind::Whole(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            BodyKind::Streaming(s) => s.poll_data(cx).map(|data| data.map(|d| d.map(Frame::data))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            BodyKind::Whole(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            BodyKind::Streaming(s) => s.conn.is_none() || matches!(s.decoding, Decoding::Length(0)),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            BodyKind::Whole(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            BodyKind::Streaming(s) => match s.decoding {
+                Decoding::Length(left) => SizeHint::with_exact(left),
+                _ => SizeHint::default(),
+            },
+        }
     }
 }
 
@@ -73,6 +295,16 @@ pub struct RunnerClient {
     /// TCP connect timeout for runner connections (`connect_timeout_ms`), in µs; a reload
     /// may change it.
     connect_timeout_us: Arc<AtomicU64>,
+}
+
+/// How sending a request on one connection went.
+enum Sent {
+    /// Written whole: the runner may have started the call.
+    Written(Conn),
+    /// Not one byte was written.
+    Unsent(io::Error),
+    /// Part of it was written: committed.
+    Partly(io::Error),
 }
 
 impl RunnerClient {
@@ -89,8 +321,8 @@ impl RunnerClient {
         self.connect_timeout_us.store(us, Ordering::Relaxed);
     }
 
-    /// Opens a new HTTP/1.1 connection to `runner` within the connect timeout.
-    async fn connect(&self, runner: &RunnerState) -> Result<SendRequest<Full<Bytes>>, NotPlaced> {
+    /// Opens a new connection to `runner` within the connect timeout.
+    async fn connect(&self, runner: &RunnerState) -> Result<Conn, NotPlaced> {
         let address = &runner.address;
         let timeout = Duration::from_micros(self.connect_timeout_us.load(Ordering::Relaxed));
         let stream = tokio::time::timeout(timeout, TcpStream::connect(address.as_str()))
@@ -98,86 +330,45 @@ impl RunnerClient {
             .map_err(|_| NotPlaced::ConnectTimeout { runner: address.clone() })?
             .map_err(|source| NotPlaced::Connect { runner: address.clone(), source })?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| NotPlaced::Handshake { runner: address.clone(), source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "runner connection ended");
-            }
-        });
-        sender.ready().await.map_err(|source| NotPlaced::Handshake { runner: address.clone(), source })?;
-        Ok(sender)
+        Ok(Conn { stream, buf: BytesMut::new() })
     }
 
-    /// Sends `request` on a pooled connection, or on a fresh one when there is none or
-    /// hyper hands the request back unsent (the runner closed the idle connection: the
-    /// request provably never left).
-    async fn send(
-        &self,
-        runner: &RunnerState,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Result<Response<Incoming>, RunnerFailed>, NotPlaced> {
-        let request = match runner.checkout() {
-            None => request,
-            Some(mut pooled) => match pooled.try_send_request(request).await {
-                Ok(response) => {
-                    runner.checkin(pooled);
-                    return Ok(Ok(response));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => unsent,
-                    None => return Ok(Err(RunnerFailed { runner: runner.address.clone(), error: e.into_error() })),
-                },
-            },
-        };
-        let mut fresh = match self.connect(runner).await {
+    /// Writes the request on an idle connection, or on a fresh one when there is none or
+    /// every idle one failed before writing a byte (the runner had closed it).
+    async fn send(&self, runner: &RunnerState, head: &[u8], body: &[u8]) -> Result<Sent, NotPlaced> {
+        while let Some(conn) = runner.checkout() {
+            match write(conn, head, body).await {
+                Sent::Unsent(_) => {}
+                sent => return Ok(sent),
+            }
+        }
+        let conn = match self.connect(runner).await {
             Ok(conn) => conn,
             Err(e) => {
                 self.pool.record_connect_failure(runner, &e);
                 return Err(e);
             }
         };
-        match fresh.try_send_request(request).await {
-            Ok(response) => {
-                runner.checkin(fresh);
-                Ok(Ok(response))
-            }
-            Err(mut e) => match e.take_message() {
-                Some(_) => Err(NotPlaced::Unsent { runner: runner.address.clone(), source: e.into_error() }),
-                None => Ok(Err(RunnerFailed { runner: runner.address.clone(), error: e.into_error() })),
-            },
+        match write(conn, head, body).await {
+            Sent::Unsent(source) => Err(NotPlaced::Unsent { runner: runner.address.clone(), source }),
+            sent => Ok(sent),
         }
     }
 }
 
-fn build(forward: &Forward) -> Result<Request<Full<Bytes>>, NotPlaced> {
-    let mut request = Request::builder()
-        .method(forward.method.clone())
-        .uri(forward.uri.clone())
-        .body(Full::new(forward.body.clone()))
-        .map_err(NotPlaced::BadRequest)?;
-    *request.headers_mut() = forward.headers.clone();
-    Ok(request)
+async fn write(mut conn: Conn, head: &[u8], body: &[u8]) -> Sent {
+    match conn.write_request(head, body).await {
+        Ok(()) => Sent::Written(conn),
+        Err((0, e)) => Sent::Unsent(e),
+        Err((_, e)) => Sent::Partly(e),
+    }
 }
 
-/// A busy refusal is not placed; any other answer is committed.
-fn classify(
-    runner: &RunnerState,
-    response: Response<Incoming>,
-    in_flight: InFlight,
-    latency: Duration,
-) -> Attempt<Response<RunnerBody>> {
-    let busy = response.status() == StatusCode::SERVICE_UNAVAILABLE
-        && response.headers().get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
-    runner.record_answer(!busy);
-    if busy {
-        runner.record_refusal();
-        return Attempt::NotPlaced(NotPlaced::Busy);
-    }
-    runner.record_latency(latency);
+/// A failure after the call was committed: never sent anywhere else, a 502.
+fn failed(runner: &RunnerState, error: io::Error) -> Attempt<Response<RunnerBody>> {
     runner.record_commit();
-    Attempt::Committed(Ok(response.map(|inner| RunnerBody { inner, _in_flight: in_flight })))
+    runner.record_error();
+    Attempt::Committed(Err(RunnerFailed { runner: runner.address.clone(), error }))
 }
 
 impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
@@ -187,22 +378,81 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         if runner.left() {
             return Attempt::NotPlaced(NotPlaced::Closed);
         }
-        let request = match build(call) {
-            Ok(r) => r,
-            Err(e) => return Attempt::NotPlaced(e),
-        };
         // Count the call on the runner before anything else, so placements racing this
         // one already see it (bounded loads depend on it); dropped again if not placed.
         let in_flight = runner.track();
-        let sent = std::time::Instant::now();
-        match self.send(runner, request).await {
-            Ok(Ok(response)) => classify(runner, response, in_flight, sent.elapsed()),
-            Ok(Err(failed)) => {
-                runner.record_commit();
-                runner.record_error();
-                Attempt::Committed(Err(failed))
+        let mut head = Vec::new();
+        http1::encode_head(call, &mut head);
+        // A small body goes in the same buffer as the head: one write, one segment.
+        let body: &[u8] = if call.body.len() <= 4096 {
+            head.extend_from_slice(&call.body);
+            &[]
+        } else {
+            &call.body
+        };
+        let sent = Instant::now();
+        let mut conn = match self.send(runner, &head, body).await {
+            Ok(Sent::Written(conn)) => conn,
+            Ok(Sent::Partly(e) | Sent::Unsent(e)) => return failed(runner, e),
+            Err(not_placed) => return Attempt::NotPlaced(not_placed),
+        };
+        let response = match conn.read_head(&call.method).await {
+            Ok(head) => head,
+            Err(e) => return failed(runner, e),
+        };
+        let busy = response.status == StatusCode::SERVICE_UNAVAILABLE
+            && response.headers.get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
+        runner.record_answer(!busy);
+        if busy {
+            runner.record_refusal();
+            // Keep the connection if the refusal's body is small and arrives whole.
+            if let Framing::Length(n) = response.framing
+                && n <= BUFFER_BODY_BYTES
+                && response.keep_alive
+                && conn.read_body(n as usize).await.is_ok()
+                && conn.buf.is_empty()
+            {
+                runner.checkin(conn);
+            } else if response.framing == Framing::Empty && response.keep_alive {
+                runner.checkin(conn);
             }
-            Err(not_placed) => Attempt::NotPlaced(not_placed),
+            return Attempt::NotPlaced(NotPlaced::Busy);
         }
+        runner.record_latency(sent.elapsed());
+        runner.record_commit();
+        let Head { status, headers, framing, keep_alive } = response;
+        let body = match framing {
+            Framing::Empty => {
+                if keep_alive && conn.buf.is_empty() {
+                    runner.checkin(conn);
+                }
+                RunnerBody::whole(Bytes::new(), in_flight)
+            }
+            Framing::Length(n) if n <= BUFFER_BODY_BYTES => match conn.read_body(n as usize).await {
+                Ok(bytes) => {
+                    if keep_alive && conn.buf.is_empty() {
+                        runner.checkin(conn);
+                    }
+                    RunnerBody::whole(bytes, in_flight)
+                }
+                Err(error) => {
+                    runner.record_error();
+                    return Attempt::Committed(Err(RunnerFailed { runner: runner.address.clone(), error }));
+                }
+            },
+            framing => {
+                let decoding = match framing {
+                    Framing::Length(n) => Decoding::Length(n),
+                    Framing::Chunked => Decoding::Chunked(Chunked::new()),
+                    Framing::Empty | Framing::UntilClose => Decoding::UntilClose,
+                };
+                let streaming = Streaming { conn: Some(conn), runner: runner.clone(), decoding, keep_alive };
+                RunnerBody { kind: BodyKind::Streaming(Box::new(streaming)), _in_flight: in_flight }
+            }
+        };
+        let mut answer = Response::new(body);
+        *answer.status_mut() = status;
+        *answer.headers_mut() = headers;
+        Attempt::Committed(Ok(answer))
     }
 }

@@ -10,7 +10,10 @@
 //! # Layout
 //! - `pool`: [`DynamicPool`]: the membership (swapped whole by discovery) and each
 //!   runner's live state, connections and ejection.
-//! - `client`: [`RunnerClient`]: TryExec over HTTP/1.1 on a runner's handle.
+//! - `client`: [`RunnerClient`]: TryExec over HTTP/1.1 on a runner's handle, the
+//!   connection driven by the calling task.
+//! - `http1`: the HTTP/1.1 wire format of that client (request head, response head,
+//!   body framing, chunked decoding).
 //! - `discovery`: the runner file and DNS sources.
 //! - `status`: `GET /v1/status` polling.
 //! - `reference`: `placerd runner`, the reference runner.
@@ -22,6 +25,7 @@ use crate::placer::{RunnerLoad, RunnerSet};
 
 pub mod client;
 pub mod discovery;
+mod http1;
 pub mod pool;
 pub mod reference;
 pub mod status;
@@ -83,27 +87,15 @@ pub enum NotPlaced {
         /// The runner's address.
         runner: String,
     },
-    /// The HTTP/1.1 connection could not be set up on a fresh socket: nothing was written.
-    #[error("connection to {runner} failed before the request was sent")]
-    Handshake {
-        /// The runner's address.
-        runner: String,
-        /// hyper's error.
-        #[source]
-        source: hyper::Error,
-    },
-    /// A fresh connection closed and hyper handed the request back unsent.
+    /// A fresh connection failed before one byte of the request was written.
     #[error("{runner}: connection closed before the request was sent")]
     Unsent {
         /// The runner's address.
         runner: String,
-        /// hyper's error.
+        /// The socket error.
         #[source]
-        source: hyper::Error,
+        source: std::io::Error,
     },
-    /// The request could not be built (e.g. an invalid path): no runner can take it.
-    #[error("the request cannot be sent to a runner")]
-    BadRequest(#[source] hyper::http::Error),
     /// The runner refused: `503` + `Fn-Runner-Busy: 1`, before reading the body.
     #[error("runner busy")]
     Busy,
@@ -119,8 +111,8 @@ pub enum NotPlaced {
 pub struct RunnerFailed {
     /// The runner's address.
     pub runner: String,
-    /// hyper's error (shown in the message, so not repeated as a source).
-    pub error: hyper::Error,
+    /// What went wrong (shown in the message, so not repeated as a source).
+    pub error: std::io::Error,
 }
 
 /// The result of one TryExec.

@@ -13,10 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::client::conn::http1::SendRequest;
 
+use super::client::Conn;
 use super::{Membership, PoolError, RunnerPool};
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::config::OutlierDetection;
@@ -59,7 +57,7 @@ pub struct RunnerState {
     /// Calls committed to it since it joined (the dashboard's calls per runner).
     calls: AtomicU64,
     /// Idle HTTP/1.1 connections (some may still be finishing a response).
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Conn>>,
     /// Connect failures in a row and the ejection period.
     ejection: Mutex<Backoff>,
     /// Rate limit of the log lines its connect failures write.
@@ -156,19 +154,21 @@ impl RunnerState {
         }
     }
 
-    /// A ready idle connection, dropping closed ones.
-    pub(crate) fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+    /// The most recently used idle connection that is still open, dropping closed ones.
+    pub(crate) fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
-        idle.retain(|c| !c.is_closed());
-        let i = idle.iter().position(|c| c.is_ready())?;
-        Some(idle.swap_remove(i))
+        while let Some(mut conn) = idle.pop() {
+            if conn.still_open() {
+                return Some(conn);
+            }
+        }
+        None
     }
 
-    /// Returns a connection; it becomes ready again once its response body is read.
-    pub(crate) fn checkin(&self, conn: SendRequest<Full<Bytes>>) {
+    /// Returns a connection whose last response was read whole.
+    pub(crate) fn checkin(&self, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE_CONNECTIONS
-            && !conn.is_closed()
         {
             idle.push(conn);
         }
