@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,9 +110,8 @@ impl Conn {
     /// Reads the response head, skipping informational (1xx) ones.
     async fn read_head(&mut self, method: &Method) -> io::Result<Head> {
         loop {
-            match http1::parse_head(&self.buf, method)? {
-                Some((head, len)) => {
-                    self.buf.advance(len);
+            match http1::parse_head(&mut self.buf, method)? {
+                Some(head) => {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, "the runner switched protocols"));
                     }

@@ -12,8 +12,8 @@ use super::client::Forward;
 
 /// The longest response head a runner may send.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// The most header fields in a response head.
-const MAX_HEADERS: usize = 128;
+/// The most header fields in a response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line or trailer section of a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 64 * 1024;
@@ -87,31 +87,47 @@ pub(crate) struct Head {
 }
 
 /// Parses the response head at the start of `buf`. `Ok(None)`: incomplete, read more.
-/// On success returns the head and its length in bytes. Informational (1xx) heads are
-/// returned like any other; the caller skips them.
+/// On success the head's bytes are split off the front of `buf`; header values share them
+/// (no copy per header). Informational (1xx) heads are returned like any other; the
+/// caller skips them.
 ///
 /// # Errors
 /// A malformed head, one with too many fields, or a contradictory length.
-pub(crate) fn parse_head(buf: &[u8], request_method: &Method) -> io::Result<Option<(Head, usize)>> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(malformed(format!("malformed response head from the runner: {e}"))),
+pub(crate) fn parse_head(buf: &mut BytesMut, request_method: &Method) -> io::Result<Option<Head>> {
+    // Where each field lies in the head, so the values can be slices of it once it is
+    // split off the buffer.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, code, http10, fields) = {
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed =
+            httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(malformed(format!("malformed response head from the runner: {e}"))),
+        };
+        // Offsets fit in u32: the head is at most MAX_HEAD_BYTES (checked by the caller
+        // before reading more).
+        let start = buf.as_ptr() as usize;
+        let offset = |p: *const u8| (p as usize - start) as u32;
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            let (name, value) = (offset(field.name.as_ptr()), offset(field.value.as_ptr()));
+            *span = (name, name + field.name.len() as u32, value, value + field.value.len() as u32);
+        }
+        (len, response.code.unwrap_or_default(), response.version == Some(0), response.headers.len())
     };
-    let code = response.code.unwrap_or_default();
     let status = StatusCode::from_u16(code).map_err(|_| malformed(format!("runner sent status {code}")))?;
-    let http10 = response.version == Some(0);
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields);
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let (mut close, mut keep) = (false, false);
-    for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| malformed(format!("runner sent an invalid header name {:?}", field.name)))?;
-        let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| malformed("runner sent an invalid header value"))?;
+    for &(name_start, name_end, value_start, value_end) in &spans[..fields] {
+        let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
+            .map_err(|_| malformed("runner sent an invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))
+            .map_err(|_| malformed("runner sent an invalid header value"))?;
         if name == CONTENT_LENGTH {
             for part in value.to_str().unwrap_or("x").split(',') {
                 let n: u64 = part.trim().parse().map_err(|_| malformed("runner sent an invalid content-length"))?;
@@ -148,7 +164,7 @@ pub(crate) fn parse_head(buf: &[u8], request_method: &Method) -> io::Result<Opti
         }
     };
     let keep_alive = !close && (!http10 || keep) && framing != Framing::UntilClose;
-    Ok(Some((Head { status, headers, framing, keep_alive }, len)))
+    Ok(Some(Head { status, headers, framing, keep_alive }))
 }
 
 /// What [`Chunked::decode`] found in the buffer.
@@ -257,9 +273,14 @@ mod tests {
     use hyper::Uri;
 
     fn head(text: &str, method: Method) -> Head {
-        let (head, len) = parse_head(text.as_bytes(), &method).expect("parses").expect("complete");
-        assert_eq!(len, text.len());
+        let mut buf = BytesMut::from(format!("{text}NEXT").as_bytes());
+        let head = parse_head(&mut buf, &method).expect("parses").expect("complete");
+        assert_eq!(&buf[..], b"NEXT", "the head was not split off whole");
         head
+    }
+
+    fn parse(text: &str) -> io::Result<Option<Head>> {
+        parse_head(&mut BytesMut::from(text.as_bytes()), &Method::GET)
     }
 
     #[test]
@@ -320,7 +341,7 @@ mod tests {
 
     #[test]
     fn bad_or_partial_heads_are_named() {
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-len", &Method::GET).expect("partial").is_none());
+        assert!(parse("HTTP/1.1 200 OK\r\ncontent-len").expect("partial").is_none());
         for bad in [
             "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
@@ -328,11 +349,11 @@ mod tests {
             "HTTP/1.1 20x OK\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
         ] {
-            let e = parse_head(bad.as_bytes(), &Method::GET).expect_err(bad);
+            let e = parse(bad).expect_err(bad);
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{bad}: {e}");
         }
-        let many: String = (0..200).map(|i| format!("x-{i}: v\r\n")).collect();
-        assert!(parse_head(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes(), &Method::GET).is_err());
+        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert!(parse(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")).is_err());
     }
 
     /// Decodes `input` fed `step` bytes at a time.
