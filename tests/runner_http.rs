@@ -235,3 +235,26 @@ async fn a_broken_runner_answer_is_a_502_and_the_call_is_never_resent() {
     let r = send(p.addr, "GET", "/t/app/fine", &[], b"").await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_busy_refusal_whose_body_never_comes_does_not_hold_up_the_call() {
+    // The refusal's head promises a body that never arrives: the call must move on to the
+    // next runner at once instead of waiting for it.
+    let busy = fake_runner(|_| {
+        (b"HTTP/1.1 503 Service Unavailable\r\nfn-runner-busy: 1\r\ncontent-length: 100\r\n\r\n".to_vec(), false)
+    })
+    .await;
+    let free = fake_runner(framings).await;
+    let p = start(vec![busy.addr.to_string(), free.addr.to_string()], "naive", |_| {}).await;
+    let calls = async {
+        for i in 0..10 {
+            let r = send(p.addr, "POST", &format!("/t/app/stalled-busy-{i}"), &[], b"x").await;
+            assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"ok"[..]), "call {i}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), calls).await.expect("calls waited on a refusal's body");
+    assert!(busy.requests_to("/t/app/stalled-busy-0") + busy.requests_to("/t/app/stalled-busy-1") >= 1);
+    for i in 0..10 {
+        assert_eq!(free.requests_to(&format!("/t/app/stalled-busy-{i}")), 1, "call {i}");
+    }
+}

@@ -404,15 +404,15 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         runner.record_answer(!busy);
         if busy {
             runner.record_refusal();
-            // Keep the connection if the refusal's body is small and arrives whole.
-            if let Framing::Length(n) = response.framing
-                && n <= BUFFER_BODY_BYTES
-                && response.keep_alive
-                && conn.read_body(n as usize).await.is_ok()
-                && conn.buf.is_empty()
-            {
-                runner.checkin(conn);
-            } else if response.framing == Framing::Empty && response.keep_alive {
+            // Keep the connection only if the refusal's body came with its head: waiting
+            // for the rest would hold up the next runner's try.
+            let body = match response.framing {
+                Framing::Empty => Some(0),
+                Framing::Length(n) => usize::try_from(n).ok(),
+                Framing::Chunked | Framing::UntilClose => None,
+            };
+            if response.keep_alive && body == Some(conn.buf.len()) {
+                conn.buf.clear();
                 runner.checkin(conn);
             }
             return Attempt::NotPlaced(NotPlaced::Busy);
