@@ -163,7 +163,10 @@ pub(crate) fn parse_head(buf: &mut BytesMut, request_method: &Method) -> io::Res
             (None, None) => Framing::UntilClose,
         }
     };
-    let keep_alive = !close && (!http10 || keep) && framing != Framing::UntilClose;
+    // A head with both a length and a transfer coding may be a smuggling attempt: use
+    // the coding for this response (RFC 9112 §6.3) and never the connection again.
+    let ambiguous = chunked.is_some() && length.is_some();
+    let keep_alive = !close && (!http10 || keep) && framing != Framing::UntilClose && !ambiguous;
     Ok(Some(Head { status, headers, framing, keep_alive }))
 }
 
@@ -317,7 +320,9 @@ mod tests {
         assert_eq!((h.status, h.framing, h.keep_alive), (StatusCode::OK, Framing::Length(12), true));
         assert_eq!(h.headers["x-a"], "b");
         let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n", Method::GET);
-        assert_eq!(h.framing, Framing::Chunked);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false), "both framings: not reused");
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", Method::GET);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
         let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", Method::GET);
         assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
         let h = head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
