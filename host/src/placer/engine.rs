@@ -10,10 +10,11 @@ use wasmtime::Engine;
 
 use super::fault::{FaultPolicy, OnFault};
 
-/// The epoch ticker's period: budgets are counted in these ticks.
-const TICK: Duration = Duration::from_millis(1);
-/// Ticks without a guest call after which the ticker sleeps until the next one.
-const IDLE_TICKS: u32 = 100;
+/// How long the watchdog stays awake with no guest call before it parks until the next.
+const IDLE: Duration = Duration::from_millis(100);
+/// Guest calls the watchdog knows the deadline of at once (one slot each; a call that
+/// finds none free is still stopped, at most one budget late).
+const SLOTS: usize = 64;
 
 /// Limits and fault handling applied to every placer call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,33 +45,27 @@ impl Default for SandboxLimits {
 }
 
 impl SandboxLimits {
-    /// Epoch ticks for a `place` call: the budget in ticks plus one, because the call
-    /// starts somewhere inside the current tick.
-    pub(crate) fn place_ticks(&self) -> u64 {
-        ticks(self.budget) + 1
+    /// How long a `place` call may run: the budget.
+    pub(crate) fn place_time(&self) -> Duration {
+        self.budget
     }
 
-    /// Epoch ticks for `set-runners`, which does more work once per instance and
-    /// membership change, on the call that sees the new set: ten budgets.
-    pub(crate) fn set_runners_ticks(&self) -> u64 {
-        ticks(self.budget * 10) + 1
+    /// How long `set-runners` may run: it does more work once per instance and
+    /// membership change, on the call that sees the new set, so ten budgets.
+    pub(crate) fn set_runners_time(&self) -> Duration {
+        self.budget * 10
     }
 
-    /// Epoch ticks for a new instance (instantiation, then `configure`): ten budgets, and
-    /// at least [`MIN_SETUP`] (a Python or JavaScript runtime's first instance, its memory
-    /// image still cold, takes tens of milliseconds to instantiate).
-    pub(crate) fn instantiate_ticks(&self) -> u64 {
-        ticks((self.budget * 10).max(MIN_SETUP)) + 1
+    /// How long a new instance (instantiation, then `configure`) may take: ten budgets,
+    /// and at least [`MIN_SETUP`] (a Python or JavaScript runtime's first instance, its
+    /// memory image still cold, takes tens of milliseconds to instantiate).
+    pub(crate) fn instantiate_time(&self) -> Duration {
+        (self.budget * 10).max(MIN_SETUP)
     }
 }
 
 /// The least time instantiating an instance and its `configure` get, whatever the budget.
 pub(crate) const MIN_SETUP: Duration = Duration::from_millis(250);
-
-fn ticks(d: Duration) -> u64 {
-    let tick = TICK.as_nanos();
-    (d.as_nanos().div_ceil(tick)).max(1) as u64
-}
 
 /// Receives what the placer runtime measures (metrics live outside this module).
 pub trait PlacerObserver: Send + Sync + std::fmt::Debug {
@@ -107,68 +102,136 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Starts the epoch ticker for `engine`.
+    /// Starts the watchdog for `engine`.
     pub(crate) fn new(
         engine: Engine,
         limits: SandboxLimits,
         observer: Arc<dyn PlacerObserver>,
     ) -> std::io::Result<Self> {
-        let ticker = Ticker::start(engine.clone())?;
+        let ticker = Ticker::start(engine.clone(), limits.budget)?;
         Ok(Shared { engine, limits, observer, ticker })
     }
 
-    /// Marks a guest call (or instantiation) in progress until the guard drops: the epoch
-    /// ticker runs while any is, waking first if it slept.
+    /// Marks a guest call (or instantiation) in progress until the guard drops, waking
+    /// the watchdog first if it slept. Give the guard each phase's deadline
+    /// ([`Awake::until`]).
     pub(crate) fn awake(&self) -> Awake<'_> {
         self.ticker.enter()
     }
 
-    /// True while the ticker sleeps (no guest call for [`IDLE_TICKS`] ticks).
+    /// True while the watchdog sleeps (no guest call for [`IDLE`]).
     #[cfg(test)]
     pub(crate) fn ticker_sleeping(&self) -> bool {
         self.ticker.state.parked.load(Ordering::SeqCst)
     }
+
+    /// Times the watchdog has woken.
+    #[cfg(test)]
+    pub(crate) fn ticker_wakes(&self) -> u64 {
+        self.ticker.state.wakes.load(Ordering::Relaxed)
+    }
 }
 
-/// Advances the engine's epoch every [`TICK`] on its own thread, against absolute
-/// deadlines so sleep overshoot does not accumulate. With no guest call for [`IDLE_TICKS`]
-/// ticks it parks, so an idle placerd costs no CPU; the next guest call wakes it. Guests
-/// set their deadlines relative to the current epoch, so the pause loses no budget.
+/// Stops guest calls that run past their deadline. Each store traps through its epoch
+/// deadline callback once the epoch advances while its call is past its own deadline
+/// (`HostState::deadline`); the watchdog thread advances the epoch.
+///
+/// It does not tick at a fixed rate. Each guest call publishes its deadline in a slot;
+/// the watchdog wakes at least once per budget, and then sleeps until the earliest
+/// deadline among the calls in progress, or another budget. A call that starts while it
+/// sleeps is seen by its next wake, before the call's deadline: calls are stopped at
+/// their deadline, not at the next tick after it, and under load the watchdog wakes
+/// once per budget instead of once per millisecond. With no guest call for [`IDLE`] it
+/// parks until the next one, so an idle placerd costs no CPU.
 struct Ticker {
     state: Arc<TickerState>,
     thread: Option<JoinHandle<()>>,
-    /// The ticker thread, to unpark it.
+    /// The watchdog thread, to unpark it.
     handle: Thread,
 }
 
-/// What guests and the ticker share.
-#[derive(Debug, Default)]
+/// What guests and the watchdog share.
+#[derive(Debug)]
 struct TickerState {
     stop: AtomicBool,
     /// Guest calls entered (high 32 bits, wrapping) and in progress (low 32 bits): one
     /// atomic add per call and one subtract.
     activity: AtomicU64,
-    /// True while the ticker is parked (or about to be).
+    /// True while the watchdog is parked (or about to be).
     parked: AtomicBool,
+    /// Per call in progress: its deadline in nanoseconds since `origin`; 0 for a free
+    /// slot, `CLAIMED` for a call whose deadline is not set yet.
+    slots: [AtomicU64; SLOTS],
+    origin: Instant,
+    /// Calls in progress that found no free slot: while there are any, the watchdog
+    /// advances the epoch at every wake and their own deadline callbacks decide.
+    unslotted: AtomicU64,
+    /// Wakes of the watchdog thread (for tests).
+    wakes: AtomicU64,
 }
 
 const ENTERED: u64 = 1 << 32;
 const RUNNING: u64 = ENTERED - 1;
+const CLAIMED: u64 = u64::MAX;
 
-/// A guest call in progress ([`Shared::awake`]).
-pub(crate) struct Awake<'a>(&'a TickerState);
-
-impl Drop for Awake<'_> {
-    fn drop(&mut self) {
-        self.0.activity.fetch_sub(1, Ordering::SeqCst);
+impl TickerState {
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(CLAIMED - 1).max(1)
     }
 }
 
+/// A guest call in progress ([`Shared::awake`]).
+pub(crate) struct Awake<'a> {
+    state: &'a TickerState,
+    /// The slot holding this call's deadline, if one was free.
+    slot: Option<usize>,
+}
+
+impl Awake<'_> {
+    /// This call's current phase ends at `deadline`: the watchdog wakes for it then.
+    pub(crate) fn until(&self, deadline: Instant) {
+        if let Some(slot) = self.slot {
+            self.state.slots[slot].store(self.state.nanos(deadline), Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Awake<'_> {
+    fn drop(&mut self) {
+        match self.slot {
+            Some(slot) => self.state.slots[slot].store(0, Ordering::Release),
+            None => {
+                self.state.unslotted.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.state.activity.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    /// Where this thread starts looking for a free slot, so threads rarely contend.
+    static FIRST_SLOT: usize = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS
+    };
+}
+
 impl Ticker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
-        let state = Arc::new(TickerState::default());
+    fn start(engine: Engine, budget: Duration) -> std::io::Result<Self> {
+        let state = Arc::new(TickerState {
+            stop: AtomicBool::new(false),
+            activity: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            origin: Instant::now(),
+            unslotted: AtomicU64::new(0),
+            wakes: AtomicU64::new(0),
+        });
         let shared = state.clone();
-        let thread = std::thread::Builder::new().name("placer-epoch".into()).spawn(move || tick(&engine, &shared))?;
+        // Never longer than the budget, so every call is seen before its deadline.
+        let period = budget.clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let thread =
+            std::thread::Builder::new().name("placer-epoch".into()).spawn(move || watch(&engine, &shared, period))?;
         let handle = thread.thread().clone();
         Ok(Ticker { state, thread: Some(thread), handle })
     }
@@ -176,53 +239,63 @@ impl Ticker {
     fn enter(&self) -> Awake<'_> {
         let state = &*self.state;
         state.activity.fetch_add(ENTERED + 1, Ordering::SeqCst);
-        // Under load the ticker never parks and this is one relaxed-cost read.
+        let first = FIRST_SLOT.with(|f| *f);
+        let slot = (0..SLOTS)
+            .map(|i| (first + i) % SLOTS)
+            .find(|&i| state.slots[i].compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+        if slot.is_none() {
+            state.unslotted.fetch_add(1, Ordering::SeqCst);
+        }
+        // Under load the watchdog never parks and this is one read.
         if state.parked.load(Ordering::SeqCst) && state.parked.swap(false, Ordering::SeqCst) {
             self.handle.unpark();
         }
-        Awake(state)
+        Awake { state, slot }
     }
 }
 
-/// The ticker thread's loop.
-fn tick(engine: &Engine, state: &TickerState) {
-    let mut next = Instant::now() + TICK;
+/// The watchdog thread's loop.
+fn watch(engine: &Engine, state: &TickerState, period: Duration) {
     let mut seen = state.activity.load(Ordering::SeqCst);
-    let mut idle = 0;
+    let mut idle_since = Instant::now();
     while !state.stop.load(Ordering::Relaxed) {
+        state.wakes.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
-        engine.increment_epoch();
-        next += TICK;
-        // After a long stall (suspended process), do not fire a burst of ticks.
-        let now = Instant::now();
-        if now > next + 10 * TICK {
-            next = now + TICK;
+        let now_ns = state.nanos(now);
+        let mut earliest = CLAIMED;
+        for slot in &state.slots {
+            let deadline = slot.load(Ordering::SeqCst);
+            if deadline != 0 && deadline != CLAIMED {
+                earliest = earliest.min(deadline);
+            }
         }
         let activity = state.activity.load(Ordering::SeqCst);
+        // A call past its deadline traps at its next epoch check; the others continue.
+        // A call without a slot is stopped here, at most one period past its deadline.
+        if earliest <= now_ns || state.unslotted.load(Ordering::SeqCst) > 0 {
+            engine.increment_epoch();
+        }
         if activity != seen || activity & RUNNING != 0 {
-            (seen, idle) = (activity, 0);
-            continue;
-        }
-        idle += 1;
-        if idle < IDLE_TICKS {
-            continue;
-        }
-        // Park, unless a guest entered meanwhile: it either sees `parked` and unparks us,
-        // or we see its entry here (both sides use SeqCst).
-        state.parked.store(true, Ordering::SeqCst);
-        if state.activity.load(Ordering::SeqCst) != seen {
+            (seen, idle_since) = (activity, now);
+        } else if now.duration_since(idle_since) >= IDLE {
+            // Park, unless a guest entered meanwhile: it either sees `parked` and unparks
+            // us, or we see its entry here (both sides use SeqCst).
+            state.parked.store(true, Ordering::SeqCst);
+            if state.activity.load(Ordering::SeqCst) == seen {
+                while state.parked.load(Ordering::SeqCst) && !state.stop.load(Ordering::Relaxed) {
+                    std::thread::park();
+                }
+            }
             state.parked.store(false, Ordering::SeqCst);
-            idle = 0;
+            (seen, idle_since) = (state.activity.load(Ordering::SeqCst), Instant::now());
             continue;
         }
-        while state.parked.load(Ordering::SeqCst) && !state.stop.load(Ordering::Relaxed) {
-            std::thread::park();
-        }
-        (seen, idle) = (state.activity.load(Ordering::SeqCst), 0);
-        next = Instant::now() + TICK;
+        let until = if earliest > now_ns && earliest != CLAIMED {
+            Duration::from_nanos(earliest - now_ns).min(period)
+        } else {
+            period
+        };
+        std::thread::park_timeout(until);
     }
 }
 
@@ -257,20 +330,42 @@ mod tests {
         false
     }
 
-    #[test]
-    fn the_ticker_sleeps_when_no_guest_runs_and_wakes_for_the_next() {
+    fn shared() -> Shared {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).expect("engine");
-        let shared = Shared::new(engine, SandboxLimits::default(), Arc::new(NoObserver)).expect("ticker");
-        assert!(sleeping_within(&shared, Duration::from_secs(5)), "asleep after 100 idle ticks");
+        Shared::new(engine, SandboxLimits::default(), Arc::new(NoObserver)).expect("watchdog")
+    }
+
+    #[test]
+    fn the_watchdog_sleeps_when_no_guest_runs_and_wakes_for_the_next() {
+        let shared = shared();
+        assert!(sleeping_within(&shared, Duration::from_secs(5)), "asleep after 100 idle ms");
         {
-            let _guest = shared.awake();
+            let guest = shared.awake();
+            guest.until(Instant::now() + Duration::from_secs(10));
             assert!(!shared.ticker_sleeping(), "a guest call wakes it");
-            // A long guest call keeps it ticking however long it runs.
+            // A long guest call keeps it awake however long it runs.
             std::thread::sleep(Duration::from_millis(300));
             assert!(!shared.ticker_sleeping());
         }
         assert!(sleeping_within(&shared, Duration::from_secs(5)), "asleep again after the call");
+    }
+
+    #[test]
+    fn under_a_stream_of_short_calls_the_watchdog_wakes_about_once_per_budget() {
+        let shared = shared();
+        let started = Instant::now();
+        let wakes = shared.ticker_wakes();
+        // 300 ms of back-to-back short calls, each with the 5 ms budget.
+        while started.elapsed() < Duration::from_millis(300) {
+            let guest = shared.awake();
+            guest.until(Instant::now() + shared.limits.place_time());
+        }
+        let wakes = shared.ticker_wakes() - wakes;
+        // Once per 5 ms is 60; a 1 ms ticker woke 300 times. Allow for wake-ups at
+        // deadlines of calls that ended just then.
+        assert!(wakes <= 150, "{wakes} wakes in 300 ms");
+        assert!(wakes >= 20, "{wakes} wakes in 300 ms: it must look at least once per budget");
     }
 }

@@ -180,6 +180,8 @@ pub(crate) struct HostState {
     log: Arc<GuestLog>,
     /// The call being placed, for `current-call` (contract 0.2); empty between calls.
     pub(crate) details: CallText,
+    /// When the guest call in progress must end (its phase's budget from its start).
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl HostState {
@@ -204,6 +206,7 @@ impl HostState {
             limiter: MemoryLimiter::new(memory_limit),
             log,
             details: CallText::default(),
+            deadline: std::time::Instant::now(),
         }
     }
 }

@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::contract::{Contract, Guest, Pre};
-use super::engine::Shared;
+use super::engine::{Awake, Shared};
 use super::error::{LoadError, PlaceError, printable};
 use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
@@ -324,17 +324,17 @@ impl PlacerVersion {
     }
 
     fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
-        let _awake = self.shared.awake();
+        let awake = self.shared.awake();
         let mut warm = self.check_out()?;
         if warm.generation != Some(set.generation) {
-            warm.store.set_epoch_deadline(self.shared.limits.set_runners_ticks());
+            arm(&mut warm.store, &awake, self.shared.limits.set_runners_time());
             warm.store.data().seed(set.generation);
             let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
             self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
             told.map_err(|e| classify(&warm.store, &e))?;
             warm.generation = Some(set.generation);
         }
-        warm.store.set_epoch_deadline(self.shared.limits.place_ticks());
+        arm(&mut warm.store, &awake, self.shared.limits.place_time());
         warm.store.data().seed(call.random);
         // On error the instance is dropped here, never returned to the pool.
         let order = warm.guest.place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
@@ -372,13 +372,21 @@ impl PlacerVersion {
     /// A fresh instance: new store with the memory limiter, instantiate and `configure`,
     /// together under the instantiation budget.
     fn instantiate(&self) -> GuestResult<Warm> {
-        let _awake = self.shared.awake();
+        let awake = self.shared.awake();
         let mut store =
             Store::new(&self.shared.engine, HostState::new(self.shared.limits.memory_limit_bytes, self.log.clone()));
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        // The watchdog advances the epoch when some call is past its deadline, or at most
+        // once per budget: each store stops only if its own call is past its own.
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
         // Set before instantiating: the epoch has long advanced past the default deadline.
-        store.set_epoch_deadline(self.shared.limits.instantiate_ticks());
+        arm(&mut store, &awake, self.shared.limits.instantiate_time());
         self.instances_created.fetch_add(1, Ordering::Relaxed);
         let guest = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
             FaultKind::Trap(msg) => FaultKind::Instantiate(msg),
@@ -390,6 +398,15 @@ impl PlacerVersion {
             Err(e) => Err(classify(&store, &e)),
         }
     }
+}
+
+/// Gives the guest call about to run on `store` until `limit` from now: its store stops
+/// it at the first epoch change past that, and the watchdog wakes then to make one.
+fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    store.data_mut().deadline = deadline;
+    store.set_epoch_deadline(1);
+    awake.until(deadline);
 }
 
 /// The longest `configure` error or trap text a fault keeps (it names guest functions).
