@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::http1::{self, Chunked, Decoded, Framing, Head, MAX_HEAD_BYTES};
@@ -100,8 +100,7 @@ impl Conn {
 
     /// Reads more of the response into the buffer; `UnexpectedEof` if the runner closed.
     async fn read_more(&mut self, what: &str) -> io::Result<()> {
-        self.buf.reserve(READ_CHUNK);
-        match self.stream.read_buf(&mut self.buf).await? {
+        match std::future::poll_fn(|cx| self.poll_read(cx)).await? {
             0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the runner closed the connection {what}"))),
             _ => Ok(()),
         }
@@ -128,15 +127,18 @@ impl Conn {
     }
 
     /// Reads what the socket has into the buffer once it is readable; `Ok(0)` at the end.
+    /// A short read clears the socket's readiness, which keeps [`Conn::still_open`] free
+    /// of system calls.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            if let Err(e) = std::task::ready!(self.stream.poll_read_ready(cx)) {
-                return Poll::Ready(Err(e));
-            }
-            match self.stream.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
-            }
+        self.buf.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+
+    /// Back to `runner`'s idle list if the response allows another request and nothing
+    /// past it was read; else closed.
+    fn release(self, runner: &RunnerState, keep_alive: bool) {
+        if keep_alive && self.buf.is_empty() {
+            runner.checkin(self);
         }
     }
 
@@ -185,11 +187,8 @@ enum Decoding {
 impl Streaming {
     /// The body ended: a reusable connection goes back to the runner.
     fn finish(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && self.keep_alive
-            && conn.buf.is_empty()
-        {
-            self.runner.checkin(conn);
+        if let Some(conn) = self.conn.take() {
+            conn.release(&self.runner, self.keep_alive);
         }
     }
 
@@ -229,7 +228,6 @@ impl Streaming {
                 }
                 Decoding::Length(_) | Decoding::UntilClose => {}
             }
-            conn.buf.reserve(READ_CHUNK);
             match conn.poll_read(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
@@ -365,7 +363,6 @@ async fn write(mut conn: Conn, head: &[u8], body: &[u8]) -> Sent {
 
 /// A failure after the call was committed: never sent anywhere else, a 502.
 fn failed(runner: &RunnerState, error: io::Error) -> Attempt<Response<RunnerBody>> {
-    runner.record_commit();
     runner.record_error();
     Attempt::Committed(Err(RunnerFailed { runner: runner.address.clone(), error }))
 }
@@ -392,12 +389,18 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         let sent = Instant::now();
         let mut conn = match self.send(runner, &head, body).await {
             Ok(Sent::Written(conn)) => conn,
-            Ok(Sent::Partly(e) | Sent::Unsent(e)) => return failed(runner, e),
+            Ok(Sent::Partly(e) | Sent::Unsent(e)) => {
+                runner.record_commit();
+                return failed(runner, e);
+            }
             Err(not_placed) => return Attempt::NotPlaced(not_placed),
         };
         let response = match conn.read_head(&call.method).await {
             Ok(head) => head,
-            Err(e) => return failed(runner, e),
+            Err(e) => {
+                runner.record_commit();
+                return failed(runner, e);
+            }
         };
         let busy = response.status == StatusCode::SERVICE_UNAVAILABLE
             && response.headers.get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
@@ -406,40 +409,24 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
             runner.record_refusal();
             // Keep the connection only if the refusal's body came with its head: waiting
             // for the rest would hold up the next runner's try.
-            let body = match response.framing {
-                Framing::Empty => Some(0),
-                Framing::Length(n) => usize::try_from(n).ok(),
-                Framing::Chunked | Framing::UntilClose => None,
-            };
-            if response.keep_alive && body == Some(conn.buf.len()) {
+            if response.framing.length() == Some(conn.buf.len() as u64) {
                 conn.buf.clear();
-                runner.checkin(conn);
+                conn.release(runner, response.keep_alive);
             }
             return Attempt::NotPlaced(NotPlaced::Busy);
         }
         runner.record_latency(sent.elapsed());
         runner.record_commit();
         let Head { status, headers, framing, keep_alive } = response;
-        let body = match framing {
-            Framing::Empty => {
-                if keep_alive && conn.buf.is_empty() {
-                    runner.checkin(conn);
-                }
-                RunnerBody::whole(Bytes::new(), in_flight)
-            }
-            Framing::Length(n) if n <= BUFFER_BODY_BYTES => match conn.read_body(n as usize).await {
+        let body = match framing.length().filter(|&n| n <= BUFFER_BODY_BYTES) {
+            Some(n) => match conn.read_body(n as usize).await {
                 Ok(bytes) => {
-                    if keep_alive && conn.buf.is_empty() {
-                        runner.checkin(conn);
-                    }
+                    conn.release(runner, keep_alive);
                     RunnerBody::whole(bytes, in_flight)
                 }
-                Err(error) => {
-                    runner.record_error();
-                    return Attempt::Committed(Err(RunnerFailed { runner: runner.address.clone(), error }));
-                }
+                Err(error) => return failed(runner, error),
             },
-            framing => {
+            None => {
                 let decoding = match framing {
                     Framing::Length(n) => Decoding::Length(n),
                     Framing::Chunked => Decoding::Chunked(Chunked::new()),

@@ -2,7 +2,7 @@
 //! one buffer, the response head parsed with httparse, and the response body's framing
 //! (RFC 9112 §6.3) with a chunked decoder. No I/O here: `client` drives the socket.
 
-use std::io;
+use std::io::{self, Write};
 
 use bytes::{Bytes, BytesMut};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
@@ -43,24 +43,10 @@ pub(crate) fn encode_head(forward: &Forward, out: &mut Vec<u8>) {
     }
     let bodiless = matches!(forward.method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
     if !forward.body.is_empty() || !bodiless {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa(forward.body.len() as u64, &mut [0; 20]));
-        out.extend_from_slice(b"\r\n");
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {}\r\n", forward.body.len());
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, written into the end of `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 /// How a response body is delimited.
@@ -74,6 +60,17 @@ pub(crate) enum Framing {
     Chunked,
     /// Until the runner closes the connection.
     UntilClose,
+}
+
+impl Framing {
+    /// The body's length when it is known from the head.
+    pub(crate) fn length(self) -> Option<u64> {
+        match self {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked | Framing::UntilClose => None,
+        }
+    }
 }
 
 /// A parsed response head.
@@ -310,8 +307,6 @@ mod tests {
         let mut out = Vec::new();
         encode_head(&get, &mut out);
         assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n");
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
     }
 
     #[test]
