@@ -114,9 +114,7 @@ impl PlacerVersion {
         self.forget_runners();
         Ok(CheckReport { runners: set, orders, calls })
     }
-}
 
-impl PlacerVersion {
     /// One sample placement. The budget is wall-clock time, so on a busy machine a good
     /// placer can be preempted past it: a timed-out sample gets one more try on a fresh
     /// instance, and further tries (up to [`SAMPLE_TRIES`]) while the thread used less CPU

@@ -1,5 +1,5 @@
-//! What every placer version shares: the wasmtime engine, the limits, the epoch ticker and
-//! the observer. Built once by [`super::PlacerRuntime`] and held by each version.
+//! What every placer version shares: the wasmtime engine, the limits, the watchdog that
+//! stops guest calls past their deadline, and the observer. Built once by [`super::PlacerRuntime`] and held by each version.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,8 +91,8 @@ pub(crate) struct Shared {
     pub(crate) limits: SandboxLimits,
     /// Where guest timings, faults and loads are reported.
     pub(crate) observer: Arc<dyn PlacerObserver>,
-    /// Advances the epoch while guests run (and for a moment after).
-    ticker: Ticker,
+    /// Advances the epoch when a guest call is past its deadline.
+    watchdog: Watchdog,
 }
 
 impl std::fmt::Debug for Shared {
@@ -108,27 +108,27 @@ impl Shared {
         limits: SandboxLimits,
         observer: Arc<dyn PlacerObserver>,
     ) -> std::io::Result<Self> {
-        let ticker = Ticker::start(engine.clone(), limits.budget)?;
-        Ok(Shared { engine, limits, observer, ticker })
+        let watchdog = Watchdog::start(engine.clone(), limits.budget)?;
+        Ok(Shared { engine, limits, observer, watchdog })
     }
 
     /// Marks a guest call (or instantiation) in progress until the guard drops, waking
     /// the watchdog first if it slept. Give the guard each phase's deadline
     /// ([`Awake::until`]).
     pub(crate) fn awake(&self) -> Awake<'_> {
-        self.ticker.enter()
+        self.watchdog.enter()
     }
 
     /// True while the watchdog sleeps (no guest call for [`IDLE`]).
     #[cfg(test)]
-    pub(crate) fn ticker_sleeping(&self) -> bool {
-        self.ticker.state.parked.load(Ordering::SeqCst)
+    pub(crate) fn watchdog_sleeping(&self) -> bool {
+        self.watchdog.state.parked.load(Ordering::SeqCst)
     }
 
     /// Times the watchdog has woken.
     #[cfg(test)]
-    pub(crate) fn ticker_wakes(&self) -> u64 {
-        self.ticker.state.wakes.load(Ordering::Relaxed)
+    pub(crate) fn watchdog_wakes(&self) -> u64 {
+        self.watchdog.state.wakes.load(Ordering::Relaxed)
     }
 }
 
@@ -143,8 +143,8 @@ impl Shared {
 /// their deadline, not at the next tick after it, and under load the watchdog wakes
 /// once per budget instead of once per millisecond. With no guest call for [`IDLE`] it
 /// parks until the next one, so an idle placerd costs no CPU.
-struct Ticker {
-    state: Arc<TickerState>,
+struct Watchdog {
+    state: Arc<WatchState>,
     thread: Option<JoinHandle<()>>,
     /// The watchdog thread, to unpark it.
     handle: Thread,
@@ -152,7 +152,7 @@ struct Ticker {
 
 /// What guests and the watchdog share.
 #[derive(Debug)]
-struct TickerState {
+struct WatchState {
     stop: AtomicBool,
     /// Guest calls entered (high 32 bits, wrapping) and in progress (low 32 bits): one
     /// atomic add per call and one subtract.
@@ -174,7 +174,7 @@ const ENTERED: u64 = 1 << 32;
 const RUNNING: u64 = ENTERED - 1;
 const CLAIMED: u64 = u64::MAX;
 
-impl TickerState {
+impl WatchState {
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(CLAIMED - 1).max(1)
     }
@@ -182,7 +182,7 @@ impl TickerState {
 
 /// A guest call in progress ([`Shared::awake`]).
 pub(crate) struct Awake<'a> {
-    state: &'a TickerState,
+    state: &'a WatchState,
     /// The slot holding this call's deadline, if one was free.
     slot: Option<usize>,
 }
@@ -191,7 +191,7 @@ impl Awake<'_> {
     /// This call's current phase ends at `deadline`: the watchdog wakes for it then.
     pub(crate) fn until(&self, deadline: Instant) {
         if let Some(slot) = self.slot {
-            self.state.slots[slot].store(self.state.nanos(deadline), Ordering::SeqCst);
+            self.state.slots[slot].store(self.state.nanos(deadline), Ordering::Release);
         }
     }
 }
@@ -216,9 +216,9 @@ thread_local! {
     };
 }
 
-impl Ticker {
+impl Watchdog {
     fn start(engine: Engine, budget: Duration) -> std::io::Result<Self> {
-        let state = Arc::new(TickerState {
+        let state = Arc::new(WatchState {
             stop: AtomicBool::new(false),
             activity: AtomicU64::new(0),
             parked: AtomicBool::new(false),
@@ -233,7 +233,7 @@ impl Ticker {
         let thread =
             std::thread::Builder::new().name("placer-epoch".into()).spawn(move || watch(&engine, &shared, period))?;
         let handle = thread.thread().clone();
-        Ok(Ticker { state, thread: Some(thread), handle })
+        Ok(Watchdog { state, thread: Some(thread), handle })
     }
 
     fn enter(&self) -> Awake<'_> {
@@ -255,7 +255,7 @@ impl Ticker {
 }
 
 /// The watchdog thread's loop.
-fn watch(engine: &Engine, state: &TickerState, period: Duration) {
+fn watch(engine: &Engine, state: &WatchState, period: Duration) {
     let mut seen = state.activity.load(Ordering::SeqCst);
     let mut idle_since = Instant::now();
     while !state.stop.load(Ordering::Relaxed) {
@@ -264,7 +264,7 @@ fn watch(engine: &Engine, state: &TickerState, period: Duration) {
         let now_ns = state.nanos(now);
         let mut earliest = CLAIMED;
         for slot in &state.slots {
-            let deadline = slot.load(Ordering::SeqCst);
+            let deadline = slot.load(Ordering::Acquire);
             if deadline != 0 && deadline != CLAIMED {
                 earliest = earliest.min(deadline);
             }
@@ -299,7 +299,7 @@ fn watch(engine: &Engine, state: &TickerState, period: Duration) {
     }
 }
 
-impl Drop for Ticker {
+impl Drop for Watchdog {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         self.state.parked.store(false, Ordering::SeqCst);
@@ -322,7 +322,7 @@ mod tests {
     fn sleeping_within(shared: &Shared, limit: Duration) -> bool {
         let started = Instant::now();
         while started.elapsed() < limit {
-            if shared.ticker_sleeping() {
+            if shared.watchdog_sleeping() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -344,10 +344,10 @@ mod tests {
         {
             let guest = shared.awake();
             guest.until(Instant::now() + Duration::from_secs(10));
-            assert!(!shared.ticker_sleeping(), "a guest call wakes it");
+            assert!(!shared.watchdog_sleeping(), "a guest call wakes it");
             // A long guest call keeps it awake however long it runs.
             std::thread::sleep(Duration::from_millis(300));
-            assert!(!shared.ticker_sleeping());
+            assert!(!shared.watchdog_sleeping());
         }
         assert!(sleeping_within(&shared, Duration::from_secs(5)), "asleep again after the call");
     }
@@ -356,13 +356,13 @@ mod tests {
     fn under_a_stream_of_short_calls_the_watchdog_wakes_about_once_per_budget() {
         let shared = shared();
         let started = Instant::now();
-        let wakes = shared.ticker_wakes();
+        let wakes = shared.watchdog_wakes();
         // 300 ms of back-to-back short calls, each with the 5 ms budget.
         while started.elapsed() < Duration::from_millis(300) {
             let guest = shared.awake();
             guest.until(Instant::now() + shared.limits.place_time());
         }
-        let wakes = shared.ticker_wakes() - wakes;
+        let wakes = shared.watchdog_wakes() - wakes;
         // Once per 5 ms is 60; a 1 ms ticker woke 300 times. Allow for wake-ups at
         // deadlines of calls that ended just then.
         assert!(wakes <= 150, "{wakes} wakes in 300 ms");

@@ -97,8 +97,8 @@ pub enum LoadError {
     /// The engine could not be set up.
     #[error("placer engine")]
     Engine(#[source] wasmtime::Error),
-    /// The epoch ticker thread could not be started.
-    #[error("placer engine: cannot start the epoch ticker thread")]
+    /// The watchdog thread (which stops guest calls past their deadline) could not be started.
+    #[error("placer engine: cannot start the deadline watchdog thread")]
     Ticker(#[source] std::io::Error),
 }
 

@@ -16,7 +16,7 @@
 //! # Layout
 //! - `contract`: the two contracts a component may implement (0.2, and 0.1 adapted) and
 //!   the host's [`RunnerLoad`].
-//! - `engine`: what every version shares: engine, [`SandboxLimits`], epoch ticker,
+//! - `engine`: what every version shares: engine, [`SandboxLimits`], deadline watchdog,
 //!   [`PlacerObserver`].
 //! - `runtime`: [`PlacerRuntime`]: the linker, the compiled-component cache, loading and
 //!   world checks.

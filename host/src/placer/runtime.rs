@@ -29,11 +29,11 @@ const SLOW_COMPILE: Duration = Duration::from_secs(1);
 /// JavaScript runtime: seconds of Cranelift).
 const LARGE_COMPONENT: usize = 4 << 20;
 
-/// One wasmtime engine, its linker and the epoch ticker. Cheap to share behind an `Arc`;
+/// One wasmtime engine, its linker and the deadline watchdog. Cheap to share behind an `Arc`;
 /// every placer version loaded from it shares the compiled-code machinery.
 pub struct PlacerRuntime {
     linker: Linker<HostState>,
-    /// Engine, limits, ticker and observer, shared with every loaded version: the epoch
+    /// Engine, limits, watchdog and observer, shared with every loaded version: the epoch
     /// thread runs while any of them lives.
     shared: Arc<Shared>,
     /// The last [`COMPILED_CACHE`] compiled components by SHA-256, most recent last.
@@ -49,7 +49,7 @@ impl std::fmt::Debug for PlacerRuntime {
 }
 
 impl PlacerRuntime {
-    /// Builds the engine and linker and starts the 1 ms epoch ticker thread (stopped when
+    /// Builds the engine and linker and starts the deadline watchdog thread (stopped when
     /// the runtime is dropped).
     ///
     /// # Errors
@@ -63,7 +63,7 @@ impl PlacerRuntime {
     ///
     /// # Errors
     /// [`LoadError::Engine`] if wasmtime rejects the configuration or the linker,
-    /// [`LoadError::Ticker`] if the ticker thread cannot start.
+    /// [`LoadError::Ticker`] if the watchdog thread cannot start.
     pub fn with_observer(limits: SandboxLimits, observer: Arc<dyn PlacerObserver>) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.wasm_component_model(true);

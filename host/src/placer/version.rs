@@ -70,7 +70,7 @@ pub struct PlacerVersion {
     loaded_at: SystemTime,
     config: Vec<(String, String)>,
     pre: Pre,
-    /// Engine, limits, epoch ticker and observer: the runtime's, shared by every version.
+    /// Engine, limits, deadline watchdog and observer: the runtime's, shared by every version.
     pub(super) shared: Arc<Shared>,
     log: Arc<GuestLog>,
     idle: Mutex<Vec<Warm>>,
