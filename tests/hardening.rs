@@ -178,29 +178,10 @@ async fn recording_runner() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             let Ok((mut s, _)) = listener.accept().await else { return };
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    while got.len() < end + 4 + length {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    got.drain(..end + 4 + length);
+                let mut pending = Vec::new();
+                while let Some(request) = common::read_request(&mut s, &mut pending).await {
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_string();
                     let dies = head.starts_with("post /t/app/die");
                     seen.lock().expect("heads").push(head);
                     if dies {

@@ -59,24 +59,9 @@ async fn fake_runner(script: Script) -> FakeRunner {
             let connection = counted.fetch_add(1, Ordering::SeqCst);
             let log = log.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(end) = read_until_head(&mut stream, &mut buf).await else { return };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length: "))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    while buf.len() < end + length {
-                        let mut more = [0u8; 4096];
-                        match stream.read(&mut more).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&more[..n]),
-                        }
-                    }
-                    let request = String::from_utf8_lossy(&buf[..end + length]).into_owned();
-                    buf.drain(..end + length);
+                let mut pending = Vec::new();
+                while let Some(request) = common::read_request(&mut stream, &mut pending).await {
+                    let request = String::from_utf8_lossy(&request).into_owned();
                     log.lock().expect("log").push((connection, request.clone()));
                     let (answer, close) = script(&request);
                     if stream.write_all(&answer).await.is_err() || close {
@@ -88,20 +73,6 @@ async fn fake_runner(script: Script) -> FakeRunner {
         }
     });
     FakeRunner { addr, requests, task }
-}
-
-/// Reads until `buf` holds a whole head; returns where it ends (`None` at EOF).
-async fn read_until_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(i + 4);
-        }
-        let mut more = [0u8; 4096];
-        match stream.read(&mut more).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&more[..n]),
-        }
-    }
 }
 
 const LARGE: usize = 200_000;

@@ -257,3 +257,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Reads one request (head, then a `content-length` body) from a keep-alive `stream`,
+/// with `pending` holding what was read past the previous one; `None` at the end.
+pub async fn read_request(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut wanted = None;
+    loop {
+        if wanted.is_none()
+            && let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            wanted = Some(end + 4 + length);
+        }
+        if let Some(n) = wanted.filter(|&n| pending.len() >= n) {
+            return Some(pending.drain(..n).collect());
+        }
+        let mut more = [0u8; 4096];
+        match stream.read(&mut more).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&more[..n]),
+        }
+    }
+}
