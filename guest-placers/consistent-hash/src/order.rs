@@ -210,7 +210,14 @@ pub fn order<L: Loads + ?Sized>(config: &Config, hash: u64, loads: &L, addresses
     match (config.hash, config.max_load_factor) {
         (Hash::Jump, None) => {
             let first = jump(hash, n as u32, config.variant) as usize;
-            emit(out, (first..n).chain(0..first), loads, None);
+            let healthy = (0..n).filter(|&i| loads.healthy(i)).count();
+            if healthy == n || healthy == 0 {
+                // Every runner is offered (the usual case): two plain ranges, no filter.
+                out.extend(first as u32..n as u32);
+                out.extend(0..first as u32);
+            } else {
+                emit(out, (first..n).chain(0..first), loads, None);
+            }
         }
         (Hash::Jump, factor) => {
             let first = jump(hash, n as u32, config.variant) as usize;

@@ -228,25 +228,18 @@ impl Guest {
     }
 }
 
-/// The 0.2 load view: each column of `loads` (in `load-column` order), one after another,
-/// filled in one pass over the runners.
+/// The 0.2 load view: each column of `loads` (in `load-column` order), one after another.
 fn fill_columns(columns: &mut Vec<u32>, loads: &[RunnerLoad]) {
-    let n = loads.len();
     columns.clear();
-    columns.resize(n * 6, 0);
-    let (in_flight, rest) = columns.split_at_mut(n);
-    let (active, rest) = rest.split_at_mut(n);
-    let (refusals, rest) = rest.split_at_mut(n);
-    let (healthy, rest) = rest.split_at_mut(n);
-    let (latency, errors) = rest.split_at_mut(n);
-    for (i, l) in loads.iter().enumerate() {
-        in_flight[i] = l.in_flight;
-        active[i] = l.reported_active;
-        refusals[i] = l.recent_refusals;
-        healthy[i] = u32::from(l.healthy);
-        latency[i] = l.latency_us;
-        errors[i] = l.recent_errors;
-    }
+    columns.reserve(loads.len() * 6);
+    // A pass per column: each is a plain gather the compiler unrolls, with no stores to
+    // clear the buffer first.
+    columns.extend(loads.iter().map(|l| l.in_flight));
+    columns.extend(loads.iter().map(|l| l.reported_active));
+    columns.extend(loads.iter().map(|l| l.recent_refusals));
+    columns.extend(loads.iter().map(|l| u32::from(l.healthy)));
+    columns.extend(loads.iter().map(|l| l.latency_us));
+    columns.extend(loads.iter().map(|l| l.recent_errors));
 }
 
 /// The text of the call a 0.2 guest is placing, kept in buffers that live as long as the

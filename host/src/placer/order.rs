@@ -6,31 +6,53 @@ use super::RunnerLoad;
 /// repeated indices, keeping the first occurrence, and stops at `n` entries. Returns how
 /// many entries were dropped (0 for a valid order).
 pub fn sanitize(order: &mut Vec<u32>, n: usize) -> usize {
-    let original = order.len();
-    // One bit per runner; on the stack up to 1,024 runners (no allocation per call).
-    let words = n.div_ceil(64);
-    let mut small = [0u64; 16];
+    // One byte per runner, on the stack up to 1,024 runners (no allocation per call). Bytes,
+    // not bits: marking consecutive runners then touches different bytes, so one mark does
+    // not wait for the one before it.
+    let mut small = [false; 1024];
     let mut large = Vec::new();
-    let seen: &mut [u64] = if words <= small.len() {
-        &mut small[..words]
+    let seen: &mut [bool] = if n <= small.len() {
+        &mut small[..n]
     } else {
-        large.resize(words, 0);
+        large.resize(n, false);
         &mut large
     };
+    // Nearly every order is valid: check it in one pass that writes nothing back.
+    if order.len() <= n && is_valid(order, seen) {
+        return 0;
+    }
+    seen.fill(false);
+    let original = order.len();
     let mut kept = 0;
     for i in 0..order.len() {
         if kept == n {
             break;
         }
         let idx = order[i] as usize;
-        if idx < n && seen[idx / 64] & (1 << (idx % 64)) == 0 {
-            seen[idx / 64] |= 1 << (idx % 64);
+        if let Some(slot) = seen.get_mut(idx)
+            && !*slot
+        {
+            *slot = true;
             order[kept] = idx as u32;
             kept += 1;
         }
     }
     order.truncate(kept);
     original - kept
+}
+
+/// Whether every index of `order` is a runner of `seen` (one flag per runner, all clear on
+/// entry) and none repeats, marking each. No branch per entry but the range check.
+fn is_valid(order: &[u32], seen: &mut [bool]) -> bool {
+    let mut repeated = false;
+    for &idx in order {
+        let Some(slot) = seen.get_mut(idx as usize) else {
+            return false;
+        };
+        repeated |= *slot;
+        *slot = true;
+    }
+    !repeated
 }
 
 /// The native naive order (round robin by `seq` over healthy runners), used when a placer
@@ -62,6 +84,12 @@ mod tests {
     fn out_of_range_and_duplicates_are_dropped() {
         assert_eq!(clean(vec![4, u32::MAX, 0, 11, 1], 4), (vec![0, 1], 3));
         assert_eq!(clean(vec![1, 1, 0, 1, 0, 0], 4), (vec![1, 0], 4));
+        // A repeat after a valid prefix, in a second word of the bitmap, at the end.
+        let mut late: Vec<u32> = (0..100).collect();
+        late.push(70);
+        assert_eq!(clean(late, 200), ((0..100).collect(), 1));
+        let over: Vec<u32> = (0..99).chain([100]).collect();
+        assert_eq!(clean(over, 100), ((0..99).collect(), 1));
     }
 
     #[test]
