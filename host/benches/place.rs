@@ -4,6 +4,9 @@
 //! (`set-runners` only when it changes, as `wit/placer.wit` says), so this is the
 //! steady-state per-call cost.
 //! `bench/place-report.sh` runs it and prints the medians as a table.
+//!
+//! `loads-N` is what a placement reads before `place`: the live load of every runner of a
+//! pool of N, as the proxy reads it per call.
 
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use placerd::placer::{
     Call, CallKind, PlacedBy, PlacerRuntime, PlacerSource, RunnerLoad, RunnerSet, SandboxLimits, builtin,
 };
+use placerd::runner::{DynamicPool, RunnerPool};
 
 const SIZES: [usize; 3] = [8, 64, 512];
 /// Distinct calls cycled through, so the hash placer sees many keys.
@@ -96,5 +100,17 @@ fn place(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, place);
+fn pool_loads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("loads");
+    group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(60);
+    for n in SIZES {
+        let addresses: Vec<String> = (0..n).map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250)).collect();
+        let pool = DynamicPool::new(&addresses);
+        let membership = pool.membership();
+        group.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| pool.loads(&membership)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, place, pool_loads);
 criterion_main!(benches);

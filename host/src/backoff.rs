@@ -41,6 +41,12 @@ impl Backoff {
         self.until.is_some_and(|until| now < until)
     }
 
+    /// End of the current period (past or running), if one was started since the last
+    /// success.
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+
     /// Failures counted since the last success.
     pub fn failures(&self) -> u32 {
         self.failures

@@ -376,20 +376,38 @@ fn forward_headers(mut headers: HeaderMap, call: &Call, deadline: SystemTime) ->
         CallKind::Sync => "sync",
         CallKind::Detached => "detached",
     };
-    let deadline = humantime::format_rfc3339_millis(deadline).to_string();
     // Static names: inserting by `&str` would parse each name on every call.
     for (name, value) in [
         (HeaderName::from_static("fn-call-id"), call.id.as_str()),
         (HeaderName::from_static("fn-app-id"), &call.app_id),
         (HeaderName::from_static("fn-fn-id"), &call.fn_id),
-        (HeaderName::from_static("fn-call-type"), kind),
-        (HeaderName::from_static("fn-deadline"), &deadline),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     }
+    headers.insert(HeaderName::from_static("fn-call-type"), HeaderValue::from_static(kind));
+    headers.insert(HeaderName::from_static("fn-deadline"), deadline_header(deadline));
     headers
+}
+
+/// `deadline` in RFC 3339 with milliseconds, as a header value. Calls that start in the
+/// same millisecond with the same timeout share one value: formatting a date costs more
+/// than the rest of the `Fn-*` headers together.
+fn deadline_header(deadline: SystemTime) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u128, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    let ms = deadline.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, value)) if *at == ms => value.clone(),
+        _ => {
+            let text = humantime::format_rfc3339_millis(deadline).to_string();
+            let value = HeaderValue::from_maybe_shared(Bytes::from(text)).unwrap_or(HeaderValue::from_static(""));
+            *last = Some((ms, value.clone()));
+            value
+        }
+    })
 }
 
 /// A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, 26 characters.
@@ -397,7 +415,12 @@ pub(crate) fn ulid(now: SystemTime, random: u128) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let value = (ms & ((1 << 48) - 1)) << 80 | (random & ((1 << 80) - 1));
-    (0..26).rev().map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect()
+    let mut text = [0u8; 26];
+    for (i, c) in text.iter_mut().rev().enumerate() {
+        *c = ALPHABET[((value >> (i * 5)) & 31) as usize];
+    }
+    // ASCII by construction.
+    String::from_utf8(text.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! [`NotPlaced::Closed`](super::NotPlaced::Closed) from the client.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -49,9 +49,9 @@ pub struct RunnerState {
     /// True once the runner has left the pool: no new calls go to it.
     left: AtomicBool,
     /// Busy refusals in the current one-second window.
-    refusals: Mutex<(Instant, u32)>,
+    refusals: Window,
     /// Connect failures and failures after commit in the current ten-second window.
-    errors: Mutex<(Instant, u32)>,
+    errors: Window,
     /// Moving average of the response-head latency of committed calls, µs (0: none yet).
     latency_us: AtomicU32,
     /// Calls committed to it since it joined (the dashboard's calls per runner).
@@ -60,6 +60,8 @@ pub struct RunnerState {
     idle: Mutex<Vec<Conn>>,
     /// Connect failures in a row and the ejection period.
     ejection: Mutex<Backoff>,
+    /// The end of the ejection period in `ejection`, in [`Now::nanos`] (0: none), so that a placement reads it without the lock.
+    ejected_until: AtomicU64,
     /// Rate limit of the log lines its connect failures write.
     connect_log: Throttle,
 }
@@ -72,23 +74,31 @@ impl RunnerState {
             reported_active: AtomicU32::new(0),
             status_ok: AtomicBool::new(true),
             left: AtomicBool::new(false),
-            refusals: Mutex::new((Instant::now(), 0)),
-            errors: Mutex::new((Instant::now(), 0)),
+            refusals: Window::new(REFUSAL_WINDOW),
+            errors: Window::new(ERROR_WINDOW),
             latency_us: AtomicU32::new(0),
             calls: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             ejection: Mutex::new(Backoff::new(policy)),
+            ejected_until: AtomicU64::new(0),
             connect_log: Throttle::new(CONNECT_LOG_LINES, CONNECT_LOG_WINDOW),
         }
     }
 
     /// True while passively ejected after repeated connect failures.
     pub fn ejected(&self) -> bool {
-        self.ejected_at(Instant::now())
+        self.ejected_at(Now::read())
     }
 
-    fn ejected_at(&self, now: Instant) -> bool {
-        self.ejection.lock().is_ok_and(|e| e.active(now))
+    fn ejected_at(&self, now: Now) -> bool {
+        now.nanos < self.ejected_until.load(Ordering::Acquire)
+    }
+
+    /// Publishes the ejection period of `ejection` (this runner's, locked) to
+    /// [`RunnerState::ejected_at`].
+    fn publish_ejection(&self, ejection: &Backoff) {
+        let until = ejection.until().map_or(0, nanos_since_origin);
+        self.ejected_until.store(until, Ordering::Release);
     }
 
     /// True once the runner has left the pool.
@@ -102,6 +112,7 @@ impl RunnerState {
         if let Ok(mut e) = self.ejection.lock() {
             if committed {
                 e.succeed();
+                self.publish_ejection(&e);
             } else {
                 e.clear_failures();
             }
@@ -130,12 +141,12 @@ impl RunnerState {
     }
 
     pub(crate) fn record_refusal(&self) {
-        count_in_window(&self.refusals, REFUSAL_WINDOW);
+        self.refusals.count(Now::read());
     }
 
     /// A connect failure or a failure after commit.
     pub(crate) fn record_error(&self) {
-        count_in_window(&self.errors, ERROR_WINDOW);
+        self.errors.count(Now::read());
     }
 
     /// A committed call's response head came after `latency`: folded into the moving
@@ -176,18 +187,18 @@ impl RunnerState {
 
     /// The runner's live load as placers see it.
     pub fn load(&self) -> RunnerLoad {
-        self.load_at(Instant::now())
+        self.load_at(Now::read())
     }
 
     /// [`RunnerState::load`] at `now`: a placement reads the clock once for all runners.
-    fn load_at(&self, now: Instant) -> RunnerLoad {
+    fn load_at(&self, now: Now) -> RunnerLoad {
         RunnerLoad {
             in_flight: self.in_flight(),
             reported_active: self.reported_active.load(Ordering::Relaxed),
-            recent_refusals: count_at(&self.refusals, REFUSAL_WINDOW, now),
+            recent_refusals: self.refusals.at(now),
             healthy: self.status_ok.load(Ordering::Relaxed) && !self.ejected_at(now) && !self.left(),
             latency_us: self.latency_us.load(Ordering::Relaxed),
-            recent_errors: count_at(&self.errors, ERROR_WINDOW, now),
+            recent_errors: self.errors.at(now),
         }
     }
 }
@@ -197,20 +208,65 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(1);
 /// How long an error counts in `recent-errors`.
 const ERROR_WINDOW: Duration = Duration::from_secs(10);
 
-/// Counts one event in a tumbling window (start, count) of length `window`.
-fn count_in_window(w: &Mutex<(Instant, u32)>, window: Duration) {
-    if let Ok(mut w) = w.lock() {
-        let now = Instant::now();
-        if now.duration_since(w.0) >= window {
-            *w = (now, 0);
-        }
-        w.1 = w.1.saturating_add(1);
+/// A time as the load view reads it: nanoseconds and milliseconds since a process-wide
+/// origin, computed once per placement rather than once per runner.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    nanos: u64,
+    millis: u64,
+}
+
+impl Now {
+    fn read() -> Self {
+        Self::at(Instant::now())
+    }
+
+    fn at(at: Instant) -> Self {
+        let nanos = nanos_since_origin(at);
+        Now { nanos, millis: nanos / 1_000_000 }
     }
 }
 
-/// The events counted in the window at `now` (0 once it has passed).
-fn count_at(w: &Mutex<(Instant, u32)>, window: Duration, now: Instant) -> u32 {
-    w.lock().map_or(0, |w| if now.duration_since(w.0) < window { w.1 } else { 0 })
+/// Nanoseconds from the first time this was called to `at` (0 before it).
+fn nanos_since_origin(at: Instant) -> u64 {
+    static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(at.saturating_duration_since(*ORIGIN).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Events counted in a tumbling window, in one atomic word so that a placement reads it
+/// without a lock: the window's start in [`Now::millis`] (high 40 bits, 34 years) and its count (low 24 bits, saturating).
+#[derive(Debug)]
+struct Window {
+    word: AtomicU64,
+    length_ms: u64,
+}
+
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+
+impl Window {
+    /// An empty window of `length` starting now.
+    fn new(length: Duration) -> Self {
+        let length_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
+        Window { word: AtomicU64::new(Now::read().millis << COUNT_BITS), length_ms }
+    }
+
+    /// Counts one event at `now`, starting a new window if the current one has passed.
+    fn count(&self, now: Now) {
+        let now_ms = now.millis;
+        let _ = self.word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+            let (start, count) = (word >> COUNT_BITS, word & COUNT_MAX);
+            let (start, count) =
+                if now_ms.saturating_sub(start) >= self.length_ms { (now_ms, 0) } else { (start, count) };
+            Some(start << COUNT_BITS | (count + 1).min(COUNT_MAX))
+        });
+    }
+
+    /// The events counted in the window at `now` (0 once it has passed).
+    fn at(&self, now: Now) -> u32 {
+        let word = self.word.load(Ordering::Relaxed);
+        if now.millis.saturating_sub(word >> COUNT_BITS) < self.length_ms { (word & COUNT_MAX) as u32 } else { 0 }
+    }
 }
 
 /// Decrements a runner's in-flight count when dropped (with the response body).
@@ -323,7 +379,7 @@ impl DynamicPool {
             return;
         }
         let membership = self.membership();
-        let ejected = membership.handles.iter().filter(|s| s.ejected_at(now)).count();
+        let ejected = membership.handles.iter().filter(|s| s.ejected_at(Now::at(now))).count();
         let max_percent = self.outlier.max_ejection_percent as usize;
         if (ejected + 1) * 100 > membership.handles.len() * max_percent {
             if let Some(dropped) = state.connect_log.admit() {
@@ -335,6 +391,7 @@ impl DynamicPool {
         if let Ok(mut ejection) = state.ejection.lock() {
             let period = ejection.start(now);
             ejection.clear_failures();
+            state.publish_ejection(&ejection);
             tracing::warn!(runner = %state.address, seconds = period.as_secs(), failures, "runner ejected after repeated connect failures");
         }
     }
@@ -367,7 +424,7 @@ impl RunnerPool for DynamicPool {
     }
 
     fn loads(&self, membership: &Membership) -> Vec<RunnerLoad> {
-        let now = Instant::now();
+        let now = Now::read();
         membership.handles.iter().map(|s| s.load_at(now)).collect()
     }
 }
@@ -514,7 +571,7 @@ mod tests {
         fail_connects(&p, s, 1);
         s.record_error();
         assert_eq!(s.load().recent_errors, 2);
-        assert_eq!(count_at(&s.errors, ERROR_WINDOW, Instant::now() + ERROR_WINDOW), 0, "forgotten after the window");
+        assert_eq!(s.errors.at(Now::at(Instant::now() + ERROR_WINDOW)), 0, "forgotten after the window");
     }
 
     #[test]
