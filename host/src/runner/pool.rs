@@ -60,7 +60,8 @@ pub struct RunnerState {
     idle: Mutex<Vec<Conn>>,
     /// Connect failures in a row and the ejection period.
     ejection: Mutex<Backoff>,
-    /// The end of the ejection period in `ejection`, in [`Now::nanos`] (0: none), so that a placement reads it without the lock.
+    /// The end of the ejection period in `ejection`, in [`Now::nanos`] (0: none), so that
+    /// a placement reads it without the lock.
     ejected_until: AtomicU64,
     /// Rate limit of the log lines its connect failures write.
     connect_log: Throttle,
@@ -234,7 +235,8 @@ fn nanos_since_origin(at: Instant) -> u64 {
 }
 
 /// Events counted in a tumbling window, in one atomic word so that a placement reads it
-/// without a lock: the window's start in [`Now::millis`] (high 40 bits, 34 years) and its count (low 24 bits, saturating).
+/// without a lock: the window's start in [`Now::millis`] (high 40 bits, 34 years) and its
+/// count (low 24 bits, saturating).
 #[derive(Debug)]
 struct Window {
     word: AtomicU64,
@@ -379,7 +381,8 @@ impl DynamicPool {
             return;
         }
         let membership = self.membership();
-        let ejected = membership.handles.iter().filter(|s| s.ejected_at(Now::at(now))).count();
+        let at = Now::at(now);
+        let ejected = membership.handles.iter().filter(|s| s.ejected_at(at)).count();
         let max_percent = self.outlier.max_ejection_percent as usize;
         if (ejected + 1) * 100 > membership.handles.len() * max_percent {
             if let Some(dropped) = state.connect_log.admit() {
