@@ -661,6 +661,16 @@ mod tests {
     }
 
     #[test]
+    fn deadline_values_are_shared_within_a_millisecond_only() {
+        let at = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(deadline_header(at(1_000)), "1970-01-01T00:00:01.000Z");
+        let micros_later = at(1_000) + Duration::from_micros(900);
+        assert_eq!(deadline_header(micros_later), "1970-01-01T00:00:01.000Z", "same millisecond");
+        assert_eq!(deadline_header(at(1_001)), "1970-01-01T00:00:01.001Z", "the next one");
+        assert_eq!(deadline_header(at(1_000)), "1970-01-01T00:00:01.000Z", "and back");
+    }
+
+    #[test]
     fn ulids_are_26_chars_and_sort_by_time() {
         let t0 = SystemTime::now();
         let a = ulid(t0, u128::MAX);

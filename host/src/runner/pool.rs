@@ -578,6 +578,21 @@ mod tests {
     }
 
     #[test]
+    fn a_window_counts_until_it_passes_then_starts_again() {
+        let w = Window::new(Duration::from_secs(1));
+        let t0 = Now::read();
+        let later = |ms: u64| Now { nanos: t0.nanos + ms * 1_000_000, millis: t0.millis + ms };
+        w.count(t0);
+        w.count(later(999));
+        assert_eq!(w.at(later(999)), 2);
+        assert_eq!(w.at(later(1_000)), 0, "passed");
+        w.count(later(1_500));
+        assert_eq!(w.at(later(1_500)), 1, "a new window from the event that found the old one passed");
+        assert_eq!(w.at(later(2_499)), 1);
+        assert_eq!(w.at(later(2_500)), 0);
+    }
+
+    #[test]
     fn an_empty_dynamic_pool_is_retried_and_an_empty_static_one_is_a_user_error() {
         let dynamic = DynamicPool::with_runners(Vec::new(), Discovery::Dynamic);
         assert!(matches!(dynamic.snapshot(), Err(PoolError::Service(_))));
