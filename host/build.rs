@@ -23,6 +23,8 @@ const FIXTURES: &[&str] = &[
     "configure-error",
     "flaky",
     "naive-v01",
+    "naive-v02",
+    "ring-after",
     "call-details",
     "peeks",
     "chatty",

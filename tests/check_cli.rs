@@ -99,7 +99,7 @@ fn bench_reports_place_percentiles_and_memory_for_a_builtin_and_a_0_1_component(
         assert!(stdout.lines().any(|l| l.starts_with("memory ") && l.contains("KiB per instance")), "{stdout}");
     }
     assert!(String::from_utf8_lossy(&legacy.stdout).contains("contract 0.1.0"));
-    assert!(String::from_utf8_lossy(&builtin.stdout).contains("contract 0.2.0"));
+    assert!(String::from_utf8_lossy(&builtin.stdout).contains("contract 0.3.0"));
 }
 
 #[test]

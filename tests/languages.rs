@@ -90,7 +90,7 @@ fn componentize_js() -> PathBuf {
 }
 
 /// Builds the Python placer in `project` (module `app`) with componentize-py, as its
-/// README says, against the repository's contract, into `out/NAME.wasm`.
+/// README says, against the repository's 0.2 contract, into `out/NAME.wasm`.
 fn build_python(project: &Path, out: &Path, name: &str) -> Vec<u8> {
     let wasm = out.join(format!("{name}.wasm"));
     run(
@@ -98,7 +98,7 @@ fn build_python(project: &Path, out: &Path, name: &str) -> Vec<u8> {
             .current_dir(repo().join(project))
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .arg("-d")
-            .arg(repo().join("wit"))
+            .arg(repo().join("wit/v0.2"))
             .args(["-w", "placer", "componentize", "app", "-o"])
             .arg(&wasm),
         &format!("building {}", project.display()),
@@ -107,14 +107,14 @@ fn build_python(project: &Path, out: &Path, name: &str) -> Vec<u8> {
 }
 
 /// Builds the JavaScript placer `project/source` with componentize-js, as its README
-/// says, against the repository's contract, into `out/NAME.wasm`.
+/// says, against the repository's 0.2 contract, into `out/NAME.wasm`.
 fn build_js(project: &Path, source: &str, out: &Path, name: &str) -> Vec<u8> {
     let wasm = out.join(format!("{name}.wasm"));
     run(
         Command::new(componentize_js())
             .current_dir(repo().join(project))
             .arg("--wit")
-            .arg(repo().join("wit"))
+            .arg(repo().join("wit/v0.2"))
             .args(["--world-name", "placer", "-d", "http", "fetch-event", "-o"])
             .arg(&wasm)
             .arg(source),

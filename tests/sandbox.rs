@@ -332,15 +332,18 @@ fn wasm_least_loaded_gives_the_native_order() {
 }
 
 #[test]
-fn a_component_built_for_contract_0_1_loads_and_places_like_its_0_2_twin() {
+fn components_built_for_contracts_0_1_and_0_2_load_and_place_like_their_0_3_twin() {
     let rt = runtime(roomy());
-    let legacy = load(&rt, "naive-v01", &fixture("naive-v01"));
+    let v01 = load(&rt, "naive-v01", &fixture("naive-v01"));
+    let v02 = load(&rt, "naive-v02", &fixture("naive-v02"));
     let current = load(&rt, "naive", builtin("naive").expect("embedded"));
-    assert_eq!(legacy.contract(), Contract::V0_1);
-    assert_eq!(current.contract(), Contract::V0_2);
-    legacy.check().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v01.contract(), Contract::V0_1);
+    assert_eq!(v02.contract(), Contract::V0_2);
+    assert_eq!(current.contract(), Contract::V0_3);
+    v01.check().unwrap_or_else(|e| panic!("{e}"));
+    v02.check().unwrap_or_else(|e| panic!("{e}"));
     // Membership changes (set-runners) and changing health (the per-call loads) reach
-    // both alike.
+    // all three alike; the 0.3 built-in answers with a ring the host expands.
     for generation in 1..4u64 {
         let n = 3 + generation as usize;
         let runners = set(generation, n);
@@ -353,10 +356,51 @@ fn a_component_built_for_contract_0_1_loads_and_places_like_its_0_2_twin() {
                     ..RunnerLoad::default()
                 })
                 .collect();
-            let a = legacy.place(&call(seq, "k"), &runners, &loads).expect("placed");
-            let b = current.place(&call(seq, "k"), &runners, &loads).expect("placed");
-            assert_eq!(a.by, PlacedBy::Guest { cleaned: 0 });
-            assert_eq!(a.order, b.order, "generation {generation}, seq {seq}");
+            let c = call(seq, "k");
+            let expected = current.place(&c, &runners, &loads).expect("placed");
+            assert_eq!(expected.by, PlacedBy::Guest { cleaned: 0 });
+            for legacy in [&v01, &v02] {
+                let placed = legacy.place(&c, &runners, &loads).expect("placed");
+                assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+                assert_eq!(placed.order, expected.order, "{}: generation {generation}, seq {seq}", legacy.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_0_3_placer_reads_loads_through_its_imports_and_the_host_expands_its_ring() {
+    let rt = runtime(roomy());
+    let placer = load(&rt, "ring-after", &fixture("ring-after"));
+    assert_eq!(placer.contract(), Contract::V0_3);
+    placer.check().unwrap_or_else(|e| panic!("{e}"));
+    for n in [1usize, 4, 9] {
+        let runners = set(n as u64, n);
+        for seq in 0..40u64 {
+            let loads: Vec<RunnerLoad> = (0..n)
+                .map(|i| RunnerLoad {
+                    in_flight: ((seq as usize * 7 + i * 3) % 5) as u32,
+                    // Some runners down; with one runner, every fourth call has none up.
+                    healthy: !(seq + i as u64).is_multiple_of(4),
+                    latency_us: 10 * i as u32 + seq as u32,
+                    ..RunnerLoad::default()
+                })
+                .collect();
+            let placed = placer.place(&call(seq, "k"), &runners, &loads).expect("placed");
+            // The fixture lists the busiest runner; the ring from `seq` follows, without it
+            // and, while any runner is up, without the runners that are down.
+            let busiest = (0..n).rev().max_by_key(|&i| loads[i].in_flight).expect("a runner");
+            let any_healthy = loads.iter().any(|l| l.healthy);
+            let start = seq as usize % n;
+            let mut expected = vec![busiest as u32];
+            expected.extend(
+                (start..n)
+                    .chain(0..start)
+                    .filter(|&i| i != busiest && (!any_healthy || loads[i].healthy))
+                    .map(|i| i as u32),
+            );
+            assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+            assert_eq!(placed.order, expected, "{n} runners, seq {seq}");
         }
     }
 }

@@ -13,7 +13,7 @@
 //
 // Build (from this folder, with componentize-js 0.23.0):
 //
-//   componentize-js --wit ../../wit --world-name placer -d http fetch-event -o js_placer.wasm placer.js
+//   componentize-js --wit ../../wit/v0.2 --world-name placer -d http fetch-event -o js_placer.wasm placer.js
 
 // Columns of `loads`, in the order of the contract's `load-column` enum.
 const IN_FLIGHT = 0, REPORTED_ACTIVE = 1, RECENT_REFUSALS = 2, HEALTHY = 3;

@@ -9,7 +9,7 @@ Loads" (Mirrokni, Thorup and Zadimoghaddam). Unhealthy runners go last.
 
 Build (from this folder, with componentize-py 0.25.1):
 
-    componentize-py -d ../../wit -w placer componentize app -o python_placer.wasm
+    componentize-py -d ../../wit/v0.2 -w placer componentize app -o python_placer.wasm
 """
 
 import wit_world

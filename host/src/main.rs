@@ -228,7 +228,7 @@ const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\ncommit ",
     env!("PLACERD_COMMIT"),
-    "\nplacer contract placerd:placer@0.2.0 (0.1.0 components load too)",
+    "\nplacer contract placerd:placer@0.3.0 (0.2.0 and 0.1.0 components load too)",
     "\nwasmtime ",
     env!("PLACERD_WASMTIME_VERSION"),
 );

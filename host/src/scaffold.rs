@@ -1,12 +1,17 @@
 //! `placerd new NAME --lang rust|python|js`: a placer project in `./NAME` that builds with
 //! one command and passes `placerd check` as it is. Every project carries its own copy of
 //! the contract (`wit/placer.wit`); a Rust one also carries the `placerd-placer` SDK
-//! (`placerd-placer/`), so it builds outside this repository.
+//! (`placerd-placer/`), so it builds outside this repository. Rust projects are built
+//! against the current contract (0.3); Python and JavaScript ones against 0.2, whose
+//! `place(call, loads) -> list<u32>` maps onto plain lists in those languages, and which
+//! placerd keeps loading: a Python placer's ~250 µs per call dwarfs what 0.3 saves.
 
 use std::path::{Path, PathBuf};
 
-/// The contract every project is built against.
+/// The contract Rust projects are built against.
 const WIT: &str = include_str!("../../wit/placer.wit");
+/// The contract Python and JavaScript projects are built against.
+const WIT_V02: &str = include_str!("../../wit/v0.2/placer.wit");
 /// The SDK, vendored into Rust projects.
 const SDK: &str = include_str!("../../guest-placers/sdk/src/lib.rs");
 const SDK_MANIFEST: &str = r#"[package]
@@ -100,7 +105,7 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<PathBuf, String> {
     let crate_name = name.replace('-', "_");
     let type_name = type_name(name);
     let mut all = files(lang);
-    all.push(("wit/placer.wit", WIT));
+    all.push(("wit/placer.wit", if lang == Lang::Rust { WIT } else { WIT_V02 }));
     for (path, template) in all {
         let text = if path == "placerd-placer/src/lib.rs" {
             // The SDK finds the contract beside it, not in this repository's layout.

@@ -5,7 +5,7 @@
 
 pub mod order;
 
-use placerd_placer::{Call, Loads, Placer};
+use placerd_placer::{Call, Loads, Order, Placer};
 
 /// Least loaded first (in flight from this host plus what the runner reports), ties broken
 /// per function; unhealthy runners last.
@@ -17,11 +17,11 @@ impl Placer for LeastLoaded {
         Ok(LeastLoaded)
     }
 
-    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Vec<u32> {
+    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Order {
         let loads: Vec<(u32, bool)> = (0..loads.len())
             .map(|i| (loads.in_flight(i).saturating_add(loads.reported_active(i)), loads.healthy(i)))
             .collect();
-        order::order(call.slot_hash, &loads)
+        order::order(call.slot_hash, &loads).into()
     }
 }
 

@@ -4,9 +4,9 @@
 
 pub mod order;
 
-use placerd_placer::{Call, LoadColumn, Loads, Placer, Runner};
+use placerd_placer::{Call, LoadColumn, Loads, Order, Placer, Runner};
 
-use crate::order::{Columns, Config};
+use crate::order::{Columns, Config, Hash};
 
 /// The component's state: its config and the hashes of the runners' addresses.
 #[derive(Debug)]
@@ -26,13 +26,19 @@ impl Placer for ConsistentHash {
         self.addresses = runners.iter().map(|r| order::key_hash(r.address.as_bytes())).collect();
     }
 
-    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Vec<u32> {
-        // The two columns it reads, in place: no per-runner copy.
+    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Order {
+        let n = loads.len();
+        if let (Hash::Jump, None, true) = (self.config.hash, self.config.max_load_factor, n > 0) {
+            // Plain jump hashing is the ring from the key's bucket, which the host expands:
+            // no load is read and one number goes back, whatever the size of the set.
+            return Order::ring(order::jump(call.slot_hash, n as u32, self.config.variant));
+        }
+        loads.read(&[LoadColumn::InFlight, LoadColumn::Healthy]);
         let columns =
             Columns { in_flight: loads.column(LoadColumn::InFlight), healthy: loads.column(LoadColumn::Healthy) };
-        let mut out = Vec::with_capacity(loads.len());
+        let mut out = Vec::with_capacity(n);
         order::order(&self.config, call.slot_hash, &columns, &self.addresses, &mut out);
-        out
+        out.into()
     }
 }
 

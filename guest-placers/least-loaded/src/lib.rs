@@ -4,7 +4,7 @@
 
 pub mod order;
 
-use placerd_placer::{Call, LoadColumn, Loads, Placer};
+use placerd_placer::{Call, LoadColumn, Loads, Order, Placer};
 
 use crate::order::Load;
 
@@ -22,7 +22,8 @@ impl Placer for LeastLoaded {
         }
     }
 
-    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Vec<u32> {
+    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Order {
+        loads.read(&[LoadColumn::InFlight, LoadColumn::ReportedActive, LoadColumn::Healthy]);
         let in_flight = loads.column(LoadColumn::InFlight);
         let active = loads.column(LoadColumn::ReportedActive);
         let healthy = loads.column(LoadColumn::Healthy);
@@ -32,7 +33,7 @@ impl Placer for LeastLoaded {
         ));
         let mut out = Vec::with_capacity(self.loads.len());
         order::order(call.random, &self.loads, &mut out);
-        out
+        out.into()
     }
 }
 

@@ -5,7 +5,7 @@
 
 pub mod order;
 
-use placerd_placer::{Call, LoadColumn, Loads, Placer};
+use placerd_placer::{Call, LoadColumn, Loads, Order, Placer};
 
 /// The component's state: a buffer reused across calls.
 #[derive(Debug, Default)]
@@ -21,12 +21,14 @@ impl Placer for Naive {
         }
     }
 
-    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Vec<u32> {
+    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Order {
         self.healthy.clear();
         self.healthy.extend(loads.column(LoadColumn::Healthy).iter().map(|&h| h != 0));
-        let mut out = Vec::with_capacity(self.healthy.len());
-        order::order(call.seq, &self.healthy, &mut out);
-        out
+        // The ring from the call's start is the order; the host expands it.
+        match order::start(call.seq, &self.healthy) {
+            Some((start, _)) => Order::ring(start as u32),
+            None => Order::list(Vec::new()),
+        }
     }
 }
 

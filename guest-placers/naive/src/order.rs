@@ -15,18 +15,31 @@
 pub fn order(seq: u64, healthy: &[bool], out: &mut Vec<u32>) {
     out.clear();
     let n = healthy.len();
-    if n == 0 {
+    let Some((start, every)) = start(seq, healthy) else {
         return;
+    };
+    if every {
+        out.extend((0..n).map(|i| ((start + i) % n) as u32));
+    } else {
+        out.extend((0..n).map(|i| (start + i) % n).filter(|&i| healthy[i]).map(|i| i as u32));
+    }
+}
+
+/// Where [`order`]'s ring starts for call `seq`, and whether every runner is offered (all
+/// healthy, or none); `None` for an empty set. The order is the ring from there, skipping
+/// unhealthy runners unless every runner is offered: what contract 0.3's `ring`
+/// continuation expands to, so the component answers with this index alone.
+pub fn start(seq: u64, healthy: &[bool]) -> Option<(usize, bool)> {
+    let n = healthy.len();
+    if n == 0 {
+        return None;
     }
     let healthy_count = healthy.iter().filter(|h| **h).count();
     if healthy_count == 0 || healthy_count == n {
-        let start = (seq % n as u64) as usize;
-        out.extend((0..n).map(|i| ((start + i) % n) as u32));
-        return;
+        return Some(((seq % n as u64) as usize, true));
     }
     let nth = (seq % healthy_count as u64) as usize;
-    let start = healthy.iter().enumerate().filter(|(_, h)| **h).nth(nth).map_or(0, |(i, _)| i);
-    out.extend((0..n).map(|i| (start + i) % n).filter(|&i| healthy[i]).map(|i| i as u32));
+    Some((healthy.iter().enumerate().filter(|(_, h)| **h).nth(nth).map_or(0, |(i, _)| i), false))
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //!
 //! A placer orders a pool's runners for each call. With this crate it is a type that
 //! implements [`Placer`] and one [`export_placer!`] line; the WebAssembly component
-//! bindings of the contract (`wit/placer.wit`, `placerd:placer@0.2.0`) stay inside.
+//! bindings of the contract (`wit/placer.wit`, `placerd:placer@0.3.0`) stay inside.
 //!
 //! ```
-//! use placerd_placer::{Call, Loads, Placer, Runner};
+//! use placerd_placer::{Call, Loads, Order, Placer, Runner};
 //!
 //! /// Least calls in flight first; unhealthy runners last.
 //! struct LeastBusy;
@@ -15,10 +15,10 @@
 //!         Ok(LeastBusy)
 //!     }
 //!
-//!     fn place(&mut self, _call: &Call, loads: &Loads<'_>) -> Vec<u32> {
+//!     fn place(&mut self, _call: &Call, loads: &Loads<'_>) -> Order {
 //!         let mut order: Vec<u32> = (0..loads.len() as u32).collect();
 //!         order.sort_by_key(|&i| (!loads.healthy(i as usize), loads.in_flight(i as usize)));
-//!         order
+//!         order.into()
 //!     }
 //! }
 //!
@@ -91,18 +91,52 @@ pub enum LoadColumn {
     RecentErrors = 5,
 }
 
-/// The live load of every runner of the current set, read in place: runner `i` is index
-/// `i` of the last [`Placer::set_runners`].
-#[derive(Debug, Clone, Copy)]
+/// The live load of every runner of the current set: runner `i` is index `i` of the last
+/// [`Placer::set_runners`]. In a component it reads the host's load view only when asked:
+/// a column at a time (one copy, kept for the rest of the call) or one value at a time
+/// ([`Loads::one`]), so a placer pays only for what it reads.
+#[derive(Debug)]
 pub struct Loads<'a> {
-    columns: &'a [u32],
     n: usize,
+    source: Source<'a>,
+    /// What the host answered to each `loads` call made during this call (at most one per
+    /// column), kept whole: no copy per column.
+    blocks: [std::cell::OnceCell<Vec<u32>>; COLUMNS],
+    /// Blocks filled so far.
+    filled: std::cell::Cell<usize>,
+    /// Where each column read so far sits: its block, and its offset in it.
+    fetched: [std::cell::Cell<Option<(u8, u32)>>; COLUMNS],
+}
+
+/// Columns of the load view this SDK knows.
+const COLUMNS: usize = 6;
+
+#[derive(Debug)]
+enum Source<'a> {
+    /// Columns given whole (native tests): the contract's layout, column after column.
+    Columns(&'a [u32]),
+    /// The host's load view of the call being placed.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    Host,
 }
 
 impl<'a> Loads<'a> {
-    /// The view of `columns` (the contract's layout: column after column) for `n` runners.
+    /// A view of `columns` (column after column, in [`LoadColumn`] order) for `n` runners,
+    /// for a placer's native tests.
     pub fn new(columns: &'a [u32], n: usize) -> Self {
-        Loads { columns, n }
+        Loads { n, source: Source::Columns(columns), ..Loads::host(n) }
+    }
+
+    /// The host's load view of the call being placed, for `n` runners.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    fn host(n: usize) -> Self {
+        Loads {
+            n,
+            source: Source::Host,
+            blocks: Default::default(),
+            filled: std::cell::Cell::new(0),
+            fetched: Default::default(),
+        }
     }
 
     /// Runners in the set.
@@ -115,44 +149,185 @@ impl<'a> Loads<'a> {
         self.n == 0
     }
 
-    /// One column for every runner (empty if the host sent fewer columns).
-    pub fn column(&self, c: LoadColumn) -> &'a [u32] {
-        let c = c as usize;
-        self.columns.get(c * self.n..(c + 1) * self.n).unwrap_or(&[])
+    /// One column for every runner (empty if the host does not have it). In a component the
+    /// first read of a column during a call copies it from the host; later reads are free.
+    pub fn column(&self, c: LoadColumn) -> &[u32] {
+        let at = c as usize;
+        match self.source {
+            Source::Columns(columns) => columns.get(at * self.n..(at + 1) * self.n).unwrap_or(&[]),
+            Source::Host => {
+                if self.fetched[at].get().is_none() {
+                    self.read(&[c]);
+                }
+                self.fetched_column(c)
+            }
+        }
+    }
+
+    /// Column `c` as read from the host during this call (empty if not read).
+    fn fetched_column(&self, c: LoadColumn) -> &[u32] {
+        let Some((block, offset)) = self.fetched[c as usize].get() else {
+            return &[];
+        };
+        let block = self.blocks[block as usize].get().map_or(&[][..], Vec::as_slice);
+        block.get(offset as usize..offset as usize + self.n).unwrap_or(&[])
+    }
+
+    /// Reads `columns` from the host in one call (those not read yet during this call), so
+    /// a placer that uses several columns pays for one crossing instead of one per column.
+    /// Without it each column is read on its first use. Does nothing in native tests.
+    pub fn read(&self, columns: &[LoadColumn]) {
+        if !matches!(self.source, Source::Host) {
+            return;
+        }
+        // On the stack: no allocation but the host's answer.
+        let mut wanted = [LoadColumn::InFlight; COLUMNS];
+        let mut count = 0;
+        for &c in columns {
+            if self.fetched[c as usize].get().is_none() && !wanted[..count].contains(&c) && count < COLUMNS {
+                wanted[count] = c;
+                count += 1;
+            }
+        }
+        let missing = &wanted[..count];
+        let slot = self.filled.get();
+        if missing.is_empty() || slot >= COLUMNS {
+            return;
+        }
+        let _ = self.blocks[slot].set(host_columns(missing));
+        self.filled.set(slot + 1);
+        for (k, &c) in missing.iter().enumerate() {
+            self.fetched[c as usize].set(Some((slot as u8, (k * self.n) as u32)));
+        }
+    }
+
+    /// Column `c` of runner `i` alone (0 outside the set). In a component this asks the
+    /// host for one value unless the column was already read: the cheap way to look at a
+    /// few runners of a large set.
+    pub fn one(&self, i: usize, c: LoadColumn) -> u32 {
+        match (&self.source, self.fetched[c as usize].get()) {
+            (Source::Host, None) => u32::try_from(i).map_or(0, |i| host_value(i, c)),
+            _ => self.get(c, i),
+        }
     }
 
     fn get(&self, c: LoadColumn, i: usize) -> u32 {
         self.column(c).get(i).copied().unwrap_or(0)
     }
 
-    /// Calls in flight on runner `i` from this host.
+    /// Calls in flight on runner `i` from this host (reads the whole column).
     pub fn in_flight(&self, i: usize) -> u32 {
         self.get(LoadColumn::InFlight, i)
     }
 
-    /// Active requests runner `i` reports.
+    /// Active requests runner `i` reports (reads the whole column).
     pub fn reported_active(&self, i: usize) -> u32 {
         self.get(LoadColumn::ReportedActive, i)
     }
 
-    /// Busy refusals from runner `i` in the last second.
+    /// Busy refusals from runner `i` in the last second (reads the whole column).
     pub fn recent_refusals(&self, i: usize) -> u32 {
         self.get(LoadColumn::RecentRefusals, i)
     }
 
-    /// Whether runner `i` is healthy.
+    /// Whether runner `i` is healthy (reads the whole column).
     pub fn healthy(&self, i: usize) -> bool {
         self.get(LoadColumn::Healthy, i) != 0
     }
 
-    /// Runner `i`'s latency average in µs (0: not known yet).
+    /// Runner `i`'s latency average in µs, 0 while not known (reads the whole column).
     pub fn latency_us(&self, i: usize) -> u32 {
         self.get(LoadColumn::LatencyUs, i)
     }
 
-    /// Runner `i`'s errors in the last ten seconds.
+    /// Runner `i`'s errors in the last ten seconds (reads the whole column).
     pub fn recent_errors(&self, i: usize) -> u32 {
         self.get(LoadColumn::RecentErrors, i)
+    }
+}
+
+/// `loads` of the host: `columns`, one after another (nothing off `wasm32`).
+fn host_columns(columns: &[LoadColumn]) -> Vec<u32> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut wit = [glue::wit_column(LoadColumn::InFlight); COLUMNS];
+        for (to, &c) in wit.iter_mut().zip(columns) {
+            *to = glue::wit_column(c);
+        }
+        bindings::loads(&wit[..columns.len().min(COLUMNS)])
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = columns;
+        Vec::new()
+    }
+}
+
+/// `load` of the host (0 off `wasm32`).
+fn host_value(i: u32, c: LoadColumn) -> u32 {
+    #[cfg(target_arch = "wasm32")]
+    return bindings::load(i, glue::wit_column(c));
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (i, c);
+        0
+    }
+}
+
+/// The order to try runners in for one call: the runners listed, most preferred first,
+/// then what [`Then`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// Indices into the current set; out-of-range and repeated ones are dropped by the host.
+    pub runners: Vec<u32>,
+    /// What the host tries after them.
+    pub then: Then,
+}
+
+/// What the host tries after the runners an [`Order`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Nothing more.
+    Stop,
+    /// The ring from this index (modulo the set's size): it, the runners after it, then
+    /// those before it, skipping the listed runners and, while any runner is healthy, the
+    /// unhealthy ones. Consistent hashing's order, expanded by the host.
+    Ring(u32),
+}
+
+impl Order {
+    /// Just these runners, in this order.
+    pub fn list(runners: Vec<u32>) -> Self {
+        Order { runners, then: Then::Stop }
+    }
+
+    /// The ring from `start` ([`Then::Ring`]), with no runner listed before it.
+    pub fn ring(start: u32) -> Self {
+        Order { runners: Vec::new(), then: Then::Ring(start) }
+    }
+
+    /// The indices the host tries for these `healthy` flags (one per runner): what it makes
+    /// of this order, for a placer's native tests.
+    pub fn expand(&self, healthy: &[bool]) -> Vec<u32> {
+        let mut out = self.runners.clone();
+        let n = healthy.len();
+        if let (Then::Ring(start), true) = (self.then, n > 0) {
+            let start = start as usize % n;
+            let any_healthy = healthy.contains(&true);
+            out.extend(
+                (start..n)
+                    .chain(0..start)
+                    .filter(|&i| !self.runners.contains(&(i as u32)) && (!any_healthy || healthy[i]))
+                    .map(|i| i as u32),
+            );
+        }
+        out
+    }
+}
+
+impl From<Vec<u32>> for Order {
+    fn from(runners: Vec<u32>) -> Self {
+        Order::list(runners)
     }
 }
 
@@ -173,9 +348,10 @@ pub trait Placer: Sized + 'static {
     }
 
     /// The order to try runners in for `call`: indices into the current set, most
-    /// preferred first. Leaving a runner out means "do not try it now"; out-of-range and
-    /// repeated indices are dropped by the host.
-    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Vec<u32>;
+    /// preferred first (a `Vec<u32>` converts with `.into()`), and optionally the ring from
+    /// an index after them ([`Order::ring`]). Leaving a runner out means "do not try it
+    /// now"; out-of-range and repeated indices are dropped by the host.
+    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Order;
 }
 
 /// Writes `message` to placerd's log at `level`: 0 error, 1 warn, 2 info, 3 debug, 4 and
@@ -207,7 +383,7 @@ pub mod bindings {
 #[doc(hidden)]
 pub mod glue {
     use super::bindings::placerd::placer::types as wit;
-    use super::{Call, CallKind, Loads, Placer, Runner};
+    use super::{Call, CallKind, LoadColumn, Loads, Order, Placer, Runner, Then};
 
     /// `configure`.
     pub fn configure<P: Placer>(
@@ -238,8 +414,7 @@ pub mod glue {
         slot: &std::cell::RefCell<Option<P>>,
         n: &std::cell::Cell<usize>,
         call: wit::Call,
-        loads: Vec<u32>,
-    ) -> Vec<u32> {
+    ) -> wit::Order {
         let call = Call {
             seq: call.seq,
             random: call.random,
@@ -249,8 +424,27 @@ pub mod glue {
             },
             slot_hash: call.slot_hash,
         };
-        let loads = Loads::new(&loads, n.get());
-        slot.borrow_mut().as_mut().map_or_else(Vec::new, |placer| placer.place(&call, &loads))
+        let loads = Loads::host(n.get());
+        let order = slot.borrow_mut().as_mut().map_or_else(|| Order::list(Vec::new()), |p| p.place(&call, &loads));
+        wit::Order {
+            runners: order.runners,
+            then: match order.then {
+                Then::Stop => wit::Continuation::Stop,
+                Then::Ring(start) => wit::Continuation::Ring(start),
+            },
+        }
+    }
+
+    /// The contract's name of a column.
+    pub(crate) fn wit_column(c: LoadColumn) -> wit::LoadColumn {
+        match c {
+            LoadColumn::InFlight => wit::LoadColumn::InFlight,
+            LoadColumn::ReportedActive => wit::LoadColumn::ReportedActive,
+            LoadColumn::RecentRefusals => wit::LoadColumn::RecentRefusals,
+            LoadColumn::Healthy => wit::LoadColumn::Healthy,
+            LoadColumn::LatencyUs => wit::LoadColumn::LatencyUs,
+            LoadColumn::RecentErrors => wit::LoadColumn::RecentErrors,
+        }
     }
 }
 
@@ -276,8 +470,8 @@ macro_rules! export_placer {
                 fn set_runners(generation: u64, runners: ::std::vec::Vec<wit::Runner>) {
                     PLACER.with(|slot| RUNNERS.with(|n| $crate::glue::set_runners(slot, n, generation, runners)))
                 }
-                fn place(call: wit::Call, loads: ::std::vec::Vec<u32>) -> ::std::vec::Vec<u32> {
-                    PLACER.with(|slot| RUNNERS.with(|n| $crate::glue::place(slot, n, call, loads)))
+                fn place(call: wit::Call) -> wit::Order {
+                    PLACER.with(|slot| RUNNERS.with(|n| $crate::glue::place(slot, n, call)))
                 }
             }
     $crate::bindings::__export_bindings!(Component with_types_in $crate::bindings);
@@ -304,6 +498,27 @@ mod tests {
         assert_eq!(short.latency_us(0), 0);
         assert!(!short.healthy(1));
         assert_eq!(Loads::new(&[], 0).column(LoadColumn::InFlight), &[] as &[u32]);
+    }
+
+    #[test]
+    fn an_order_expands_to_its_runners_then_the_ring_of_offered_runners() {
+        let all = [true; 5];
+        assert_eq!(Order::ring(3).expand(&all), vec![3, 4, 0, 1, 2]);
+        assert_eq!(Order::ring(8).expand(&all), vec![3, 4, 0, 1, 2]);
+        assert_eq!(Order { runners: vec![1], then: Then::Ring(0) }.expand(&all), vec![1, 0, 2, 3, 4]);
+        assert_eq!(Order::list(vec![2, 0]).expand(&all), vec![2, 0]);
+        // Unhealthy runners are skipped while any is healthy, offered when none is.
+        assert_eq!(Order::ring(1).expand(&[true, false, true, false, true]), vec![2, 4, 0]);
+        assert_eq!(Order::ring(1).expand(&[false; 3]), vec![1, 2, 0]);
+        assert_eq!(Order::ring(1).expand(&[]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn one_value_reads_the_same_as_its_column() {
+        let columns: Vec<u32> = (0..18).collect();
+        let loads = Loads::new(&columns, 3);
+        assert_eq!(loads.one(2, LoadColumn::Healthy), 11);
+        assert_eq!(loads.one(7, LoadColumn::Healthy), 0);
     }
 
     #[test]

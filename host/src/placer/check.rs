@@ -125,7 +125,7 @@ impl PlacerVersion {
         loop {
             tries += 1;
             let cpu = thread_cpu_time();
-            let result = self.place_raw(call, set, loads);
+            let result = self.place_raw(call, set, loads).map(|placed| placed.order);
             let preempted = || thread_cpu_time().saturating_sub(cpu) < self.shared.limits.budget;
             match result {
                 Err(FaultKind::Timeout) if tries == 1 || (tries < SAMPLE_TRIES && preempted()) => continue,

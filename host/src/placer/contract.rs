@@ -1,28 +1,36 @@
 //! The placer contracts a component may implement, and how the host calls each.
 //!
-//! - `placerd:placer@0.2.0` (`wit/placer.wit`): `place` gets numbers only: the call as
-//!   integers (its affinity key hashed by the host) and the loads as one `list<u32>`,
-//!   column after column, lowered into the guest with one copy; latency and recent errors
-//!   in the load view. The call's text is there on request (`current-call`). The
-//!   built-ins implement it.
+//! - `placerd:placer@0.3.0` (`wit/placer.wit`): `place` gets the call's numbers only and
+//!   reads the loads it wants through imports (`loads`, `load`), while it runs; its
+//!   order may be a prefix with a continuation (the ring from an index), which the host
+//!   expands. A hash placer crosses the boundary with a few numbers each way, whatever the
+//!   size of the set. The built-ins implement it.
+//! - `placerd:placer@0.2.0` (`wit/v0.2/placer.wit`): the call's numbers and every load
+//!   column in one `list<u32>`, lowered with one copy; a full order back.
 //! - `placerd:placer@0.1.0` (`wit/v0.1/placer.wit`): one `runner-load` record per runner,
-//!   lowered field by field. Components built for it keep loading and placing: the host
-//!   recognises the contract when it loads a component and adapts the call.
+//!   lowered field by field.
 //!
-//! The host has its own view of a call ([`Call`], everything any contract may ask for) and
-//! of a runner's load ([`RunnerLoad`]); a [`Guest`] converts them to what its component
-//! expects and keeps the buffers it converts into, so a warm instance allocates nothing
-//! per call for them.
+//! Components built for 0.1 and 0.2 keep loading and placing: the host recognises the
+//! contract when it loads a component and adapts the call. The host has its own view of a
+//! call ([`Call`], everything any contract may ask for) and of a runner's load
+//! ([`RunnerLoad`]); a [`Guest`] converts them to what its component expects and keeps the
+//! buffers it converts into, so a warm instance allocates nothing per call for them.
 
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
 use super::sandbox::HostState;
 
+/// Bindings of `placerd:placer@0.3.0`.
+pub(crate) mod v03 {
+    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
+    wasmtime::component::bindgen!({ world: "placer", path: "../wit" });
+}
+
 /// Bindings of `placerd:placer@0.2.0`.
 pub(crate) mod v02 {
     #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
-    wasmtime::component::bindgen!({ world: "placer", path: "../wit" });
+    wasmtime::component::bindgen!({ world: "placer", path: "../wit/v0.2" });
 }
 
 /// Bindings of `placerd:placer@0.1.0`.
@@ -31,7 +39,8 @@ pub(crate) mod v01 {
     wasmtime::component::bindgen!({ world: "placer", path: "../wit/v0.1" });
 }
 
-pub use v02::placerd::placer::types::{CallKind, Runner};
+pub use v03::placerd::placer::types::{CallKind, LoadColumn, Runner};
+use v03::placerd::placer::types::{Continuation, Order};
 
 /// One call to place, as the host knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +66,7 @@ pub struct Call {
 /// SipHash-2-4 keys of Fn's consistent-hash placer: `k0 = 0`, `k1` = "LaryBoat".
 const SLOT_HASH_KEYS: (u64, u64) = (0, 0x4c61_7279_426f_6174);
 
-/// The `slot-hash` of contract 0.2: SipHash-2-4 of the affinity key with Fn's keys.
+/// The `slot-hash` of contracts 0.2 and 0.3: SipHash-2-4 of the affinity key with Fn's keys.
 pub fn slot_hash(slot_key: &str) -> u64 {
     use std::hash::Hasher;
     let mut hasher = siphasher::sip::SipHasher24::new_with_keys(SLOT_HASH_KEYS.0, SLOT_HASH_KEYS.1);
@@ -89,6 +98,8 @@ pub enum Contract {
     V0_1,
     /// `placerd:placer@0.2.0`.
     V0_2,
+    /// `placerd:placer@0.3.0`.
+    V0_3,
 }
 
 impl Contract {
@@ -97,16 +108,24 @@ impl Contract {
         match self {
             Contract::V0_1 => "0.1.0",
             Contract::V0_2 => "0.2.0",
+            Contract::V0_3 => "0.3.0",
         }
     }
 
-    /// The contract `component` says it implements: 0.1 when it imports the 0.1 `types`
-    /// interface, else 0.2.
+    /// The contract `component` says it implements: the version of the `types` interface
+    /// it imports, 0.1 or 0.2; else the current one, 0.3 (a component of none of them then
+    /// fails 0.3's type check, which names what differs).
     pub(crate) fn of(component: &Component) -> Self {
         let engine = component.engine();
-        let v01 =
-            component.component_type().imports(engine).any(|(name, _)| name.starts_with("placerd:placer/types@0.1."));
-        if v01 { Contract::V0_1 } else { Contract::V0_2 }
+        let mut contract = Contract::V0_3;
+        for (name, _) in component.component_type().imports(engine) {
+            if name.starts_with("placerd:placer/types@0.1.") {
+                contract = Contract::V0_1;
+            } else if name.starts_with("placerd:placer/types@0.2.") {
+                contract = Contract::V0_2;
+            }
+        }
+        contract
     }
 }
 
@@ -115,6 +134,11 @@ impl Contract {
 pub(crate) enum Pre {
     /// `text`: the component imports `current-call`, so each `place` keeps the call's text
     /// for it; other components pay nothing for the text.
+    V03 {
+        pre: v03::PlacerPre<HostState>,
+        text: bool,
+    },
+    /// `text` as for 0.3.
     V02 {
         pre: v02::PlacerPre<HostState>,
         text: bool,
@@ -128,13 +152,11 @@ impl Pre {
     /// # Errors
     /// The exports do not have the contract's types.
     pub(crate) fn new(instance_pre: InstancePre<HostState>, contract: Contract) -> wasmtime::Result<Self> {
+        let component = instance_pre.component();
+        let text = component.component_type().imports(component.engine()).any(|(name, _)| name == "current-call");
         Ok(match contract {
-            Contract::V0_2 => {
-                let component = instance_pre.component();
-                let text =
-                    component.component_type().imports(component.engine()).any(|(name, _)| name == "current-call");
-                Pre::V02 { pre: v02::PlacerPre::new(instance_pre)?, text }
-            }
+            Contract::V0_3 => Pre::V03 { pre: v03::PlacerPre::new(instance_pre)?, text },
+            Contract::V0_2 => Pre::V02 { pre: v02::PlacerPre::new(instance_pre)?, text },
             Contract::V0_1 => Pre::V01(v01::PlacerPre::new(instance_pre)?),
         })
     }
@@ -142,14 +164,25 @@ impl Pre {
     /// A new instance in `store`.
     pub(crate) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Guest> {
         Ok(match self {
+            Pre::V03 { pre, text } => Guest::V03 { placer: pre.instantiate(store)?, text: *text },
             Pre::V02 { pre, text } => Guest::V02 { placer: pre.instantiate(store)?, loads: Vec::new(), text: *text },
             Pre::V01(pre) => Guest::V01 { placer: pre.instantiate(store)?, loads: Vec::new() },
         })
     }
 }
 
+/// What a guest's `place` answered, as indices.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    /// The order, a 0.3 continuation expanded.
+    pub(crate) order: Vec<u32>,
+    /// The order is known valid (in range, no repeats), so the host need not clean it.
+    pub(crate) clean: bool,
+}
+
 /// One instance's exports, with the buffers its calls are converted into.
 pub(crate) enum Guest {
+    V03 { placer: v03::Placer, text: bool },
     V02 { placer: v02::Placer, loads: Vec<u32>, text: bool },
     V01 { placer: v01::Placer, loads: Vec<v01::placerd::placer::types::RunnerLoad> },
 }
@@ -162,6 +195,7 @@ impl Guest {
         config: &[(String, String)],
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
+            Guest::V03 { placer, .. } => placer.call_configure(store, config),
             Guest::V02 { placer, .. } => placer.call_configure(store, config),
             Guest::V01 { placer, .. } => placer.call_configure(store, config),
         }
@@ -175,7 +209,17 @@ impl Guest {
         runners: &[Runner],
     ) -> wasmtime::Result<()> {
         match self {
-            Guest::V02 { placer, .. } => placer.call_set_runners(store, generation, runners),
+            Guest::V03 { placer, .. } => placer.call_set_runners(store, generation, runners),
+            Guest::V02 { placer, .. } => {
+                let runners: Vec<v02::placerd::placer::types::Runner> = runners
+                    .iter()
+                    .map(|r| v02::placerd::placer::types::Runner {
+                        address: r.address.clone(),
+                        labels: r.labels.clone(),
+                    })
+                    .collect();
+                placer.call_set_runners(store, generation, &runners)
+            }
             Guest::V01 { placer, .. } => {
                 let runners: Vec<v01::placerd::placer::types::Runner> = runners
                     .iter()
@@ -189,14 +233,34 @@ impl Guest {
         }
     }
 
-    /// `place`, with `loads` converted into this contract's form.
+    /// `place`, with `loads` given in this contract's form, and its order as a list of
+    /// indices (a 0.3 continuation expanded).
     pub(crate) fn place(
         &mut self,
         store: &mut Store<HostState>,
         call: &Call,
         loads: &[RunnerLoad],
-    ) -> wasmtime::Result<Vec<u32>> {
+    ) -> wasmtime::Result<Placed> {
         match self {
+            Guest::V03 { placer, text } => {
+                if *text {
+                    store.data_mut().details.copy_from(call);
+                }
+                let numbers = v03::placerd::placer::types::Call {
+                    seq: call.seq,
+                    random: call.random,
+                    kind: call.kind,
+                    slot_hash: slot_hash(&call.slot_key),
+                };
+                let order = Viewing::new(store, loads).place(placer, numbers);
+                if *text {
+                    store.data_mut().details.clear();
+                }
+                let order = order?;
+                // A bare continuation expands to a valid order: no cleaning to do.
+                let clean = order.runners.is_empty();
+                Ok(Placed { order: expand(order, loads), clean })
+            }
             Guest::V02 { placer, loads: columns, text } => {
                 fill_columns(columns, loads);
                 if *text {
@@ -205,14 +269,17 @@ impl Guest {
                 let numbers = v02::placerd::placer::types::Call {
                     seq: call.seq,
                     random: call.random,
-                    kind: call.kind,
+                    kind: match call.kind {
+                        CallKind::Sync => v02::placerd::placer::types::CallKind::Sync,
+                        CallKind::Detached => v02::placerd::placer::types::CallKind::Detached,
+                    },
                     slot_hash: slot_hash(&call.slot_key),
                 };
                 let order = placer.call_place(&mut *store, numbers, columns);
                 if *text {
                     store.data_mut().details.clear();
                 }
-                order
+                Ok(Placed { order: order?, clean: false })
             }
             Guest::V01 { placer, loads: rows } => {
                 rows.clear();
@@ -222,7 +289,7 @@ impl Guest {
                     recent_refusals: l.recent_refusals,
                     healthy: l.healthy,
                 }));
-                placer.call_place(store, &call_v01(call), rows)
+                Ok(Placed { order: placer.call_place(store, &call_v01(call), rows)?, clean: false })
             }
         }
     }
@@ -240,6 +307,136 @@ fn fill_columns(columns: &mut Vec<u32>, loads: &[RunnerLoad]) {
     columns.extend(loads.iter().map(|l| u32::from(l.healthy)));
     columns.extend(loads.iter().map(|l| l.latency_us));
     columns.extend(loads.iter().map(|l| l.recent_errors));
+}
+
+/// The loads of the call a 0.3 guest is placing, which its `loads` and `load`
+/// imports read; empty outside `place`. It points at the caller's loads instead of holding
+/// a copy: copying them would cost the host what 0.3 saves the guest (12 KiB at 512
+/// runners).
+#[derive(Debug)]
+pub(crate) struct LoadView {
+    loads: *const RunnerLoad,
+    len: usize,
+}
+
+// SAFETY: a `LoadView` is a shared borrow of `[RunnerLoad]` (plain integers, `Sync`) whose
+// lifetime `Viewing` enforces; sending one to another thread is sending a `&[RunnerLoad]`.
+#[allow(unsafe_code)]
+unsafe impl Send for LoadView {}
+
+impl Default for LoadView {
+    fn default() -> Self {
+        LoadView { loads: std::ptr::null(), len: 0 }
+    }
+}
+
+impl LoadView {
+    /// The loads of the call in progress (none outside `place`).
+    fn loads(&self) -> &[RunnerLoad] {
+        if self.loads.is_null() {
+            return &[];
+        }
+        // SAFETY: `loads` and `len` were taken from a live `&[RunnerLoad]` by
+        // `Viewing::new`, which borrows that slice for as long as it is set and resets
+        // this view (to null) when it is dropped, before the borrow ends; this store is
+        // borrowed mutably by the same `Viewing` meanwhile, so nothing else reads or keeps
+        // the pointer. The returned slice does not outlive `&self`, which the imports hold
+        // only during a guest call made through that `Viewing`.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts(self.loads, self.len)
+        }
+    }
+
+    /// `loads`: each of `columns` for every runner, one column after another.
+    pub(crate) fn columns(&self, columns: &[LoadColumn]) -> Vec<u32> {
+        let loads = self.loads();
+        let mut out = Vec::with_capacity(loads.len() * columns.len());
+        for &column in columns {
+            // One plain gather per column (a function pointer per runner would not inline).
+            match column {
+                LoadColumn::InFlight => out.extend(loads.iter().map(|l| l.in_flight)),
+                LoadColumn::ReportedActive => out.extend(loads.iter().map(|l| l.reported_active)),
+                LoadColumn::RecentRefusals => out.extend(loads.iter().map(|l| l.recent_refusals)),
+                LoadColumn::Healthy => out.extend(loads.iter().map(|l| u32::from(l.healthy))),
+                LoadColumn::LatencyUs => out.extend(loads.iter().map(|l| l.latency_us)),
+                LoadColumn::RecentErrors => out.extend(loads.iter().map(|l| l.recent_errors)),
+            }
+        }
+        out
+    }
+
+    /// `load`: `column` of runner `runner`; 0 outside the set.
+    pub(crate) fn value(&self, runner: u32, column: LoadColumn) -> u32 {
+        self.loads().get(runner as usize).map_or(0, |l| match column {
+            LoadColumn::InFlight => l.in_flight,
+            LoadColumn::ReportedActive => l.reported_active,
+            LoadColumn::RecentRefusals => l.recent_refusals,
+            LoadColumn::Healthy => u32::from(l.healthy),
+            LoadColumn::LatencyUs => l.latency_us,
+            LoadColumn::RecentErrors => l.recent_errors,
+        })
+    }
+}
+
+/// A store whose guest may read `loads` (0.3's imports) until this is dropped.
+struct Viewing<'a> {
+    store: &'a mut Store<HostState>,
+}
+
+impl<'a> Viewing<'a> {
+    /// `loads` is borrowed for `'a`, as long as the view is set.
+    fn new(store: &'a mut Store<HostState>, loads: &'a [RunnerLoad]) -> Self {
+        store.data_mut().view = LoadView { loads: loads.as_ptr(), len: loads.len() };
+        Viewing { store }
+    }
+
+    fn place(self, placer: &v03::Placer, call: v03::placerd::placer::types::Call) -> wasmtime::Result<Order> {
+        placer.call_place(&mut *self.store, call)
+    }
+}
+
+impl Drop for Viewing<'_> {
+    fn drop(&mut self) {
+        self.store.data_mut().view = LoadView::default();
+    }
+}
+
+/// A 0.3 order as indices: the listed runners, then the continuation's. Out-of-range and
+/// repeated listed indices are left for the host's cleaning, as in other contracts; the
+/// continuation skips the listed runners, so it adds no repeats of its own.
+fn expand(order: Order, loads: &[RunnerLoad]) -> Vec<u32> {
+    let Order { runners: mut out, then } = order;
+    let n = loads.len();
+    let Continuation::Ring(start) = then else {
+        return out;
+    };
+    if n == 0 {
+        return out;
+    }
+    let start = start as usize % n;
+    let any_healthy = loads.iter().any(|l| l.healthy);
+    let offered = |i: usize| !any_healthy || loads[i].healthy;
+    if out.is_empty() {
+        // The usual answer of a hash placer: the whole ring, in two plain ranges when every
+        // runner is offered.
+        out.reserve(n);
+        if loads.iter().all(|l| l.healthy) || !any_healthy {
+            out.extend(start as u32..n as u32);
+            out.extend(0..start as u32);
+        } else {
+            out.extend((start..n).chain(0..start).filter(|&i| offered(i)).map(|i| i as u32));
+        }
+        return out;
+    }
+    let mut listed = vec![false; n];
+    for &i in &out {
+        if let Some(flag) = listed.get_mut(i as usize) {
+            *flag = true;
+        }
+    }
+    out.extend((start..n).chain(0..start).filter(|&i| !listed[i] && offered(i)).map(|i| i as u32));
+    out
 }
 
 /// The text of the call a 0.2 guest is placing, kept in buffers that live as long as the
@@ -276,8 +473,8 @@ impl CallText {
     }
 
     /// What `current-call` answers.
-    pub(crate) fn details(&self) -> v02::placerd::placer::types::CallDetails {
-        v02::placerd::placer::types::CallDetails {
+    pub(crate) fn details(&self) -> v03::placerd::placer::types::CallDetails {
+        v03::placerd::placer::types::CallDetails {
             id: self.id.clone(),
             app_id: self.app_id.clone(),
             fn_id: self.fn_id.clone(),
@@ -302,5 +499,60 @@ fn call_v01(call: &Call) -> v01::placerd::placer::types::Call {
         seq: call.seq,
         random: call.random,
         extensions: call.extensions.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn loads_of(healthy: &[bool]) -> Vec<RunnerLoad> {
+        healthy.iter().map(|&healthy| RunnerLoad { healthy, ..RunnerLoad::default() }).collect()
+    }
+
+    proptest! {
+        /// The ring a 0.3 consistent-hash answers with expands to the full order the
+        /// algorithm computes natively (and 0.2 sent), for any health of the set.
+        #[test]
+        fn a_ring_expands_to_consistent_hashings_order(healthy in prop::collection::vec(any::<bool>(), 1..40), hash: u64) {
+            use consistent_hash::order::{Config, Load, jump, order};
+            let loads = loads_of(&healthy);
+            let native: Vec<Load> = healthy.iter().map(|&healthy| Load { in_flight: 0, healthy }).collect();
+            let mut expected = Vec::new();
+            order(&Config::default(), hash, native.as_slice(), &[], &mut expected);
+            let bucket = jump(hash, healthy.len() as u32, Config::default().variant);
+            let ring = Order { runners: Vec::new(), then: Continuation::Ring(bucket) };
+            prop_assert_eq!(expand(ring, &loads), expected);
+        }
+
+        /// And naive's: the ring from its start.
+        #[test]
+        fn a_ring_expands_to_naives_order(healthy in prop::collection::vec(any::<bool>(), 1..40), seq: u64) {
+            let loads = loads_of(&healthy);
+            let mut expected = Vec::new();
+            naive::order::order(seq, &healthy, &mut expected);
+            let (start, _) = naive::order::start(seq, &healthy).expect("a runner");
+            let ring = Order { runners: Vec::new(), then: Continuation::Ring(start as u32) };
+            prop_assert_eq!(expand(ring, &loads), expected);
+        }
+    }
+
+    #[test]
+    fn listed_runners_come_first_and_the_ring_skips_them() {
+        let up = loads_of(&[true; 5]);
+        let order = |runners: Vec<u32>, then| expand(Order { runners, then }, &up);
+        assert_eq!(order(vec![3, 1], Continuation::Ring(1)), vec![3, 1, 2, 4, 0]);
+        assert_eq!(order(vec![2], Continuation::Stop), vec![2]);
+        // The start is taken modulo the set's size.
+        assert_eq!(order(vec![], Continuation::Ring(7)), vec![2, 3, 4, 0, 1]);
+        // Bad listed indices are kept for the host's cleaning (which counts them).
+        assert_eq!(order(vec![9, 0], Continuation::Ring(4)), vec![9, 0, 4, 1, 2, 3]);
+        // No runners: nothing to expand.
+        assert_eq!(expand(Order { runners: vec![], then: Continuation::Ring(0) }, &[]), Vec::<u32>::new());
+        // Down runners are skipped while one is up.
+        let some = loads_of(&[false, true, false, true]);
+        assert_eq!(expand(Order { runners: vec![2], then: Continuation::Ring(0) }, &some), vec![2, 1, 3]);
     }
 }

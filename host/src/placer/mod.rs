@@ -44,7 +44,7 @@ mod version;
 pub use builtin::{BUILTINS, builtin};
 pub use cache::default_cache_dir;
 pub use check::{BenchReport, CheckReport, sample_calls, sample_runners};
-pub use contract::{Call, CallKind, Contract, Runner, RunnerLoad, slot_hash};
+pub use contract::{Call, CallKind, Contract, LoadColumn, Runner, RunnerLoad, slot_hash};
 pub(crate) use engine::hex;
 pub use engine::{PlacerObserver, SandboxLimits};
 pub use error::{LoadError, PlaceError};

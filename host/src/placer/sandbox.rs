@@ -30,7 +30,7 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::StreamError as WitStreamError
 use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-use super::contract::{CallText, v01, v02};
+use super::contract::{CallText, LoadColumn, LoadView, v01, v02, v03};
 use super::error::printable;
 use crate::throttle::Throttle;
 
@@ -178,8 +178,12 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     log: Arc<GuestLog>,
-    /// The call being placed, for `current-call` (contract 0.2); empty between calls.
+    /// The call being placed, for `current-call` (contracts 0.2 and 0.3); empty between
+    /// calls.
     pub(crate) details: CallText,
+    /// The loads of the call being placed, for `loads` and `load` (contract 0.3);
+    /// empty between calls.
+    pub(crate) view: LoadView,
     /// When the guest call in progress must end (its phase's budget from its start).
     pub(crate) deadline: std::time::Instant,
 }
@@ -206,6 +210,7 @@ impl HostState {
             limiter: MemoryLimiter::new(memory_limit),
             log,
             details: CallText::default(),
+            view: LoadView::default(),
             deadline: std::time::Instant::now(),
         }
     }
@@ -225,23 +230,51 @@ impl WasiView for HostState {
 }
 
 // The `types` interfaces have no functions; the bindings still want them implemented.
+impl v03::placerd::placer::types::Host for HostState {}
 impl v02::placerd::placer::types::Host for HostState {}
 impl v01::placerd::placer::types::Host for HostState {}
 
-impl v02::PlacerImports for HostState {
+impl v03::PlacerImports for HostState {
     fn log(&mut self, level: u8, message: String) {
         self.log.line("log", level, message.as_bytes());
     }
 
-    fn current_call(&mut self) -> v02::placerd::placer::types::CallDetails {
+    fn current_call(&mut self) -> v03::placerd::placer::types::CallDetails {
         self.details.details()
+    }
+
+    fn loads(&mut self, columns: Vec<LoadColumn>) -> Vec<u32> {
+        self.view.columns(&columns)
+    }
+
+    fn load(&mut self, runner: u32, column: LoadColumn) -> u32 {
+        self.view.value(runner, column)
+    }
+}
+
+/// The same imports for 0.2 components (the records are the same; only their Rust types
+/// differ).
+impl v02::PlacerImports for HostState {
+    fn log(&mut self, level: u8, message: String) {
+        v03::PlacerImports::log(self, level, message);
+    }
+
+    fn current_call(&mut self) -> v02::placerd::placer::types::CallDetails {
+        let d = self.details.details();
+        v02::placerd::placer::types::CallDetails {
+            id: d.id,
+            app_id: d.app_id,
+            fn_id: d.fn_id,
+            slot_key: d.slot_key,
+            extensions: d.extensions,
+        }
     }
 }
 
 /// The same sink for 0.1 components (the import is identical).
 impl v01::PlacerImports for HostState {
     fn log(&mut self, level: u8, message: String) {
-        v02::PlacerImports::log(self, level, message);
+        v03::PlacerImports::log(self, level, message);
     }
 }
 

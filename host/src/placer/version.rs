@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::contract::{Contract, Guest, Pre};
+use super::contract::{Contract, Guest, Placed, Pre};
 use super::engine::{Awake, Shared};
 use super::error::{LoadError, PlaceError, printable};
 use super::fault::{FaultKind, FaultState, OnFault};
@@ -160,6 +160,7 @@ impl PlacerVersion {
     /// The contract the component implements.
     pub fn contract(&self) -> Contract {
         match self.pre {
+            Pre::V03 { .. } => Contract::V0_3,
             Pre::V02 { .. } => Contract::V0_2,
             Pre::V01(_) => Contract::V0_1,
         }
@@ -267,8 +268,8 @@ impl PlacerVersion {
             self.served.fetch_add(1, Ordering::Relaxed);
             self.served_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             match placed {
-                Ok(mut order) => {
-                    let cleaned = sanitize(&mut order, set.len());
+                Ok(Placed { mut order, clean }) => {
+                    let cleaned = if clean { 0 } else { sanitize(&mut order, set.len()) };
                     if cleaned > 0 {
                         tracing::debug!(placer = &*self.name, cleaned, "dropped invalid indices from a placer's order");
                     }
@@ -291,7 +292,7 @@ impl PlacerVersion {
     /// One guest `place` call on a pooled instance, uncleaned. Records success or fault
     /// for quarantine. Used by [`PlacerVersion::place`] and by validation, which needs
     /// to see the raw order.
-    pub(crate) fn place_raw(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
+    pub(crate) fn place_raw(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Placed> {
         let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let result = self.try_place(call, set, loads);
         if result.is_ok() && self.fault_free.load(Ordering::Acquire) {
@@ -323,7 +324,7 @@ impl PlacerVersion {
         result
     }
 
-    fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Vec<u32>> {
+    fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Placed> {
         let awake = self.shared.awake();
         let mut warm = self.check_out()?;
         if warm.generation != Some(set.generation) {

@@ -52,7 +52,7 @@ pub struct PlacerInfo {
     pub quarantined: bool,
     /// Average guest time of a `place` call of the running version, nanoseconds.
     pub place_ns_avg: u64,
-    /// The contract version the running component implements (`0.2.0`); empty if none.
+    /// The contract version the running component implements (`0.3.0`); empty if none.
     pub contract: String,
 }
 

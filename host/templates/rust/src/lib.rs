@@ -5,7 +5,7 @@
 //! Build: `cargo build --release` (the target is set in `.cargo/config.toml`), then
 //! `placerd check target/wasm32-wasip2/release/{{crate}}.wasm`.
 
-use placerd_placer::{Call, Loads, Placer, Runner};
+use placerd_placer::{Call, Loads, Order, Placer, Runner};
 
 /// Healthy runners first, then fewest calls in flight; ties are broken per function (by
 /// its slot hash), so a function keeps to the same runner while loads are even.
@@ -26,7 +26,7 @@ impl Placer for {{type}} {
         self.runners = runners.len();
     }
 
-    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Vec<u32> {
+    fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Order {
         let n = loads.len() as u64;
         let mut order: Vec<u32> = (0..loads.len() as u32).collect();
         order.sort_by_key(|&i| {
@@ -34,7 +34,7 @@ impl Placer for {{type}} {
             let tie = (i as u64 + n - call.slot_hash % n.max(1)) % n.max(1);
             (!loads.healthy(i), loads.in_flight(i), tie)
         });
-        order
+        order.into()
     }
 }
 
@@ -53,6 +53,6 @@ mod tests {
         let loads = Loads::new(&columns, 3);
         let call = Call { seq: 0, random: 0, kind: CallKind::Sync, slot_hash: 7 };
         let mut placer = {{type}}::configure(&[]).expect("no config");
-        assert_eq!(placer.place(&call, &loads), vec![1, 0, 2]);
+        assert_eq!(placer.place(&call, &loads), Order::list(vec![1, 0, 2]));
     }
 }
