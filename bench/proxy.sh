@@ -10,6 +10,9 @@
 #   PLACERD_BASELINE=/tmp/placerd-old bench/proxy.sh   # also an older build, side by side
 #   PLACERD=/tmp/placerd-new bench/proxy.sh            # a given binary instead of building
 #   LEAN=1 bench/proxy.sh                  # also bench/lean-proxy, the hyper floor (1 thread)
+#   ONLY="placerd-consistent-hash placerd-ch-native nginx" ROUNDS=10 bench/proxy.sh
+#                                          # just these targets (nginx is the reference): Wasm
+#                                          # against native in more rounds, paired round by round
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -127,6 +130,9 @@ if [ -n "$LEAN" ]; then
   TARGETS[lean-proxy]=18501
   ORDER+=(lean-proxy)
 fi
+if [ -n "${ONLY:-}" ]; then
+  read -ra ORDER <<< "$ONLY"
+fi
 PIDS[haproxy]=${pids[0]}
 for port in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
@@ -208,7 +214,16 @@ for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-n
     cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
     print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
           f"| {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
-wasm, native = med["placerd-consistent-hash"]["cpu"], med["placerd-ch-native"]["cpu"]
+def paired(a, b, label):
+    """a against b round by round: the two ran back to back, so each pair shares the
+    machine's phase."""
+    if a not in rows or b not in rows:
+        return
+    pairs = sorted(x / y - 1 for x, y in zip(rows[a]["cpu"], rows[b]["cpu"]))
+    print(f"{label}: medians {med[a]['cpu']:.1f} us vs {med[b]['cpu']:.1f} us = {(med[a]['cpu'] / med[b]['cpu'] - 1) * 100:+.1f}%; "
+          f"paired by round: median {statistics.median(pairs) * 100:+.1f}% "
+          f"(min {pairs[0] * 100:+.1f}%, max {pairs[-1] * 100:+.1f}%, {len(pairs)} rounds)")
 print()
-print(f"Wasm placement CPU per request vs native (consistent-hash): {wasm:.1f} us vs {native:.1f} us = {(wasm / native - 1) * 100:+.1f}%")
+paired("placerd-consistent-hash", "placerd-ch-native", "Wasm placement CPU per request vs native (consistent-hash)")
+paired("placerd-consistent-hash", "placerd-ch-baseline", "CPU per request vs the baseline build (consistent-hash)")
 PY

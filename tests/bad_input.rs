@@ -117,9 +117,9 @@ fn malformed_http_gets_4xx_and_placerd_keeps_serving() {
         let mut huge = b"POST /invoke/f HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
         huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
         huge.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
-        // 431 from placerd, or from hyper when the head outgrows its buffer; hyper then closes
-        // with bytes unread and the kernel may reset the connection, dropping the answer, so
-        // "closed" is accepted too. Either way nothing is placed.
+        // 431 when the head outgrows 64 KiB; placerd then closes with bytes unread and the
+        // kernel may reset the connection, dropping the answer, so "closed" is accepted
+        // too. Either way nothing is placed.
         let status = raw(p.addr, &huge).await;
         assert!(matches!(status, Some(431) | None), "{status:?}");
         let mut big = b"POST /invoke/f HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();

@@ -258,3 +258,60 @@ async fn a_runner_dying_mid_body_gives_a_clean_502_and_the_call_is_never_resent(
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst) - before, 1, "the call was sent more than once");
     fake.abort();
 }
+
+/// Reads everything until the server closes the connection.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection was not closed: {:?}", String::from_utf8_lossy(&got));
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn the_client_port_answers_pipelined_and_http_1_0_requests_and_refuses_ambiguous_framing() {
+    let r1 = runner(8, "r1").await;
+    let p = start(vec![r1.addr.to_string()], "naive", |_| {}).await;
+    // Three requests in one write, the first chunked: three answers, in order, on one
+    // connection, which closes after the last as it asks.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"POST /t/app/one HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          POST /t/app/two HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nde\
+          POST /t/app/three HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let text = read_to_close(&mut s).await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{text}");
+    assert_eq!(text.matches("connection: close\r\n").count(), 1, "only the last answer closes: {text}");
+    assert_eq!(r1.stats.received(), 3);
+
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"POST /t/app/old HTTP/1.0\r\ncontent-length: 1\r\n\r\nx").await.expect("write");
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("\r\ndate: "), "{text}");
+
+    // Both framings at once is how requests are smuggled past a proxy: 400, closed, and
+    // nothing reaches a runner.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"POST /t/app/smuggle HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /t/app/x HTTP/1.1\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "the smuggled request was answered: {text}");
+    assert_eq!(r1.stats.received(), 4);
+
+    // A client that closes half-way through a body: nothing is placed, placerd serves on.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"POST /t/app/cut HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly part").await.expect("write");
+    s.shutdown().await.expect("shutdown");
+    let text = read_to_close(&mut s).await;
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(r1.stats.received(), 4);
+    assert_eq!(send(p.addr, "POST", "/t/app/after", &[], b"x").await.status, StatusCode::OK);
+}

@@ -64,7 +64,7 @@ use crate::placer::PlacerRuntime;
 use crate::plan::Live;
 use crate::proxy::{Proxy, RouteTable};
 use crate::reload::Registry;
-use crate::server::serve_http;
+use crate::server::{serve_connections, serve_http};
 use crate::state::StateDir;
 
 /// Runs placerd on `listener` with `config` until `shutdown` resolves, with the admin API
@@ -175,10 +175,13 @@ pub async fn serve_with_admin(
     });
     let max_connections = config.max_connections;
     let serving = proxy.clone();
-    let proxy_task =
-        tokio::spawn(serve_http(listener, stop.clone().cancelled_owned(), grace, max_connections, move |req| {
-            serving.clone().handle(req)
-        }));
+    let proxy_task = tokio::spawn(serve_connections(
+        listener,
+        stop.clone().cancelled_owned(),
+        grace,
+        max_connections,
+        move |stream, stopping| proxy::serve_connection(serving.clone(), stream, stopping),
+    ));
     shutdown.await;
     let grace = proxy.config().shutdown_grace;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing calls in flight");

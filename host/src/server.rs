@@ -1,8 +1,10 @@
-//! The one HTTP/1.1 accept loop, shared by the proxy, the admin API and the reference
-//! runner: accept (at most `max_connections` open at once; beyond that, new connections
-//! wait in the kernel's backlog), set `TCP_NODELAY`, serve each connection with the same
-//! limits, and on stop close idle connections and let requests in flight finish within a
-//! grace period.
+//! The one accept loop, shared by the proxy, the admin API and the reference runner: accept
+//! (at most `max_connections` open at once; beyond that, new connections wait in the
+//! kernel's backlog), set `TCP_NODELAY`, serve each connection, and on stop let each
+//! connection close when idle and finish the request in flight within a grace period.
+//!
+//! How a connection is served is the caller's: [`serve_http`] serves it with hyper (the
+//! admin API, the reference runner); the proxy port has an HTTP/1.1 server of its own.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -14,38 +16,39 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
-/// How long a client may take to send request headers.
+/// How long a client may take to send request headers, from their first byte.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait idle for its next request before it is closed.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request head (request line + headers) accepted; above it, 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Default `max_connections`: open connections per listener.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
-/// Accepts HTTP/1.1 connections on `listener` and serves each with `handle` until `stop`
-/// resolves; then closes idle connections and lets requests in flight finish for up to
-/// `grace`. At most `max_connections` are open at once: the loop accepts the next only when
-/// one closes. Returns false when some were still running at the end of the grace period.
-pub async fn serve_http<H, F, B, E>(
+/// Accepts connections on `listener` and serves each with `serve` until `stop` resolves.
+/// `serve` gets the connection and a token cancelled at stop: it should then close the
+/// connection once no request is in flight. At most `max_connections` are open at once:
+/// the loop accepts the next only when one closes. After stop, waits up to `grace` for
+/// every connection to close; returns false when some were still open at its end.
+pub async fn serve_connections<S, F>(
     listener: TcpListener,
     stop: impl Future<Output = ()>,
     grace: Duration,
     max_connections: usize,
-    handle: H,
+    serve: S,
 ) -> bool
 where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-    E: Into<Box<dyn StdError + Send + Sync>>,
+    S: Fn(TcpStream, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = Arc::new(Semaphore::new(max_connections.max(1)));
+    let slots = u32::try_from(max_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+    let open = Arc::new(Semaphore::new(slots as usize));
+    let stopping = CancellationToken::new();
     tokio::pin!(stop);
     loop {
         // A free connection slot first: while none is, connections queue in the backlog.
@@ -69,20 +72,54 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), service_fn(handle));
-        let watched = graceful.watch(connection);
+        let connection = serve(stream, stopping.clone());
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            connection.await;
             drop(slot);
         });
     }
     drop(listener);
-    tokio::time::timeout(grace, graceful.shutdown()).await.is_ok()
+    stopping.cancel();
+    // Every slot back means every connection closed.
+    tokio::time::timeout(grace, open.acquire_many(slots)).await.is_ok()
+}
+
+/// [`serve_connections`] with hyper's HTTP/1.1 server and `handle` for each request.
+pub async fn serve_http<H, F, B, E>(
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+    max_connections: usize,
+    handle: H,
+) -> bool
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    E: Into<Box<dyn StdError + Send + Sync>>,
+{
+    serve_connections(listener, stop, grace, max_connections, move |stream, stopping| {
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), service_fn(handle.clone()));
+        async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    // Idle: closes now; busy: answers the request in flight, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+    })
+    .await
 }

@@ -9,10 +9,12 @@
 //! 3. `response`: the runner's response (or the error) shaped for the client, then the
 //!    access log and the trace line.
 //!
-//! If the client goes away, hyper drops the call's future: placement stops and no further
-//! runner is tried (counted in `lb_placer_client_cancelled_count_total`, logged as 499).
+//! The client's connection is served by `conn`, placerd's own HTTP/1.1 server. If the client
+//! goes away, it drops the call's future: placement stops and no further runner is tried
+//! (counted in `lb_placer_client_cancelled_count_total`, logged as 499).
 
 mod budget;
+mod conn;
 mod request;
 mod response;
 mod rollout;
@@ -24,10 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http_body::Body;
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
+pub use conn::serve_connection;
 pub use request::{ClientError, MAX_HEADER_BYTES};
 pub use response::{BodyError, ProxyBody, json, json_error};
 pub use rollout::{
@@ -150,11 +154,12 @@ impl Proxy {
         self.config.store(config);
     }
 
-    /// Handles one client request.
-    ///
-    /// # Errors
-    /// None: every failure is an HTTP response.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, hyper::Error> {
+    /// Answers one client request: every failure is an HTTP response.
+    pub(crate) async fn serve<B>(&self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut guard = CancelGuard {
             metrics: self.metrics.clone(),
             method: req.method().clone(),
@@ -165,10 +170,14 @@ impl Proxy {
         let response = self.call(req, &mut guard).await;
         guard.done = true;
         self.metrics.record_status(response.status().as_u16());
-        Ok(response)
+        response
     }
 
-    async fn call(&self, req: Request<Incoming>, guard: &mut CancelGuard) -> Response<ProxyBody> {
+    async fn call<B>(&self, req: Request<B>, guard: &mut CancelGuard) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (mut parts, body) = req.into_parts();
         // 1. The request becomes a call. Its body stays counted until the call ends.
         let mut held = self.budget.hold();
@@ -234,12 +243,16 @@ impl Proxy {
     }
 
     /// Step 1: checks the head, reads the body and builds the call.
-    async fn parse(
+    async fn parse<B>(
         &self,
         parts: &mut hyper::http::request::Parts,
-        body: Incoming,
+        body: B,
         held: &mut Held<'_>,
-    ) -> Result<Parsed, ClientError> {
+    ) -> Result<Parsed, ClientError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         // The limits in force when the call starts, read once: no config guard is held
         // while the body arrives.
         let (limit, timeout, deadlines) = {
@@ -337,8 +350,9 @@ impl TryExec<Forward, Arc<RunnerState>> for Counted<'_> {
     }
 }
 
-/// Logs and counts a 499 if the client goes away before the call is answered (hyper then
-/// drops the call's future, which stops placement: no further runner is tried).
+/// Logs and counts a 499 if the client goes away before the call is answered (the
+/// connection then drops the call's future, which stops placement: no further runner is
+/// tried).
 struct CancelGuard {
     metrics: Arc<Metrics>,
     method: Method,

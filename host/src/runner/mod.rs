@@ -25,7 +25,7 @@ use crate::placer::{RunnerLoad, RunnerSet};
 
 pub mod client;
 pub mod discovery;
-mod http1;
+pub(crate) mod http1;
 pub mod pool;
 pub mod reference;
 pub mod status;
