@@ -35,11 +35,14 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::{Proxy, ProxyBody, json_error};
-use crate::runner::http1::{Chunked, Decoded};
+use crate::runner::http1::{Chunked, Decoded, decimal};
 use crate::server::{HEADER_READ_TIMEOUT, KEEP_ALIVE_TIMEOUT, MAX_HEAD_BYTES};
 
 /// The most header fields in a request head (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;
+/// How many headers a call adds to the client's before forwarding them (`Fn-Call-Id`,
+/// `Fn-App-Id`, `Fn-Fn-Id`, `Fn-Call-Type`, `Fn-Deadline`).
+const FN_HEADERS_ADDED: usize = 5;
 /// A response body of known length up to this size is written with its head.
 const WRITE_WITH_HEAD: usize = 64 * 1024;
 /// What one read asks the kernel for, at least.
@@ -404,7 +407,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused> {
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| bad("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(fields);
+    // Room for the `Fn-*` headers the call adds before forwarding: no regrowth per call.
+    let mut headers = HeaderMap::with_capacity(fields + FN_HEADERS_ADDED);
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let (mut close, mut keep, mut continue_expected) = (false, false, false);
@@ -485,8 +489,9 @@ fn encode_response_head(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = length {
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "content-length: {n}\r\n");
+        out.extend_from_slice(b"content-length: ");
+        decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     } else if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -682,6 +687,14 @@ mod tests {
         encode_response_head(&mut out, StatusCode::BAD_GATEWAY, &HeaderMap::new(), false, None, true, false);
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"));
+        let mut out = Vec::new();
+        encode_response_head(&mut out, StatusCode::OK, &headers, true, None, false, true);
+        assert!(String::from_utf8(out).expect("utf-8").contains("content-length: 999\r\n"), "HEAD keeps the length");
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
         let mut out = Vec::new();
         encode_response_head(&mut out, StatusCode::OK, &headers, true, None, false, true);
         assert!(String::from_utf8(out).expect("utf-8").contains("content-length: 999\r\n"), "HEAD keeps the length");

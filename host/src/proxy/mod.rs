@@ -185,7 +185,7 @@ impl Proxy {
             Ok(parsed) => parsed,
             Err(e) => return response::client_error(&e),
         };
-        guard.call_id = Some(parsed.call.id.clone());
+        guard.call_id = Some(parsed.id_value.clone());
         // 2. Placed and forwarded.
         let Some(Chosen { placer, canary, shadow }) = self.placers_for(&parsed.call) else {
             let message = format!("no placer named `{}`", self.routes.default_placer());
@@ -239,7 +239,7 @@ impl Proxy {
             total: guard.started.elapsed(),
         };
         span.in_scope(|| response::log_access(call, &access, &outcome));
-        response::shape(outcome.result, call, placer.label())
+        response::shape(outcome.result, call, &parsed.id_value, placer.label())
     }
 
     /// Step 1: checks the head, reads the body and builds the call.
@@ -357,7 +357,7 @@ struct CancelGuard {
     metrics: Arc<Metrics>,
     method: Method,
     started: Instant,
-    call_id: Option<String>,
+    call_id: Option<hyper::header::HeaderValue>,
     done: bool,
 }
 
@@ -365,7 +365,7 @@ impl Drop for CancelGuard {
     fn drop(&mut self) {
         if !self.done {
             self.metrics.record_cancelled();
-            tracing::info!(target: "placerd::access", call_id = self.call_id.as_deref().unwrap_or("-"), method = %self.method,
+            tracing::info!(target: "placerd::access", call_id = self.call_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"), method = %self.method,
                 status = 499u16, total_ms = self.started.elapsed().as_secs_f64() * 1e3, "call cancelled by the client");
         }
     }

@@ -143,6 +143,8 @@ pub(crate) struct Parsed {
     pub(crate) forward: Forward,
     /// The placement loop's timing for this call.
     pub(crate) timing: Timing,
+    /// The call's id as a header value, made once for the runner, the client and the log.
+    pub(crate) id_value: HeaderValue,
 }
 
 /// Checks a request's head before its body is read: route, header size, declared body
@@ -289,15 +291,17 @@ pub(crate) fn into_call(parts: &mut Parts, target: Target, body: Bytes, ids: Cal
         CallKind::Detached => deadlines.detached,
         CallKind::Sync => deadlines.sync,
     };
+    // A ULID is ASCII.
+    let id_value = HeaderValue::from_str(&call.id).unwrap_or(HeaderValue::from_static("-"));
     let forward = Forward {
         method: parts.method.clone(),
         uri: parts.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone())),
-        headers: forward_headers(std::mem::take(&mut parts.headers), &call, ids.now + placer_timeout),
+        headers: forward_headers(std::mem::take(&mut parts.headers), &call, &id_value, ids.now + placer_timeout),
         body,
     };
     let timing =
         Timing { retry_all_delay: deadlines.retry_all_delay, placer_timeout, detached: kind == CallKind::Detached };
-    Parsed { call, forward, timing }
+    Parsed { call, forward, timing, id_value }
 }
 
 /// The function a request calls, or why it calls none.
@@ -365,7 +369,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The client's headers without hop-by-hop ones, plus the `Fn-*` headers of `call`.
-fn forward_headers(mut headers: HeaderMap, call: &Call, deadline: SystemTime) -> HeaderMap {
+fn forward_headers(mut headers: HeaderMap, call: &Call, id: &HeaderValue, deadline: SystemTime) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     headers.remove(hyper::header::CONTENT_LENGTH);
     // placerd answered `Expect: 100-continue` itself by reading the body.
@@ -377,11 +381,10 @@ fn forward_headers(mut headers: HeaderMap, call: &Call, deadline: SystemTime) ->
         CallKind::Detached => "detached",
     };
     // Static names: inserting by `&str` would parse each name on every call.
-    for (name, value) in [
-        (HeaderName::from_static("fn-call-id"), call.id.as_str()),
-        (HeaderName::from_static("fn-app-id"), &call.app_id),
-        (HeaderName::from_static("fn-fn-id"), &call.fn_id),
-    ] {
+    headers.insert(HeaderName::from_static("fn-call-id"), id.clone());
+    for (name, value) in
+        [(HeaderName::from_static("fn-app-id"), &call.app_id), (HeaderName::from_static("fn-fn-id"), &call.fn_id)]
+    {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }

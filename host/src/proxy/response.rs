@@ -60,13 +60,17 @@ pub(crate) fn boxed(response: Response<RunnerBody>) -> Response<ProxyBody> {
 /// The client's response for a placed or failed call: the runner's response without
 /// hop-by-hop headers, with `Fn-Call-Id` and `Fn-Placer` (`placer`); a detached call the
 /// runner accepted becomes `202 {"call_id"}`; an error becomes its JSON error.
-pub(crate) fn shape(result: Result<Response<ProxyBody>, CallError>, call: &Call, placer: &str) -> Response<ProxyBody> {
-    let call_id = HeaderValue::from_str(&call.id).ok();
+pub(crate) fn shape(
+    result: Result<Response<ProxyBody>, CallError>,
+    call: &Call,
+    call_id: &HeaderValue,
+    placer: &str,
+) -> Response<ProxyBody> {
     let mut response = match result {
         Ok(response) => {
             let (mut head, body) = response.into_parts();
             strip_hop_by_hop(&mut head.headers);
-            if let Ok(v) = HeaderValue::from_str(placer) {
+            if let Some(v) = placer_value(placer) {
                 head.headers.insert(FN_PLACER, v);
             }
             if call.kind == CallKind::Detached && head.status == StatusCode::ACCEPTED {
@@ -78,10 +82,24 @@ pub(crate) fn shape(result: Result<Response<ProxyBody>, CallError>, call: &Call,
         }
         Err(e) => json_error(e.status(), &e.client_message()),
     };
-    if let Some(v) = call_id {
-        response.headers_mut().insert(FN_CALL_ID, v);
-    }
+    response.headers_mut().insert(FN_CALL_ID, call_id.clone());
     response
+}
+
+/// `placer` as a header value; the last one is kept per thread, so a route's placer is
+/// not copied into a new value on every call.
+fn placer_value(placer: &str) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<HeaderValue>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some(value) if value.as_bytes() == placer.as_bytes() => Some(value.clone()),
+        _ => {
+            let value = HeaderValue::from_str(placer).ok()?;
+            *last = Some(value.clone());
+            Some(value)
+        }
+    })
 }
 
 /// `--record-trace`: one JSON line per call (call fields, runner set generation, chosen

@@ -2,7 +2,7 @@
 //! one buffer, the response head parsed with httparse, and the response body's framing
 //! (RFC 9112 §6.3) with a chunked decoder. No I/O here: `client` drives the socket.
 
-use std::io::{self, Write};
+use std::io;
 
 use bytes::{Bytes, BytesMut};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
@@ -43,10 +43,26 @@ pub(crate) fn encode_head(forward: &Forward, out: &mut Vec<u8>) {
     }
     let bodiless = matches!(forward.method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
     if !forward.body.is_empty() || !bodiless {
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "content-length: {}\r\n", forward.body.len());
+        out.extend_from_slice(b"content-length: ");
+        decimal(out, forward.body.len() as u64);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal (what `write!` does, without its formatting machinery).
+pub(crate) fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// How a response body is delimited.
@@ -116,7 +132,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut, request_method: &Method) -> io::Res
     };
     let status = StatusCode::from_u16(code).map_err(|_| malformed(format!("runner sent status {code}")))?;
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields);
+    // Room for `Fn-Call-Id` and `Fn-Placer`, added before the client gets it.
+    let mut headers = HeaderMap::with_capacity(fields + 2);
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let (mut close, mut keep) = (false, false);
