@@ -292,6 +292,18 @@ async fn the_client_port_answers_pipelined_and_http_1_0_requests_and_refuses_amb
     let text = read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("\r\ndate: "), "{text}");
+    // HTTP/1.0 with keep-alive: told so, and the connection carries a second request.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"POST /t/app/k1 HTTP/1.0\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\nx\
+          POST /t/app/k2 HTTP/1.0\r\ncontent-length: 1\r\n\r\ny",
+    )
+    .await
+    .expect("write");
+    let text = read_to_close(&mut s).await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    assert_eq!(text.matches("connection: keep-alive\r\n").count(), 1, "{text}");
+    assert_eq!(text.matches("connection: close\r\n").count(), 1, "{text}");
 
     // Both framings at once is how requests are smuggled past a proxy: 400, closed, and
     // nothing reaches a runner.
@@ -304,7 +316,7 @@ async fn the_client_port_answers_pipelined_and_http_1_0_requests_and_refuses_amb
     let text = read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "the smuggled request was answered: {text}");
-    assert_eq!(r1.stats.received(), 4);
+    assert_eq!(r1.stats.received(), 6);
 
     // A client that closes half-way through a body: nothing is placed, placerd serves on.
     let mut s = TcpStream::connect(p.addr).await.expect("connect");
@@ -312,6 +324,6 @@ async fn the_client_port_answers_pipelined_and_http_1_0_requests_and_refuses_amb
     s.shutdown().await.expect("shutdown");
     let text = read_to_close(&mut s).await;
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
-    assert_eq!(r1.stats.received(), 4);
+    assert_eq!(r1.stats.received(), 6);
     assert_eq!(send(p.addr, "POST", "/t/app/after", &[], b"x").await.status, StatusCode::OK);
 }

@@ -66,7 +66,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
             Ok(None) => return,
             Err(Refused(status, message)) => {
                 let response = json_error(status, &message);
-                let _ = conn.write_response(response, &Method::GET, false).await;
+                let _ = conn.write_response(response, &Method::GET, Keep::Close).await;
                 return;
             }
         };
@@ -97,6 +97,12 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
         };
         // A body the call did not read to its end leaves the stream mid-request.
         let keep_alive = keep_alive && body_done.load(Ordering::Relaxed) && !closes(response.headers());
+        // An HTTP/1.0 client keeps the connection only when the answer says so.
+        let keep_alive = match (keep_alive, version) {
+            (false, _) => Keep::Close,
+            (true, Version::HTTP_10) => Keep::Announced,
+            (true, _) => Keep::Open,
+        };
         match conn.write_response(response, &method, keep_alive).await {
             Ok(true) => conn.rearm(KEEP_ALIVE_TIMEOUT),
             Ok(false) => return,
@@ -211,12 +217,8 @@ impl Conn {
 
     /// Writes `response`: head and small body in one write, a larger one after it, an
     /// unsized one chunked. Returns whether the connection stays open.
-    async fn write_response(
-        &mut self,
-        response: Response<ProxyBody>,
-        method: &Method,
-        mut keep_alive: bool,
-    ) -> io::Result<bool> {
+    async fn write_response(&mut self, response: Response<ProxyBody>, method: &Method, keep: Keep) -> io::Result<bool> {
+        let mut keep_alive = keep != Keep::Close;
         let (head, mut body) = response.into_parts();
         let status = head.status;
         let bodiless = *method == Method::HEAD
@@ -226,15 +228,7 @@ impl Conn {
         let length = if bodiless { None } else { body.size_hint().exact() };
         let chunked = !bodiless && length.is_none();
         self.out.clear();
-        encode_response_head(
-            &mut self.out,
-            status,
-            &head.headers,
-            *method == Method::HEAD,
-            length,
-            chunked,
-            keep_alive,
-        );
+        encode_response_head(&mut self.out, status, &head.headers, *method == Method::HEAD, length, chunked, keep);
         if bodiless {
             write_all(&self.stream, &self.out).await?;
             return Ok(keep_alive);
@@ -286,6 +280,18 @@ impl Conn {
         }
         Ok(keep_alive)
     }
+}
+
+/// What becomes of the connection after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// It carries the next request (HTTP/1.1's default).
+    Open,
+    /// It carries the next request, and the response says so (`connection: keep-alive`,
+    /// for HTTP/1.0 clients).
+    Announced,
+    /// It closes after the response (`connection: close`).
+    Close,
 }
 
 /// What a wait for bytes ended with.
@@ -472,7 +478,7 @@ fn encode_response_head(
     head: bool,
     length: Option<u64>,
     chunked: bool,
-    keep_alive: bool,
+    keep: Keep,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -495,8 +501,10 @@ fn encode_response_head(
     } else if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
+    match keep {
+        Keep::Open => {}
+        Keep::Announced => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Keep::Close => out.extend_from_slice(b"connection: close\r\n"),
     }
     out.extend_from_slice(b"date: ");
     date(out);
@@ -679,16 +687,16 @@ mod tests {
         headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         headers.insert("x-a", HeaderValue::from_static("b"));
         let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::OK, &headers, false, Some(5), false, true);
+        encode_response_head(&mut out, StatusCode::OK, &headers, false, Some(5), false, Keep::Open);
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nx-a: b\r\ncontent-length: 5\r\ndate: "), "{text}");
         assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
         let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::BAD_GATEWAY, &HeaderMap::new(), false, None, true, false);
+        encode_response_head(&mut out, StatusCode::BAD_GATEWAY, &HeaderMap::new(), false, None, true, Keep::Close);
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"));
         let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::OK, &headers, true, None, false, true);
+        encode_response_head(&mut out, StatusCode::OK, &headers, true, None, false, Keep::Announced);
         assert!(String::from_utf8(out).expect("utf-8").contains("content-length: 999\r\n"), "HEAD keeps the length");
         for n in [0, 7, 10, 12345, u64::MAX] {
             let mut out = Vec::new();
@@ -696,7 +704,7 @@ mod tests {
             assert_eq!(out, n.to_string().as_bytes());
         }
         let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::OK, &headers, true, None, false, true);
-        assert!(String::from_utf8(out).expect("utf-8").contains("content-length: 999\r\n"), "HEAD keeps the length");
+        encode_response_head(&mut out, StatusCode::OK, &HeaderMap::new(), false, Some(0), false, Keep::Announced);
+        assert!(String::from_utf8(out).expect("utf-8").contains("connection: keep-alive\r\n"), "for HTTP/1.0");
     }
 }
