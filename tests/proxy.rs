@@ -225,6 +225,11 @@ async fn fn_headers_reach_the_runner_and_hop_by_hop_headers_do_not() {
     assert_eq!(r.status, StatusCode::OK);
     let id = r.header("fn-call-id");
     assert_eq!(r1.stats.executions(id), 1);
+    // The runner's own `date` and framing headers give way to placerd's: one of each.
+    for name in ["date", "content-length", "fn-call-id", "fn-placer"] {
+        assert_eq!(r.headers.get_all(name).iter().count(), 1, "{name}: {:?}", r.headers);
+    }
+    assert!(!r.headers.contains_key("connection") && !r.headers.contains_key("transfer-encoding"));
 }
 
 #[tokio::test]

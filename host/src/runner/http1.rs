@@ -5,7 +5,10 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, DATE, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use hyper::{HeaderMap, Method, StatusCode};
 
 use super::client::Forward;
@@ -137,29 +140,41 @@ pub(crate) fn parse_head(buf: &mut BytesMut, request_method: &Method) -> io::Res
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let (mut close, mut keep) = (false, false);
+    let head_request = *request_method == Method::HEAD;
     for &(name_start, name_end, value_start, value_end) in &spans[..fields] {
         let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
             .map_err(|_| malformed("runner sent an invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))
-            .map_err(|_| malformed("runner sent an invalid header value"))?;
+        let raw = std::str::from_utf8(&head[value_start as usize..value_end as usize]);
+        // The framing and connection headers are read here and not kept (placerd frames
+        // the body for the client itself), and neither is `date`: placerd dates its own
+        // responses, as nginx does for the servers behind it.
         if name == CONTENT_LENGTH {
-            for part in value.to_str().unwrap_or("x").split(',') {
+            for part in raw.unwrap_or("x").split(',') {
                 let n: u64 = part.trim().parse().map_err(|_| malformed("runner sent an invalid content-length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(malformed("runner sent two different content-lengths"));
                 }
                 length = Some(n);
             }
+            if !head_request {
+                continue; // a HEAD answer's length is the resource's: it goes to the client
+            }
         } else if name == TRANSFER_ENCODING {
             // The last coding decides: chunked frames the body, anything else runs to close.
-            let last = value.to_str().unwrap_or("").rsplit(',').next().unwrap_or("").trim();
+            let last = raw.unwrap_or("").rsplit(',').next().unwrap_or("").trim();
             chunked = Some(last.eq_ignore_ascii_case("chunked"));
+            continue;
         } else if name == CONNECTION {
-            for token in value.to_str().unwrap_or("").split(',') {
+            for token in raw.unwrap_or("").split(',') {
                 close |= token.trim().eq_ignore_ascii_case("close");
                 keep |= token.trim().eq_ignore_ascii_case("keep-alive");
             }
+            continue;
+        } else if name == DATE || is_hop_by_hop(&name) {
+            continue;
         }
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))
+            .map_err(|_| malformed("runner sent an invalid header value"))?;
         headers.append(name, value);
     }
     let framing = if *request_method == Method::HEAD
@@ -182,6 +197,17 @@ pub(crate) fn parse_head(buf: &mut BytesMut, request_method: &Method) -> io::Res
     let ambiguous = chunked.is_some() && length.is_some();
     let keep_alive = !close && (!http10 || keep) && framing != Framing::UntilClose && !ambiguous;
     Ok(Some(Head { status, headers, framing, keep_alive }))
+}
+
+/// The hop-by-hop headers other than `Connection` and `Transfer-Encoding` (RFC 9110
+/// §7.6.1), which describe the runner's connection, not the response.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == TE
+        || *name == TRAILER
+        || *name == UPGRADE
+        || *name == PROXY_AUTHENTICATE
+        || *name == PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
 }
 
 /// What [`Chunked::decode`] found in the buffer.
@@ -331,6 +357,14 @@ mod tests {
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-a: b\r\n\r\n", Method::POST);
         assert_eq!((h.status, h.framing, h.keep_alive), (StatusCode::OK, Framing::Length(12), true));
         assert_eq!(h.headers["x-a"], "b");
+        let h = head(
+            "HTTP/1.1 200 OK\r\ndate: x\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\ncontent-length: 1\r\nx-b: c\r\n\r\n",
+            Method::GET,
+        );
+        let kept: Vec<_> = h.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(kept, ["x-b"], "framing, connection and date headers are placerd's to write");
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::HEAD);
+        assert_eq!(h.headers["content-length"], "5", "a HEAD answer keeps the resource's length");
         let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n", Method::GET);
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false), "both framings: not reused");
         let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", Method::GET);
