@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
 use crate::lifecycle::{CallError, Outcome};
-use crate::placer::PlacerObserver;
+use crate::placer::{GuestTimer, PlacerObserver};
 use crate::reload::PlacerInfo;
 use crate::runner::{Membership, PoolError};
 use crate::throttle;
@@ -58,8 +58,6 @@ pub struct Metrics {
     /// Handles into `requests` by status code, so counting a response allocates nothing
     /// after the first of its status.
     requests_by_status: Box<[std::sync::OnceLock<Counter>]>,
-    /// Handles into `guest_seconds` by placer name (read-mostly).
-    guest_seconds_by_placer: std::sync::RwLock<std::collections::HashMap<String, Histogram>>,
     runner_in_flight: Family<Labels, Gauge>,
     runner_reported_active: Family<Labels, Gauge>,
     runner_recent_refusals: Family<Labels, Gauge>,
@@ -146,7 +144,6 @@ impl Metrics {
             placer_info: Family::default(),
             requests: Family::default(),
             requests_by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
-            guest_seconds_by_placer: std::sync::RwLock::default(),
             runner_in_flight: Family::default(),
             runner_reported_active: Family::default(),
             runner_recent_refusals: Family::default(),
@@ -498,18 +495,9 @@ impl ProcStat {
 }
 
 impl PlacerObserver for Metrics {
-    fn guest_call(&self, placer: &str, seconds: f64) {
-        if let Ok(cached) = self.guest_seconds_by_placer.read()
-            && let Some(histogram) = cached.get(placer)
-        {
-            histogram.observe(seconds);
-            return;
-        }
+    fn guest_timer(&self, placer: &str) -> Option<GuestTimer> {
         let histogram = self.guest_seconds.get_or_create(&labels(&[("placer", placer)])).clone();
-        histogram.observe(seconds);
-        if let Ok(mut cached) = self.guest_seconds_by_placer.write() {
-            cached.insert(placer.to_string(), histogram);
-        }
+        Some(Box::new(move |seconds| histogram.observe(seconds)))
     }
 
     fn fault(&self, placer: &str, kind: &str) {

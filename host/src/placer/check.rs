@@ -1,6 +1,7 @@
 //! Validation with sample calls: what `placerd check` prints and what a reload runs before
 //! it publishes a version.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::LoadError;
@@ -125,7 +126,8 @@ impl PlacerVersion {
         loop {
             tries += 1;
             let cpu = thread_cpu_time();
-            let result = self.place_raw(call, set, loads).map(|placed| placed.order);
+            self.sampled.fetch_add(1, Ordering::Relaxed);
+            let result = self.place_raw(call, set, loads, Instant::now()).map(|placed| placed.order);
             let preempted = || thread_cpu_time().saturating_sub(cpu) < self.shared.limits.budget;
             match result {
                 Err(FaultKind::Timeout) if tries == 1 || (tries < SAMPLE_TRIES && preempted()) => continue,

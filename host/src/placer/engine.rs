@@ -69,13 +69,19 @@ pub(crate) const MIN_SETUP: Duration = Duration::from_millis(250);
 
 /// Receives what the placer runtime measures (metrics live outside this module).
 pub trait PlacerObserver: Send + Sync + std::fmt::Debug {
-    /// One guest `place` call took `seconds`.
-    fn guest_call(&self, _placer: &str, _seconds: f64) {}
+    /// Where the times of `placer`'s guest `place` calls go (seconds each). Asked once per
+    /// loaded version, so a call records its time without looking its placer up.
+    fn guest_timer(&self, _placer: &str) -> Option<GuestTimer> {
+        None
+    }
     /// A fault of `kind` (`FaultKind::as_str`) in `placer`.
     fn fault(&self, _placer: &str, _kind: &str) {}
     /// A load of `placer` succeeded or failed.
     fn reload(&self, _placer: &str, _ok: bool) {}
 }
+
+/// Records the time of one guest `place` call, in seconds ([`PlacerObserver::guest_timer`]).
+pub type GuestTimer = Box<dyn Fn(f64) + Send + Sync>;
 
 /// The observer used when nobody listens.
 #[derive(Debug)]

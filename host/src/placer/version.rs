@@ -1,13 +1,15 @@
 //! One loaded placer version, its pool of warm instances and the placement call.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use thread_local::ThreadLocal;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::contract::{Contract, Guest, Placed, Pre};
-use super::engine::{Awake, Shared};
+use super::engine::{Awake, GuestTimer, Shared};
 use super::error::{LoadError, PlaceError, printable};
 use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
@@ -57,6 +59,8 @@ struct Warm {
     store: Store<HostState>,
     guest: Guest,
     generation: Option<u64>,
+    /// The version's [`PlacerVersion::forgets`] when `generation` was told.
+    forgets: u64,
 }
 
 /// A compiled placer with its config: immutable once built. A reload builds a new version
@@ -73,7 +77,18 @@ pub struct PlacerVersion {
     /// Engine, limits, deadline watchdog and observer: the runtime's, shared by every version.
     pub(super) shared: Arc<Shared>,
     log: Arc<GuestLog>,
+    /// Each placing thread's warm instance, taken and put back without a lock.
+    local: ThreadLocal<RefCell<Option<Warm>>>,
+    /// Warm instances beyond one per thread (a thread that placed two calls at once, or a
+    /// call that moved threads between taking and returning).
     idle: Mutex<Vec<Warm>>,
+    /// Bumped by [`PlacerVersion::forget_runners`]: an instance told its runners at an
+    /// older count is told again.
+    forgets: AtomicU64,
+    /// The largest linear memory of an instance when it was last put back, in bytes.
+    memory_high: AtomicUsize,
+    /// Where the guest time of each `place` call is recorded, if anywhere.
+    guest_timer: Option<GuestTimer>,
     faults: Mutex<FaultState>,
     /// True while no fault is on record since the last success: then the version is not
     /// quarantined and a success has nothing to forget, and a call skips the `faults` lock
@@ -81,10 +96,11 @@ pub struct PlacerVersion {
     fault_free: AtomicBool,
     /// `place` calls so far (the fault rate's denominator).
     calls: AtomicU64,
-    /// Calls served by the guest (validation samples and quarantined calls not counted):
-    /// with `served_nanos`, the average cost of a call the admin API shows.
-    served: AtomicU64,
-    /// Guest time of the `served` calls, nanoseconds.
+    /// Of `calls`, the validation samples: the rest were served (quarantined calls, which
+    /// do not reach the guest, are in neither).
+    pub(super) sampled: AtomicU64,
+    /// Guest time of the served calls, nanoseconds: with their number, the average cost
+    /// of a call the admin API shows.
     served_nanos: AtomicU64,
     /// Faults of served calls (validation samples not counted).
     served_faults: AtomicU64,
@@ -121,6 +137,10 @@ impl PlacerVersion {
         let name: Arc<str> = name.into();
         PlacerVersion {
             log: Arc::new(GuestLog::new(name.clone())),
+            local: ThreadLocal::new(),
+            forgets: AtomicU64::new(0),
+            memory_high: AtomicUsize::new(0),
+            guest_timer: shared.observer.guest_timer(&name),
             label: format!("{name}/{}", &sha256[..12.min(sha256.len())]),
             name,
             source,
@@ -132,7 +152,7 @@ impl PlacerVersion {
             faults: Mutex::new(FaultState::new(shared.limits.fault_policy)),
             fault_free: AtomicBool::new(true),
             calls: AtomicU64::new(0),
-            served: AtomicU64::new(0),
+            sampled: AtomicU64::new(0),
             served_nanos: AtomicU64::new(0),
             served_faults: AtomicU64::new(0),
             fault_log: Throttle::new(FAULT_LOG_LINES, Duration::from_secs(10)),
@@ -192,15 +212,16 @@ impl PlacerVersion {
     }
 
     /// The largest linear memory (all memories together) of this version's warm
-    /// instances, in bytes.
+    /// instances, in bytes, as of their last call (a linear memory never shrinks).
     pub fn instance_memory_bytes(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.iter().map(|w| w.store.data().limiter.used()).max().unwrap_or(0))
+        self.memory_high.load(Ordering::Relaxed)
     }
 
     /// Calls this version's guest has placed or faulted on since it was loaded
     /// (validation samples and calls placed by the fallback during quarantine not counted).
     pub fn served_calls(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
+        let sampled = self.sampled.load(Ordering::Relaxed);
+        self.calls.load(Ordering::Relaxed).saturating_sub(sampled)
     }
 
     /// Faults of the guest on served calls since this version was loaded.
@@ -262,10 +283,11 @@ impl PlacerVersion {
             FaultKind::Quarantined
         } else {
             let started = Instant::now();
-            let placed = self.place_raw(call, set, loads);
+            let placed = self.place_raw(call, set, loads, started);
             let elapsed = started.elapsed();
-            self.shared.observer.guest_call(&self.name, elapsed.as_secs_f64());
-            self.served.fetch_add(1, Ordering::Relaxed);
+            if let Some(timer) = &self.guest_timer {
+                timer(elapsed.as_secs_f64());
+            }
             self.served_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             match placed {
                 Ok(Placed { mut order, clean }) => {
@@ -291,10 +313,16 @@ impl PlacerVersion {
 
     /// One guest `place` call on a pooled instance, uncleaned. Records success or fault
     /// for quarantine. Used by [`PlacerVersion::place`] and by validation, which needs
-    /// to see the raw order.
-    pub(crate) fn place_raw(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Placed> {
+    /// to see the raw order. `now` is the time of the call's start.
+    pub(crate) fn place_raw(
+        &self,
+        call: &Call,
+        set: &RunnerSet,
+        loads: &[RunnerLoad],
+        now: Instant,
+    ) -> GuestResult<Placed> {
         let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let result = self.try_place(call, set, loads);
+        let result = self.try_place(call, set, loads, now);
         if result.is_ok() && self.fault_free.load(Ordering::Acquire) {
             return result;
         }
@@ -324,18 +352,27 @@ impl PlacerVersion {
         result
     }
 
-    fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Placed> {
+    fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad], mut now: Instant) -> GuestResult<Placed> {
         let awake = self.shared.awake();
-        let mut warm = self.check_out()?;
-        if warm.generation != Some(set.generation) {
-            arm(&mut warm.store, &awake, self.shared.limits.set_runners_time());
+        let mut warm = match self.check_out() {
+            Some(warm) => warm,
+            None => {
+                let warm = self.instantiate()?;
+                now = Instant::now();
+                warm
+            }
+        };
+        let forgets = self.forgets.load(Ordering::Relaxed);
+        if warm.generation != Some(set.generation) || warm.forgets != forgets {
+            arm(&mut warm.store, &awake, now + self.shared.limits.set_runners_time());
             warm.store.data().seed(set.generation);
             let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
             self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
             told.map_err(|e| classify(&warm.store, &e))?;
-            warm.generation = Some(set.generation);
+            (warm.generation, warm.forgets) = (Some(set.generation), forgets);
+            now = Instant::now();
         }
-        arm(&mut warm.store, &awake, self.shared.limits.place_time());
+        arm(&mut warm.store, &awake, now + self.shared.limits.place_time());
         warm.store.data().seed(call.random);
         // On error the instance is dropped here, never returned to the pool.
         let order = warm.guest.place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
@@ -343,26 +380,33 @@ impl PlacerVersion {
         Ok(order)
     }
 
-    fn check_out(&self) -> GuestResult<Warm> {
-        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        match pooled {
-            Some(warm) => Ok(warm),
-            None => self.instantiate(),
-        }
+    /// A warm instance: this thread's, else one from the shared pool.
+    fn check_out(&self) -> Option<Warm> {
+        let local = self.local.get_or_default().try_borrow_mut().ok().and_then(|mut slot| slot.take());
+        local.or_else(|| self.idle.lock().ok().and_then(|mut idle| idle.pop()))
     }
 
     /// Makes every idle instance forget the runner set it was told: a check's synthetic
     /// sets use small generation numbers that the real pool's may repeat, so after a check
     /// the first real call must tell each instance the real set.
     pub(crate) fn forget_runners(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            for warm in idle.iter_mut() {
-                warm.generation = None;
-            }
-        }
+        self.forgets.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Puts `warm` back: in this thread's slot if it is empty, else in the shared pool
+    /// while it holds fewer than `max_idle_instances`.
     fn check_in(&self, warm: Warm) {
+        let used = warm.store.data().limiter.used();
+        if used > self.memory_high.load(Ordering::Relaxed) {
+            self.memory_high.fetch_max(used, Ordering::Relaxed);
+        }
+        let warm = match self.local.get_or_default().try_borrow_mut() {
+            Ok(mut slot) if slot.is_none() => {
+                *slot = Some(warm);
+                return;
+            }
+            _ => warm,
+        };
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.shared.limits.max_idle_instances
         {
@@ -387,24 +431,23 @@ impl PlacerVersion {
             })
         });
         // Set before instantiating: the epoch has long advanced past the default deadline.
-        arm(&mut store, &awake, self.shared.limits.instantiate_time());
+        arm(&mut store, &awake, Instant::now() + self.shared.limits.instantiate_time());
         self.instances_created.fetch_add(1, Ordering::Relaxed);
         let guest = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
             FaultKind::Trap(msg) => FaultKind::Instantiate(msg),
             kind => kind,
         })?;
         match guest.configure(&mut store, &self.config) {
-            Ok(Ok(())) => Ok(Warm { store, guest, generation: None }),
+            Ok(Ok(())) => Ok(Warm { store, guest, generation: None, forgets: 0 }),
             Ok(Err(message)) => Err(FaultKind::Configure(printable(&message, MAX_GUEST_TEXT).into_owned())),
             Err(e) => Err(classify(&store, &e)),
         }
     }
 }
 
-/// Gives the guest call about to run on `store` until `limit` from now: its store stops
-/// it at the first epoch change past that, and the watchdog wakes then to make one.
-fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, limit: Duration) {
-    let deadline = Instant::now() + limit;
+/// Gives the guest call about to run on `store` until `deadline`: its store stops it at
+/// the first epoch change past that, and the watchdog wakes then to make one.
+fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, deadline: Instant) {
     store.data_mut().deadline = deadline;
     store.set_epoch_deadline(1);
     awake.until(deadline);
