@@ -81,6 +81,12 @@ impl PlacerVersion {
     /// # Errors
     /// [`LoadError::Validation`] naming the sample and what was wrong (fault or order).
     pub fn check(&self) -> Result<CheckReport, LoadError> {
+        let report = self.run_samples();
+        self.release_local();
+        report
+    }
+
+    fn run_samples(&self) -> Result<CheckReport, LoadError> {
         let fail = |reason: String, fault: Option<FaultKind>| LoadError::Validation {
             placer: self.name().to_string(),
             reason,

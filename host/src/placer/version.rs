@@ -258,14 +258,24 @@ impl PlacerVersion {
         Ok(Arc::new(version))
     }
 
-    /// Builds the first instance (running `configure`) and keeps it warm.
+    /// Builds the first instance (running `configure`) and keeps it warm in the shared
+    /// pool: the loading thread is seldom one that places.
     pub(crate) fn warm_up(&self) -> Result<(), LoadError> {
         let warm = self.instantiate().map_err(|fault| match fault {
             FaultKind::Configure(message) => LoadError::Configure { placer: self.name.to_string(), message },
             fault => LoadError::Instantiate { placer: self.name.to_string(), fault },
         })?;
-        self.check_in(warm);
+        self.pool(warm);
         Ok(())
+    }
+
+    /// Moves this thread's warm instance to the shared pool, for a thread that placed
+    /// once (a check) and will not place again.
+    pub(crate) fn release_local(&self) {
+        let warm = self.local.get().and_then(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()));
+        if let Some(warm) = warm {
+            self.pool(warm);
+        }
     }
 
     /// Orders `set`'s runners for `call`, given one [`RunnerLoad`] per runner.
@@ -407,6 +417,11 @@ impl PlacerVersion {
             }
             _ => warm,
         };
+        self.pool(warm);
+    }
+
+    /// Puts `warm` in the shared pool while it holds fewer than `max_idle_instances`.
+    fn pool(&self, warm: Warm) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.shared.limits.max_idle_instances
         {
