@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may wait idle for its next request before it is closed.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the proxy port waits for a client to take more of its response (between two
+/// writes, as nginx's `send_timeout`) before it closes the connection.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request head (request line + headers) accepted; above it, 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 

@@ -10,6 +10,8 @@
 //!   connection after the answer.
 //! - a head that does not arrive whole within [`HEADER_READ_TIMEOUT`] of its first byte,
 //!   or no request for [`KEEP_ALIVE_TIMEOUT`] on an open connection: closed.
+//! - a client that takes none of its response for [`SEND_TIMEOUT`]: closed (a slow reader
+//!   holds neither a task nor a runner connection for longer).
 //! - `Expect: 100-continue`: `100 Continue` when the call starts reading the body.
 //! - HTTP/1.0: answered, kept alive only on `connection: keep-alive`.
 //! - closing (or half-closing) the connection while its call runs: the call's future is
@@ -36,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Proxy, ProxyBody, json_error};
 use crate::runner::http1::{Chunked, Decoded, decimal};
-use crate::server::{HEADER_READ_TIMEOUT, KEEP_ALIVE_TIMEOUT, MAX_HEAD_BYTES};
+use crate::server::{HEADER_READ_TIMEOUT, KEEP_ALIVE_TIMEOUT, MAX_HEAD_BYTES, SEND_TIMEOUT};
 
 /// The most header fields in a request head (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -329,13 +331,18 @@ fn poll_read(stream: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Po
     }
 }
 
-/// Writes all of `bytes`, trying the socket before waiting on it.
+/// Writes all of `bytes`, trying the socket before waiting on it. Fails with `TimedOut`
+/// when the socket stays full for [`SEND_TIMEOUT`]: the client stopped reading.
 async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match stream.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(SEND_TIMEOUT, stream.writable()).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "the client took none of its response in time")
+                })??;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -618,6 +625,43 @@ impl RequestBody<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connected pair on loopback: (the client's end, the server's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    /// More than loopback's send and receive buffers hold together.
+    const LARGE: usize = 64 << 20;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+        let (_client, server) = pair().await;
+        let started = Instant::now();
+        let response = vec![b'x'; LARGE];
+        let e = tokio::time::timeout(2 * SEND_TIMEOUT, write_all(&server, &response))
+            .await
+            .expect("the write gives up on its own")
+            .expect_err("the client never reads");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(started.elapsed() >= SEND_TIMEOUT, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_gets_the_whole_response() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, server) = pair().await;
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.map(|_| got.len())
+        });
+        write_all(&server, &vec![b'x'; LARGE]).await.expect("written");
+        drop(server);
+        assert_eq!(reader.await.expect("joined").expect("read"), LARGE);
+    }
 
     fn parse(text: &[u8]) -> Result<Option<RequestHead>, Refused> {
         let mut buf = BytesMut::from(text);
