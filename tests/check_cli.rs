@@ -134,3 +134,21 @@ fn config_file_gives_the_placer_its_table_and_config_flags_replace_its_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("placerd.toml"));
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_the_command_quietly() {
+    use std::process::Stdio;
+    let mut child = common::placerd_command()
+        .args(["check", "--builtin", "naive", "--budget-ms", "200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The reader goes away before the first line is written (`placerd check | head -0`).
+    drop(child.stdout.take());
+    assert!(common::run_within_wait(&mut child, Duration::from_secs(60)), "check hung on a closed pipe");
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -15,6 +15,31 @@ use placerd::simulate::html::{page, svg as chart};
 use placerd::simulate::{Contender, Event, KeyDist, Workload, simulate, table, trace_keys};
 use tokio::net::TcpListener;
 
+/// `println!` for the command's output: when stdout is a pipe whose reader has gone
+/// (`placerd check … | head`), the command ends quietly, as `cat` does, rather than
+/// panicking on the broken pipe.
+macro_rules! outln {
+    () => {
+        out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `args` to stdout; exits 0 at once if the reader closed the pipe.
+fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(args) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("placerd: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// mimalloc instead of glibc's malloc: the proxy allocates and frees small buffers on every
 /// call, and glibc's consolidation showed at ~5% of placerd's CPU under load.
 #[global_allocator]
@@ -318,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(loaded) => loaded,
                 Err(e) if check_config => {
                     for problem in e.problems() {
-                        println!("error: {problem}");
+                        outln!("error: {problem}");
                     }
                     bail!(
                         "{}: {} problem(s); nothing was checked beyond the config's own keys",
@@ -435,17 +460,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 workload.events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", "),
                 seed
             );
-            println!("{description}");
-            print!("{}", table(&reports));
+            outln!("{description}");
+            out(format_args!("{}", table(&reports)));
             if let Some(path) = html {
                 std::fs::write(&path, page(&reports, &description))
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display());
             }
             if let Some(path) = svg {
                 std::fs::write(&path, chart(&reports, &description))
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display());
             }
             Ok(())
         }
@@ -496,9 +521,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::New { name, lang, dir } => {
             let root = placerd::scaffold::create(&dir, &name, lang).map_err(|e| anyhow::anyhow!("new: {e}"))?;
-            println!("created {} ({lang:?} placer `{name}`)", root.display());
-            println!("build it:  cd {} && {}", root.display(), placerd::scaffold::build_command(lang, &name));
-            println!("check it:  {}   (see its README.md)", placerd::scaffold::check_command(lang, &name));
+            outln!("created {} ({lang:?} placer `{name}`)", root.display());
+            outln!("build it:  cd {} && {}", root.display(), placerd::scaffold::build_command(lang, &name));
+            outln!("check it:  {}   (see its README.md)", placerd::scaffold::check_command(lang, &name));
             Ok(())
         }
     }
@@ -508,15 +533,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn check_config_report(source: &ConfigSource, config: &Config, warnings: &[String]) -> anyhow::Result<()> {
     let run = placerd::plan::dry_run(config);
     for problem in &run.problems {
-        println!("error: {problem}");
+        outln!("error: {problem}");
     }
     for warning in warnings.iter().chain(&run.warnings) {
-        println!("warning: {warning}");
+        outln!("warning: {warning}");
     }
     if !run.problems.is_empty() {
         bail!("{}: {} problem(s)", source.describe(), run.problems.len());
     }
-    println!("config ok: {}", run.summary.join("; "));
+    outln!("config ok: {}", run.summary.join("; "));
     Ok(())
 }
 
@@ -600,31 +625,29 @@ async fn demo(listen: String, default_placer: String, admin_listen: String) -> a
     let listen = listener.local_addr().map_or(listen, |a| a.to_string());
     let admin_listen = admin.local_addr().map_or(admin_listen, |a| a.to_string());
     let addresses: Vec<String> = runners.iter().map(|r| r.addr.to_string()).collect();
-    println!("placerd demo: proxy on http://{listen}, runners {}", addresses.join(", "));
-    println!(
+    outln!("placerd demo: proxy on http://{listen}, runners {}", addresses.join(", "));
+    outln!(
         "placers: built-in naive, consistent-hash, least-loaded (default `{}`); drop NAME.wasm into {}/ to add or replace one",
         config.default_placer,
         placers_dir.display()
     );
-    println!("admin API, /metrics: http://{admin_listen}/admin/placers, http://{admin_listen}/metrics");
-    println!();
-    println!("try:");
-    println!(
+    outln!("admin API, /metrics: http://{admin_listen}/admin/placers, http://{admin_listen}/metrics");
+    outln!();
+    outln!("try:");
+    outln!(
         "  curl -si -X POST http://{listen}/invoke/hello -d 'hi'              # same fn -> same runner (see Fn-Runner)"
     );
-    println!("  curl -si -X POST http://{listen}/invoke/other -d 'hi'              # another fn may land elsewhere");
-    println!("  curl -si http://{listen}/t/myapp/slow?ms=500                     # an HTTP trigger that sleeps 500 ms");
-    println!("  curl -si -X POST -H 'Fn-Call-Type: detached' http://{listen}/invoke/bg   # 202 + call id");
-    println!(
+    outln!("  curl -si -X POST http://{listen}/invoke/other -d 'hi'              # another fn may land elsewhere");
+    outln!("  curl -si http://{listen}/t/myapp/slow?ms=500                     # an HTTP trigger that sleeps 500 ms");
+    outln!("  curl -si -X POST -H 'Fn-Call-Type: detached' http://{listen}/invoke/bg   # 202 + call id");
+    outln!(
         "  for i in $(seq 14); do curl -s -o /dev/null -w '%{{http_code}} ' -X POST 'http://{listen}/t/app/x?ms=1500' & done; wait   # 3x4 slots: refusals move calls"
     );
-    println!(
-        "  curl -s http://{admin_listen}/admin/placers                        # loaded placers, sha256, last error"
-    );
-    println!("  curl -s -X PUT --data-binary @my.wasm http://{admin_listen}/admin/placers/mine   # push a placer");
-    println!();
-    println!("dashboard: http://{admin_listen}/");
-    println!("Ctrl-C stops everything.");
+    outln!("  curl -s http://{admin_listen}/admin/placers                        # loaded placers, sha256, last error");
+    outln!("  curl -s -X PUT --data-binary @my.wasm http://{admin_listen}/admin/placers/mine   # push a placer");
+    outln!();
+    outln!("dashboard: http://{admin_listen}/");
+    outln!("Ctrl-C stops everything.");
     placerd::serve_with_admin(listener, Some(admin), config, shutdown_signal()).await?;
     drop(runners);
     drop(folder);
@@ -663,18 +686,18 @@ fn check(
     }
     let version = runtime.load(&name, source, &bytes, config).context("check failed")?;
     let report = version.check().context("check failed")?;
-    println!("ok: placer `{name}` implements placerd:placer/placer (sha256 {})", &version.sha256()[..16]);
+    outln!("ok: placer `{name}` implements placerd:placer/placer (sha256 {})", &version.sha256()[..16]);
     let addresses: Vec<String> =
         report.runners.runners.iter().enumerate().map(|(i, r)| format!("{i}={}", r.address)).collect();
-    println!("sample runners: {}", addresses.join(" "));
+    outln!("sample runners: {}", addresses.join(" "));
     for (call, order) in &report.orders {
-        println!("  {:<14} seq={} -> {order:?}", call.fn_id, call.seq);
+        outln!("  {:<14} seq={} -> {order:?}", call.fn_id, call.seq);
     }
-    println!("{} sample calls placed within the {} ms budget", report.calls, limits.budget.as_millis());
+    outln!("{} sample calls placed within the {} ms budget", report.calls, limits.budget.as_millis());
     if let Some(runners) = bench_runners {
         let bench = version.bench(runners, BENCH_CALLS).context("bench failed")?;
-        println!("place p50={} p99={} runners={}", duration(bench.p50), duration(bench.p99), bench.runners);
-        println!(
+        outln!("place p50={} p99={} runners={}", duration(bench.p50), duration(bench.p99), bench.runners);
+        outln!(
             "memory {} KiB per instance (contract {}, {} calls timed, {} over the budget left out)",
             bench.memory_bytes / 1024,
             version.contract().version(),
