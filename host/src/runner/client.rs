@@ -152,12 +152,13 @@ impl Conn {
 }
 
 /// A runner's response body: read whole already (small, length known), or streaming from
-/// the connection. Either way it keeps the runner's in-flight count up until it is read or
-/// dropped.
+/// the connection. A streaming body keeps the runner's in-flight count up until it is read
+/// or dropped; a body read whole has ended the runner's part, so its count is already down
+/// when the client is answered (the client's next call sees the runner free).
 #[derive(Debug)]
 pub struct RunnerBody {
     kind: BodyKind,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 #[derive(Debug)]
@@ -249,8 +250,8 @@ impl Streaming {
 }
 
 impl RunnerBody {
-    fn whole(bytes: Bytes, in_flight: InFlight) -> Self {
-        RunnerBody { kind: BodyKind::Whole(Some(bytes)), _in_flight: in_flight }
+    fn whole(bytes: Bytes) -> Self {
+        RunnerBody { kind: BodyKind::Whole(Some(bytes)), _in_flight: None }
     }
 }
 
@@ -422,7 +423,8 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
             Some(n) => match conn.read_body(n as usize).await {
                 Ok(bytes) => {
                     conn.release(runner, keep_alive);
-                    RunnerBody::whole(bytes, in_flight)
+                    drop(in_flight);
+                    RunnerBody::whole(bytes)
                 }
                 Err(error) => return failed(runner, error),
             },
@@ -433,12 +435,72 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
                     Framing::Empty | Framing::UntilClose => Decoding::UntilClose,
                 };
                 let streaming = Streaming { conn: Some(conn), runner: runner.clone(), decoding, keep_alive };
-                RunnerBody { kind: BodyKind::Streaming(Box::new(streaming)), _in_flight: in_flight }
+                RunnerBody { kind: BodyKind::Streaming(Box::new(streaming)), _in_flight: Some(in_flight) }
             }
         };
         let mut answer = Response::new(body);
         *answer.status_mut() = status;
         *answer.headers_mut() = headers;
         Attempt::Committed(Ok(answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A runner on a loopback port that answers the first request of each connection with
+    /// `size` bytes of body, then keeps the connection open.
+    async fn runner(size: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut head, mut chunk) = (Vec::new(), [0u8; 1024]);
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").into_bytes();
+                    answer.resize(answer.len() + size, b'x');
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.read(&mut chunk).await;
+                });
+            }
+        });
+        address
+    }
+
+    /// The runner's in-flight count while the call's answer is held, and once its body
+    /// has been read.
+    async fn in_flight_while_held(size: usize) -> (u32, u32) {
+        let pool = Arc::new(DynamicPool::new(&[runner(size).await]));
+        let client = RunnerClient::new(pool.clone(), Duration::from_secs(5));
+        let handle = pool.membership().handles[0].clone();
+        let call = Forward {
+            method: Method::GET,
+            uri: Uri::from_static("/call"),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        let Attempt::Committed(Ok(answer)) = client.try_exec(&handle, &call).await else { panic!("no answer") };
+        let held = handle.in_flight();
+        let body = answer.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body.len(), size);
+        (held, handle.in_flight())
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_frees_the_runner_before_the_client_is_answered() {
+        // The client's next call must see the runner free (bounded loads count on it).
+        assert_eq!(in_flight_while_held(100).await, (0, 0));
+        // A streaming body is the runner still answering.
+        assert_eq!(in_flight_while_held(BUFFER_BODY_BYTES as usize + 1).await, (1, 0));
     }
 }
