@@ -81,9 +81,18 @@ impl PlacerVersion {
     /// # Errors
     /// [`LoadError::Validation`] naming the sample and what was wrong (fault or order).
     pub fn check(&self) -> Result<CheckReport, LoadError> {
-        let report = self.run_samples();
+        self.on_samples(|| self.run_samples())
+    }
+
+    /// Runs `samples` (a check's or a bench's calls, on synthetic runner sets), then
+    /// leaves the version as a real call expects it: every instance forgets the synthetic
+    /// sets, whose small generation numbers the real pool's may repeat, and this thread's
+    /// instance goes to the shared pool, since a checking thread seldom places.
+    fn on_samples<T>(&self, samples: impl FnOnce() -> T) -> T {
+        let out = samples();
+        self.forget_runners();
         self.release_local();
-        report
+        out
     }
 
     fn run_samples(&self) -> Result<CheckReport, LoadError> {
@@ -118,7 +127,6 @@ impl PlacerVersion {
         for call in sample_calls(5) {
             run(&smaller, &call)?;
         }
-        self.forget_runners();
         Ok(CheckReport { runners: set, orders, calls })
     }
 
@@ -180,6 +188,10 @@ impl PlacerVersion {
     /// (a bench of fallback orders would measure the host, not the placer), or when more
     /// than 1% of the calls run past it.
     pub fn bench(&self, runners: usize, calls: usize) -> Result<BenchReport, LoadError> {
+        self.on_samples(|| self.run_bench(runners, calls))
+    }
+
+    fn run_bench(&self, runners: usize, calls: usize) -> Result<BenchReport, LoadError> {
         let set = sample_runners(1, runners);
         let samples = sample_calls(calls as u64);
         let loads: Vec<Vec<RunnerLoad>> = (0..16).map(|seq| sample_loads(runners, seq)).collect();

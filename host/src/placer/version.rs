@@ -272,10 +272,14 @@ impl PlacerVersion {
     /// Moves this thread's warm instance to the shared pool, for a thread that placed
     /// once (a check) and will not place again.
     pub(crate) fn release_local(&self) {
-        let warm = self.local.get().and_then(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()));
-        if let Some(warm) = warm {
+        if let Some(warm) = self.take_local() {
             self.pool(warm);
         }
+    }
+
+    /// This thread's warm instance, if it has one and is not using it.
+    fn take_local(&self) -> Option<Warm> {
+        self.local.get()?.try_borrow_mut().ok()?.take()
     }
 
     /// Orders `set`'s runners for `call`, given one [`RunnerLoad`] per runner.
@@ -392,8 +396,7 @@ impl PlacerVersion {
 
     /// A warm instance: this thread's, else one from the shared pool.
     fn check_out(&self) -> Option<Warm> {
-        let local = self.local.get_or_default().try_borrow_mut().ok().and_then(|mut slot| slot.take());
-        local.or_else(|| self.idle.lock().ok().and_then(|mut idle| idle.pop()))
+        self.take_local().or_else(|| self.idle.lock().ok().and_then(|mut idle| idle.pop()))
     }
 
     /// Makes every idle instance forget the runner set it was told: a check's synthetic
