@@ -9,6 +9,8 @@
 #   DURATION=20 ROUNDS=5 WORKERS=2 bench/proxy.sh
 #   PLACERD_BASELINE=/tmp/placerd-old bench/proxy.sh   # also an older build, side by side
 #   PLACERD=/tmp/placerd-new bench/proxy.sh            # a given binary instead of building
+#   PGO=1 bench/proxy.sh                   # placerd built with profile-guided optimisation
+#                                          # (bench/pgo.sh) instead of `cargo build --release`
 #   LEAN=1 bench/proxy.sh                  # also bench/lean-proxy, the hyper floor (1 thread)
 #   ONLY="placerd-consistent-hash placerd-ch-native nginx" ROUNDS=10 bench/proxy.sh
 #                                          # just these targets (nginx is the reference): Wasm
@@ -37,7 +39,9 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-if [ -z "${PLACERD:-}" ]; then
+if [ -z "${PLACERD:-}" ] && [ -n "${PGO:-}" ]; then
+  PLACERD=$(bench/pgo.sh)
+elif [ -z "${PLACERD:-}" ]; then
   cargo build --release -p placerd >&2
   PLACERD="$CARGO_TARGET_DIR/release/placerd"
 fi
@@ -179,7 +183,7 @@ print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}')")
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
     echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t$errors" >> "$results"
-    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request $errors" >&2
+    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)) $errors" >&2
   done
 done
 
@@ -214,16 +218,18 @@ for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-n
     cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
     print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
           f"| {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
-def paired(a, b, label):
+def paired(a, b, label, key="cpu"):
     """a against b round by round: the two ran back to back, so each pair shares the
     machine's phase."""
     if a not in rows or b not in rows:
         return
-    pairs = sorted(x / y - 1 for x, y in zip(rows[a]["cpu"], rows[b]["cpu"]))
-    print(f"{label}: medians {med[a]['cpu']:.1f} us vs {med[b]['cpu']:.1f} us = {(med[a]['cpu'] / med[b]['cpu'] - 1) * 100:+.1f}%; "
+    pairs = sorted(x / y - 1 for x, y in zip(rows[a][key], rows[b][key]))
+    print(f"{label}: medians {med[a][key]:.1f} us vs {med[b][key]:.1f} us = {(med[a][key] / med[b][key] - 1) * 100:+.1f}%; "
           f"paired by round: median {statistics.median(pairs) * 100:+.1f}% "
           f"(min {pairs[0] * 100:+.1f}%, max {pairs[-1] * 100:+.1f}%, {len(pairs)} rounds)")
 print()
 paired("placerd-consistent-hash", "placerd-ch-native", "Wasm placement CPU per request vs native (consistent-hash)")
+# The guest call is user-space work: user time alone is less exposed to the kernel's noise.
+paired("placerd-consistent-hash", "placerd-ch-native", "  user time only", key="user")
 paired("placerd-consistent-hash", "placerd-ch-baseline", "CPU per request vs the baseline build (consistent-hash)")
 PY
