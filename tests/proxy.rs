@@ -198,6 +198,21 @@ async fn a_body_over_the_limit_gets_413_and_no_runner_is_contacted() {
     assert_eq!(ok.status, StatusCode::OK, "the limit itself is allowed");
 }
 
+/// The runner gets the body byte for byte whichever way it is written: a small one in the
+/// head's buffer (one `send`), a large one after the head (`writev`, then the rest of it
+/// in as many writes as the socket takes).
+#[tokio::test]
+async fn request_bodies_reach_the_runner_intact_small_and_large() {
+    let r1 = runner(8, "r1").await;
+    let p = start(vec![r1.addr.to_string()], "naive", |_| {}).await;
+    for len in [1, 4096, 4097, 2 << 20] {
+        let body: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        let r = send(p.addr, "POST", "/invoke/f", &[], &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{len} bytes");
+        assert!(r.body == body, "the runner echoed {} bytes for {len}", r.body.len());
+    }
+}
+
 #[tokio::test]
 async fn malformed_requests_and_unknown_routes_get_clear_errors() {
     let r1 = runner(8, "r1").await;
