@@ -15,7 +15,7 @@
 # Only the host binary is instrumented and optimised (the flags are given for the host
 # target only): the built-in placers embedded in it are the same Wasm either way. Needs
 # rustup's `llvm-tools` component (installed here if missing) and bench/proxy.sh's Debian
-# packages (which it installs). Two release builds: ~25 minutes cold on 2 cores, ~10 after
+# packages (which it installs). Two release builds: ~15 minutes cold on 2 cores, ~10 after
 # a source change (a new profile rebuilds every crate in step 3: rustc tracks the file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
