@@ -149,6 +149,7 @@ cpu_ticks() {
   case $1 in
     direct) echo 0 0; return ;;
     nginx) procs=("$(cat "$work/proxy.pid")" $(pgrep -P "$(cat "$work/proxy.pid")")) ;;
+    backends) procs=("$(cat "$work/backends.pid")" $(pgrep -P "$(cat "$work/backends.pid")")) ;;
     *) procs=("${PIDS[$1]}") ;;
   esac
   local user=0 system=0
@@ -171,19 +172,22 @@ results="$work/results.tsv"
 for round in $(seq "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
     read -r user0 system0 < <(cpu_ticks "$name")
+    read -r buser0 bsystem0 < <(cpu_ticks backends)
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/calls.lua" "http://127.0.0.1:${TARGETS[$name]}")
     read -r user1 system1 < <(cpu_ticks "$name")
+    read -r buser1 bsystem1 < <(cpu_ticks backends)
     requests=$(echo "$out" | awk '/requests in/ {print $1}')
     # Proxy CPU microseconds per request: total, user space, kernel.
     cpu_us=$(python3 -c "n = max($requests, 1) * $CLK_TCK / 1e6
 u, s = ($user1 - $user0) / n, ($system1 - $system0) / n
-print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}')")
+b = ($buser1 - $buser0 + $bsystem1 - $bsystem0) / n
+print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}\t{b:.2f}')")
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
     echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t$errors" >> "$results"
-    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)) $errors" >&2
+    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)), backends $(echo "$cpu_us" | cut -f4) us $errors" >&2
   done
 done
 
@@ -197,18 +201,20 @@ def ms(v):
     return float(v)
 rows = {}
 for line in open(path):
-    name, _, rps, p50, p99, cpu, user, system, *rest = line.rstrip("\n").split("\t")
-    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "user": [], "system": [], "errors": []})
+    name, _, rps, p50, p99, cpu, user, system, backends, *rest = line.rstrip("\n").split("\t")
+    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "user": [], "system": [], "backends": [], "errors": []})
     r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99)); r["cpu"].append(float(cpu))
-    r["user"].append(float(user)); r["system"].append(float(system))
+    r["user"].append(float(user)); r["system"].append(float(system)); r["backends"].append(float(backends))
     if rest and rest[0].strip():
         r["errors"].append(rest[0].strip())
 med = {n: {k: statistics.median(v) for k, v in r.items() if k != "errors"} for n, r in rows.items()}
 base = med["nginx"]
 print(f"wrk -t1 -c{conns} -d{duration}s, POST over {keys} functions, {rounds} rounds alternating, {workers} worker(s) per proxy; medians")
 print()
-print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+# The backends' CPU per request behind each target: a proxy that wakes its runners once per
+# request costs them more than one whose requests arrive together.
+print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | backends CPU/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy", "lean-proxy"]:
     if name not in med:
         continue
@@ -217,7 +223,7 @@ for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-n
     us = lambda key: f"{m[key]:.1f} us" if name != "direct" else "-"
     cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
     print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
-          f"| {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
+          f"| {m['backends']:.1f} us | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
 def paired(a, b, label, key="cpu"):
     """a against b round by round: the two ran back to back, so each pair shares the
     machine's phase."""
