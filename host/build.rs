@@ -25,6 +25,7 @@ const FIXTURES: &[&str] = &[
     "naive-v01",
     "naive-v02",
     "ring-after",
+    "reuses",
     "call-details",
     "peeks",
     "chatty",

@@ -99,7 +99,15 @@ fn bench_reports_place_percentiles_and_memory_for_a_builtin_and_a_0_1_component(
         assert!(stdout.lines().any(|l| l.starts_with("memory ") && l.contains("KiB per instance")), "{stdout}");
     }
     assert!(String::from_utf8_lossy(&legacy.stdout).contains("contract 0.1.0"));
-    assert!(String::from_utf8_lossy(&builtin.stdout).contains("contract 0.3.0"));
+    assert!(String::from_utf8_lossy(&builtin.stdout).contains("contract 0.4.0"));
+    // The built-in's orders are reused for repeated keys; a 0.1 placer's never are.
+    let reused = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("orders reused by slot-hash: a key placed before takes p50="))
+    };
+    assert!(reused(&builtin), "{}", String::from_utf8_lossy(&builtin.stdout));
+    assert!(!reused(&legacy));
 }
 
 #[test]

@@ -116,7 +116,7 @@ fn version_completions_and_man_page_come_from_the_command_line_definitions() {
     for flag in ["-V", "--version"] {
         let version = text(&run(placerd().arg(flag), Duration::from_secs(20)).stdout);
         assert!(version.starts_with("placerd "), "{version}");
-        for part in ["commit ", "placer contract placerd:placer@0.3.0", "wasmtime 48."] {
+        for part in ["commit ", "placer contract placerd:placer@0.4.0", "wasmtime 48."] {
             assert!(version.contains(part), "{flag}: {part:?} missing from {version}");
         }
     }

@@ -138,7 +138,9 @@ async fn the_dashboard_shows_runners_placers_routes_and_calls_per_runner() {
     assert_eq!(ll["calls"], 20, "{ll}");
     assert_eq!(ll["faults"], 0);
     assert_eq!(ll["quarantined"], false);
-    assert_eq!(ll["contract"], "0.3.0");
+    assert_eq!(ll["contract"], "0.4.0");
+    // Least-loaded reads the loads: its orders are never reused.
+    assert_eq!(ll["reused_calls"], 0, "{ll}");
     assert!(ll["place_ns_avg"].as_u64().is_some_and(|ns| ns > 0), "{ll}");
 
     let dir = tempfile::tempdir().expect("tempdir");

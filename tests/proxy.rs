@@ -38,6 +38,11 @@ async fn consistent_hash_keeps_a_function_on_one_runner() {
         served_by.insert(r.header("fn-runner").to_string());
     }
     assert_eq!(served_by.len(), 1, "{served_by:?}");
+    // Plain jump hashing lets the host reuse the key's order: the guest is asked again
+    // only by a new instance or a new runner set, not per call.
+    let info = common::placer_info(&p, "consistent-hash").await.expect("consistent-hash");
+    let reused = info["reused_calls"].as_u64().expect("reused_calls");
+    assert!(reused >= 90 && info["calls"] == 100, "{info}");
 }
 
 #[tokio::test]

@@ -95,18 +95,21 @@ fn wasm_consistent_hash_gives_the_native_order() {
         let version = rt.load("consistent-hash", PlacerSource::Builtin, bytes, config).expect("load");
         let runners = set(1, 10);
         let addresses: Vec<u64> = runners.runners.iter().map(|r| key_hash(r.address.as_bytes())).collect();
-        for k in 0..2_000u64 {
+        // Each key twice, with other loads and health the second time: plain jump hashing
+        // lets the host reuse its first order, which must still expand to the native one.
+        for seq in 0..2_000u64 {
+            let k = seq % 1_000;
             let key = format!("app/fn-{k}");
             let loads: Vec<RunnerLoad> = (0..10)
                 .map(|i| RunnerLoad {
-                    in_flight: ((k + i * 3) % 7) as u32,
+                    in_flight: ((seq + i * 3) % 7) as u32,
                     reported_active: 0,
                     recent_refusals: 0,
-                    healthy: (k + i) % 11 != 0,
+                    healthy: (seq + i) % 11 != 0,
                     ..RunnerLoad::default()
                 })
                 .collect();
-            let placed = version.place(&call(k, &key), &runners, &loads).expect("fallback policy");
+            let placed = version.place(&call(seq, &key), &runners, &loads).expect("fallback policy");
             assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
             let native_loads: Vec<Load> =
                 loads.iter().map(|l| Load { in_flight: l.in_flight, healthy: l.healthy }).collect();
@@ -114,6 +117,8 @@ fn wasm_consistent_hash_gives_the_native_order() {
             order(&native, key_hash(key.as_bytes()), native_loads.as_slice(), &addresses, &mut expected);
             assert_eq!(placed.order, expected, "key {key} with {native:?}");
         }
+        let plain = native.hash == Hash::Jump && native.max_load_factor.is_none();
+        assert_eq!(version.reuses_orders(), plain, "{native:?}");
     }
 }
 
@@ -332,18 +337,18 @@ fn wasm_least_loaded_gives_the_native_order() {
 }
 
 #[test]
-fn components_built_for_contracts_0_1_and_0_2_load_and_place_like_their_0_3_twin() {
+fn components_built_for_contracts_0_1_and_0_2_load_and_place_like_their_0_4_twin() {
     let rt = runtime(roomy());
     let v01 = load(&rt, "naive-v01", &fixture("naive-v01"));
     let v02 = load(&rt, "naive-v02", &fixture("naive-v02"));
     let current = load(&rt, "naive", builtin("naive").expect("embedded"));
     assert_eq!(v01.contract(), Contract::V0_1);
     assert_eq!(v02.contract(), Contract::V0_2);
-    assert_eq!(current.contract(), Contract::V0_3);
+    assert_eq!(current.contract(), Contract::V0_4);
     v01.check().unwrap_or_else(|e| panic!("{e}"));
     v02.check().unwrap_or_else(|e| panic!("{e}"));
     // Membership changes (set-runners) and changing health (the per-call loads) reach
-    // all three alike; the 0.3 built-in answers with a ring the host expands.
+    // all three alike; the 0.4 built-in answers with a ring the host expands.
     for generation in 1..4u64 {
         let n = 3 + generation as usize;
         let runners = set(generation, n);
@@ -403,6 +408,45 @@ fn a_0_3_placer_reads_loads_through_its_imports_and_the_host_expands_its_ring() 
             assert_eq!(placed.order, expected, "{n} runners, seq {seq}");
         }
     }
+}
+
+/// The runner the `reuses` fixture listed: `seq % n` of the call `place` was asked for.
+fn listed(placer: &PlacerVersion, seq: u64, key: &str, runners: &RunnerSet) -> u32 {
+    let placed = placer.place(&call(seq, key), runners, &idle(runners.len())).expect("placed");
+    assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+    placed.order[0]
+}
+
+#[test]
+fn a_0_4_placer_that_allows_reuse_is_asked_once_per_key_and_runner_set() {
+    let rt = runtime(roomy());
+    let placer = load(&rt, "reuses", &fixture("reuses"));
+    assert_eq!(placer.contract(), Contract::V0_4);
+    let four = set(1, 4);
+    assert_eq!(listed(&placer, 1, "a", &four), 1);
+    assert!(placer.reuses_orders());
+    // The fixture places by `seq`, against its word: a reused order shows the first seq.
+    assert_eq!(listed(&placer, 2, "a", &four), 1, "key a reused");
+    assert_eq!(listed(&placer, 2, "b", &four), 2, "key b asked");
+    assert_eq!(listed(&placer, 7, "b", &four), 2, "key b reused");
+    // A new runner set: every key is asked again.
+    let five = set(2, 5);
+    assert_eq!(listed(&placer, 3, "a", &five), 3, "key a asked for the new set");
+    assert_eq!(listed(&placer, 4, "a", &five), 3, "and reused within it");
+    // The orders kept are bounded: past that many keys, the first ones are asked again.
+    for k in 0..4_096u64 {
+        listed(&placer, 0, &format!("key-{k}"), &five);
+    }
+    assert_eq!(listed(&placer, 9, "a", &five), 4, "key a asked again after the bound");
+    assert_eq!(placer.reused_calls(), 3, "a, b, then a for the second set");
+
+    // Answering `never` to `set-runners`: every call is placed.
+    let never = rt
+        .load("reuses", PlacerSource::Builtin, &fixture("reuses"), vec![("reuse".into(), "never".into())])
+        .expect("load");
+    assert_eq!(listed(&never, 1, "a", &four), 1);
+    assert_eq!(listed(&never, 2, "a", &four), 2, "asked again");
+    assert!(!never.reuses_orders());
 }
 
 #[test]

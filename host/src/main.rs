@@ -253,7 +253,7 @@ const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\ncommit ",
     env!("PLACERD_COMMIT"),
-    "\nplacer contract placerd:placer@0.3.0 (0.2.0 and 0.1.0 components load too)",
+    "\nplacer contract placerd:placer@0.4.0 (0.3.0, 0.2.0 and 0.1.0 components load too)",
     "\nwasmtime ",
     env!("PLACERD_WASMTIME_VERSION"),
 );
@@ -697,6 +697,12 @@ fn check(
     if let Some(runners) = bench_runners {
         let bench = version.bench(runners, BENCH_CALLS).context("bench failed")?;
         outln!("place p50={} p99={} runners={}", duration(bench.p50), duration(bench.p99), bench.runners);
+        if bench.reuses_orders {
+            outln!(
+                "orders reused by slot-hash: a key placed before takes p50={} (the host's lookup, no guest call)",
+                duration(bench.repeated_p50)
+            );
+        }
         outln!(
             "memory {} KiB per instance (contract {}, {} calls timed, {} over the budget left out)",
             bench.memory_bytes / 1024,

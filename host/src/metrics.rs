@@ -236,7 +236,7 @@ impl Metrics {
             .get_or_create(&labels(&[
                 ("version", VERSION),
                 ("commit", COMMIT),
-                ("wit", crate::placer::Contract::V0_3.version()),
+                ("wit", crate::placer::Contract::V0_4.version()),
                 ("wasmtime", WASMTIME_VERSION),
             ]))
             .set(1);

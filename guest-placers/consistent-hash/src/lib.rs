@@ -4,7 +4,7 @@
 
 pub mod order;
 
-use placerd_placer::{Call, LoadColumn, Loads, Order, Placer, Runner};
+use placerd_placer::{Call, LoadColumn, Loads, Order, Placer, Reuse, Runner};
 
 use crate::order::{Columns, Config, Hash};
 
@@ -24,6 +24,17 @@ impl Placer for ConsistentHash {
 
     fn set_runners(&mut self, _generation: u64, runners: &[Runner]) {
         self.addresses = runners.iter().map(|r| order::key_hash(r.address.as_bytes())).collect();
+    }
+
+    fn reuse(&self) -> Reuse {
+        // Plain jump hashing answers with the ring from the key's bucket: the key and the
+        // set's size decide it, and the host expands the ring against each call's health.
+        // Rendezvous hashing and bounded loads read the loads.
+        if let (Hash::Jump, None) = (self.config.hash, self.config.max_load_factor) {
+            Reuse::BySlotHash
+        } else {
+            Reuse::Never
+        }
     }
 
     fn place(&mut self, call: &Call, loads: &Loads<'_>) -> Order {

@@ -2,7 +2,7 @@
 //!
 //! A placer orders a pool's runners for each call. With this crate it is a type that
 //! implements [`Placer`] and one [`export_placer!`] line; the WebAssembly component
-//! bindings of the contract (`wit/placer.wit`, `placerd:placer@0.3.0`) stay inside.
+//! bindings of the contract (`wit/placer.wit`, `placerd:placer@0.4.0`) stay inside.
 //!
 //! ```
 //! use placerd_placer::{Call, Loads, Order, Placer, Runner};
@@ -331,6 +331,19 @@ impl From<Vec<u32>> for Order {
     }
 }
 
+/// Whether the host may reuse a placer's orders ([`Placer::reuse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// Every call is placed by [`Placer::place`].
+    #[default]
+    Never,
+    /// For the current runner set, `place`'s order depends on [`Call::slot_hash`] alone:
+    /// not on the call's other fields, not on the loads. The host then asks once per key
+    /// and set, and answers later calls of the key with that order (a [`Then::Ring`] still
+    /// expanded against each call's health).
+    BySlotHash,
+}
+
 /// A placer: its state is built by `configure`, kept for the instance's life, told about
 /// runner set changes, and asked for an order per call.
 pub trait Placer: Sized + 'static {
@@ -345,6 +358,14 @@ pub trait Placer: Sized + 'static {
     /// `place` needs per runner here (hashes of addresses, weights from labels).
     fn set_runners(&mut self, generation: u64, runners: &[Runner]) {
         let _ = (generation, runners);
+    }
+
+    /// Whether the host may reuse this placer's orders for the runner set it was told
+    /// last; asked after every [`Placer::set_runners`]. [`Reuse::Never`] unless a placer
+    /// says otherwise. Say [`Reuse::BySlotHash`] only when it holds: the host will not
+    /// ask `place` again for a key it has an answer for.
+    fn reuse(&self) -> Reuse {
+        Reuse::Never
     }
 
     /// The order to try runners in for `call`: indices into the current set, most
@@ -383,7 +404,7 @@ pub mod bindings {
 #[doc(hidden)]
 pub mod glue {
     use super::bindings::placerd::placer::types as wit;
-    use super::{Call, CallKind, LoadColumn, Loads, Order, Placer, Runner, Then};
+    use super::{Call, CallKind, LoadColumn, Loads, Order, Placer, Reuse, Runner, Then};
 
     /// `configure`.
     pub fn configure<P: Placer>(
@@ -394,18 +415,24 @@ pub mod glue {
         Ok(())
     }
 
-    /// `set-runners`.
+    /// `set-runners`, answered with the placer's [`Placer::reuse`].
     pub fn set_runners<P: Placer>(
         slot: &std::cell::RefCell<Option<P>>,
         n: &std::cell::Cell<usize>,
         generation: u64,
         runners: Vec<wit::Runner>,
-    ) {
+    ) -> wit::Reuse {
         n.set(runners.len());
         let runners: Vec<Runner> =
             runners.into_iter().map(|r| Runner { address: r.address, labels: r.labels }).collect();
-        if let Some(placer) = slot.borrow_mut().as_mut() {
-            placer.set_runners(generation, &runners);
+        let mut slot = slot.borrow_mut();
+        let Some(placer) = slot.as_mut() else {
+            return wit::Reuse::Never;
+        };
+        placer.set_runners(generation, &runners);
+        match placer.reuse() {
+            Reuse::Never => wit::Reuse::Never,
+            Reuse::BySlotHash => wit::Reuse::BySlotHash,
         }
     }
 
@@ -467,7 +494,7 @@ macro_rules! export_placer {
                 fn configure(config: ::std::vec::Vec<(String, String)>) -> ::std::result::Result<(), String> {
                     PLACER.with(|slot| $crate::glue::configure(slot, config))
                 }
-                fn set_runners(generation: u64, runners: ::std::vec::Vec<wit::Runner>) {
+                fn set_runners(generation: u64, runners: ::std::vec::Vec<wit::Runner>) -> wit::Reuse {
                     PLACER.with(|slot| RUNNERS.with(|n| $crate::glue::set_runners(slot, n, generation, runners)))
                 }
                 fn place(call: wit::Call) -> wit::Order {

@@ -151,6 +151,9 @@ impl PlacerVersion {
     }
 }
 
+/// Keys the bench places a second time (fewer than a guest's reused orders hold).
+const REPEATED_KEYS: usize = 1024;
+
 /// Tries of a sample call that keeps timing out without using its budget of CPU.
 const SAMPLE_TRIES: u32 = 8;
 
@@ -173,6 +176,12 @@ pub struct BenchReport {
     pub p99: Duration,
     /// Linear memory of the warm instance afterwards.
     pub memory_bytes: usize,
+    /// Whether the placer let the host reuse its orders for the bench's set (contract 0.4,
+    /// `by-slot-hash`).
+    pub reuses_orders: bool,
+    /// Median time of a placement whose key was placed before: the same as `p50` for a
+    /// placer that does not allow reuse, the host's lookup for one that does.
+    pub repeated_p50: Duration,
     /// Calls that ran past the budget and were left out of the timing (the budget is
     /// wall-clock time: a busy machine can preempt a guest past it).
     pub timeouts: usize,
@@ -193,12 +202,26 @@ impl PlacerVersion {
 
     fn run_bench(&self, runners: usize, calls: usize) -> Result<BenchReport, LoadError> {
         let set = sample_runners(1, runners);
-        let samples = sample_calls(calls as u64);
+        // Each round's calls have keys of their own, so the timed round asks `place` even
+        // of a placer whose orders the host may reuse; the last round repeats keys.
+        let samples = sample_calls(2 * calls as u64);
+        let repeated: Vec<Call> = samples[calls..].iter().take(REPEATED_KEYS).cloned().collect();
         let loads: Vec<Vec<RunnerLoad>> = (0..16).map(|seq| sample_loads(runners, seq)).collect();
         let mut times = Vec::with_capacity(calls);
+        let mut repeated_times = Vec::with_capacity(repeated.len());
         let mut timeouts = 0;
-        for round in 0..2 {
-            for (i, call) in samples.iter().enumerate() {
+        for round in 0..4 {
+            let (these, mut timed) = match round {
+                0 => (&samples[..calls], None),
+                1 => (&samples[calls..], Some(&mut times)),
+                2 => {
+                    // The orders kept in round 1 go: the repeated keys are asked once here.
+                    self.forget_runners();
+                    (&repeated[..], None)
+                }
+                _ => (&repeated[..], Some(&mut repeated_times)),
+            };
+            for (i, call) in these.iter().enumerate() {
                 let started = Instant::now();
                 let placed = self.place(call, &set, &loads[i % loads.len()]).map_err(|e| LoadError::Validation {
                     placer: self.name().into(),
@@ -223,19 +246,27 @@ impl PlacerVersion {
                         };
                         return Err(LoadError::Validation { placer: self.name().into(), reason, fault: Some(kind) });
                     }
-                    PlacedBy::Guest { .. } if round == 1 => times.push(took),
-                    PlacedBy::Guest { .. } => {}
+                    PlacedBy::Guest { .. } => {
+                        if let Some(timed) = timed.as_deref_mut() {
+                            timed.push(took);
+                        }
+                    }
                 }
             }
         }
         times.sort_unstable();
-        let at = |q: f64| times.get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1))).copied();
+        repeated_times.sort_unstable();
+        let at = |times: &[Duration], q: f64| {
+            times.get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1))).copied()
+        };
         Ok(BenchReport {
             runners,
             calls: times.len(),
-            p50: at(0.5).unwrap_or_default(),
-            p99: at(0.99).unwrap_or_default(),
+            p50: at(&times, 0.5).unwrap_or_default(),
+            p99: at(&times, 0.99).unwrap_or_default(),
             memory_bytes: self.instance_memory_bytes(),
+            reuses_orders: self.reuses_orders(),
+            repeated_p50: at(&repeated_times, 0.5).unwrap_or_default(),
             timeouts,
         })
     }

@@ -1,30 +1,48 @@
 //! The placer contracts a component may implement, and how the host calls each.
 //!
-//! - `placerd:placer@0.3.0` (`wit/placer.wit`): `place` gets the call's numbers only and
-//!   reads the loads it wants through imports (`loads`, `load`), while it runs; its
+//! - `placerd:placer@0.4.0` (`wit/placer.wit`): 0.3, and `set-runners` answers whether
+//!   the host may reuse an order. A placer that answers `by-slot-hash` is asked once per
+//!   key and runner set; later calls of the key get the order it gave, without entering
+//!   the sandbox ([`Reused`]). The built-ins implement it.
+//! - `placerd:placer@0.3.0` (`wit/v0.3/placer.wit`): `place` gets the call's numbers only
+//!   and reads the loads it wants through imports (`loads`, `load`), while it runs; its
 //!   order may be a prefix with a continuation (the ring from an index), which the host
 //!   expands. A hash placer crosses the boundary with a few numbers each way, whatever the
-//!   size of the set. The built-ins implement it.
+//!   size of the set.
 //! - `placerd:placer@0.2.0` (`wit/v0.2/placer.wit`): the call's numbers and every load
 //!   column in one `list<u32>`, lowered with one copy; a full order back.
 //! - `placerd:placer@0.1.0` (`wit/v0.1/placer.wit`): one `runner-load` record per runner,
 //!   lowered field by field.
 //!
-//! Components built for 0.1 and 0.2 keep loading and placing: the host recognises the
+//! Components built for 0.1, 0.2 and 0.3 keep loading and placing: the host recognises the
 //! contract when it loads a component and adapts the call. The host has its own view of a
 //! call ([`Call`], everything any contract may ask for) and of a runner's load
 //! ([`RunnerLoad`]); a [`Guest`] converts them to what its component expects and keeps the
 //! buffers it converts into, so a warm instance allocates nothing per call for them.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
 use super::sandbox::HostState;
 
-/// Bindings of `placerd:placer@0.3.0`.
-pub(crate) mod v03 {
+/// Bindings of `placerd:placer@0.4.0`.
+pub(crate) mod v04 {
     #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
     wasmtime::component::bindgen!({ world: "placer", path: "../wit" });
+}
+
+/// Bindings of `placerd:placer@0.3.0`. Its types are 0.4's (0.4 only adds `reuse`), so
+/// both place through the same code.
+pub(crate) mod v03 {
+    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
+    wasmtime::component::bindgen!({
+        world: "placer",
+        path: "../wit/v0.3",
+        with: { "placerd:placer/types": super::v04::placerd::placer::types },
+    });
 }
 
 /// Bindings of `placerd:placer@0.2.0`.
@@ -39,8 +57,8 @@ pub(crate) mod v01 {
     wasmtime::component::bindgen!({ world: "placer", path: "../wit/v0.1" });
 }
 
-pub use v03::placerd::placer::types::{CallKind, LoadColumn, Runner};
-use v03::placerd::placer::types::{Continuation, Order};
+pub use v04::placerd::placer::types::{CallKind, LoadColumn, Runner};
+use v04::placerd::placer::types::{Continuation, Order, Reuse};
 
 /// One call to place, as the host knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +84,7 @@ pub struct Call {
 /// SipHash-2-4 keys of Fn's consistent-hash placer: `k0 = 0`, `k1` = "LaryBoat".
 const SLOT_HASH_KEYS: (u64, u64) = (0, 0x4c61_7279_426f_6174);
 
-/// The `slot-hash` of contracts 0.2 and 0.3: SipHash-2-4 of the affinity key with Fn's keys.
+/// The `slot-hash` of contracts 0.2 and later: SipHash-2-4 of the affinity key with Fn's keys.
 pub fn slot_hash(slot_key: &str) -> u64 {
     use std::hash::Hasher;
     let mut hasher = siphasher::sip::SipHasher24::new_with_keys(SLOT_HASH_KEYS.0, SLOT_HASH_KEYS.1);
@@ -100,6 +118,8 @@ pub enum Contract {
     V0_2,
     /// `placerd:placer@0.3.0`.
     V0_3,
+    /// `placerd:placer@0.4.0`.
+    V0_4,
 }
 
 impl Contract {
@@ -109,20 +129,23 @@ impl Contract {
             Contract::V0_1 => "0.1.0",
             Contract::V0_2 => "0.2.0",
             Contract::V0_3 => "0.3.0",
+            Contract::V0_4 => "0.4.0",
         }
     }
 
     /// The contract `component` says it implements: the version of the `types` interface
-    /// it imports, 0.1 or 0.2; else the current one, 0.3 (a component of none of them then
-    /// fails 0.3's type check, which names what differs).
+    /// it imports, 0.1, 0.2 or 0.3; else the current one, 0.4 (a component of none of them
+    /// then fails 0.4's type check, which names what differs).
     pub(crate) fn of(component: &Component) -> Self {
         let engine = component.engine();
-        let mut contract = Contract::V0_3;
+        let mut contract = Contract::V0_4;
         for (name, _) in component.component_type().imports(engine) {
             if name.starts_with("placerd:placer/types@0.1.") {
                 contract = Contract::V0_1;
             } else if name.starts_with("placerd:placer/types@0.2.") {
                 contract = Contract::V0_2;
+            } else if name.starts_with("placerd:placer/types@0.3.") {
+                contract = Contract::V0_3;
             }
         }
         contract
@@ -134,11 +157,16 @@ impl Contract {
 pub(crate) enum Pre {
     /// `text`: the component imports `current-call`, so each `place` keeps the call's text
     /// for it; other components pay nothing for the text.
+    V04 {
+        pre: v04::PlacerPre<HostState>,
+        text: bool,
+    },
+    /// `text` as for 0.4.
     V03 {
         pre: v03::PlacerPre<HostState>,
         text: bool,
     },
-    /// `text` as for 0.3.
+    /// `text` as for 0.4.
     V02 {
         pre: v02::PlacerPre<HostState>,
         text: bool,
@@ -155,6 +183,7 @@ impl Pre {
         let component = instance_pre.component();
         let text = component.component_type().imports(component.engine()).any(|(name, _)| name == "current-call");
         Ok(match contract {
+            Contract::V0_4 => Pre::V04 { pre: v04::PlacerPre::new(instance_pre)?, text },
             Contract::V0_3 => Pre::V03 { pre: v03::PlacerPre::new(instance_pre)?, text },
             Contract::V0_2 => Pre::V02 { pre: v02::PlacerPre::new(instance_pre)?, text },
             Contract::V0_1 => Pre::V01(v01::PlacerPre::new(instance_pre)?),
@@ -164,6 +193,7 @@ impl Pre {
     /// A new instance in `store`.
     pub(crate) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Guest> {
         Ok(match self {
+            Pre::V04 { pre, text } => Guest::V04 { placer: pre.instantiate(store)?, text: *text, reused: None },
             Pre::V03 { pre, text } => Guest::V03 { placer: pre.instantiate(store)?, text: *text },
             Pre::V02 { pre, text } => Guest::V02 { placer: pre.instantiate(store)?, loads: Vec::new(), text: *text },
             Pre::V01(pre) => Guest::V01 { placer: pre.instantiate(store)?, loads: Vec::new() },
@@ -174,17 +204,36 @@ impl Pre {
 /// What a guest's `place` answered, as indices.
 #[derive(Debug)]
 pub(crate) struct Placed {
-    /// The order, a 0.3 continuation expanded.
+    /// The order, a continuation expanded.
     pub(crate) order: Vec<u32>,
     /// The order is known valid (in range, no repeats), so the host need not clean it.
     pub(crate) clean: bool,
+    /// The order is one the guest gave an earlier call ([`Guest::reused`]): no guest call.
+    pub(crate) reused: bool,
 }
 
 /// One instance's exports, with the buffers its calls are converted into.
 pub(crate) enum Guest {
-    V03 { placer: v03::Placer, text: bool },
-    V02 { placer: v02::Placer, loads: Vec<u32>, text: bool },
-    V01 { placer: v01::Placer, loads: Vec<v01::placerd::placer::types::RunnerLoad> },
+    /// `reused`: the orders kept for reuse, while the runner set's `set-runners` answered
+    /// `by-slot-hash`.
+    V04 {
+        placer: v04::Placer,
+        text: bool,
+        reused: Option<Reused>,
+    },
+    V03 {
+        placer: v03::Placer,
+        text: bool,
+    },
+    V02 {
+        placer: v02::Placer,
+        loads: Vec<u32>,
+        text: bool,
+    },
+    V01 {
+        placer: v01::Placer,
+        loads: Vec<v01::placerd::placer::types::RunnerLoad>,
+    },
 }
 
 impl Guest {
@@ -195,20 +244,27 @@ impl Guest {
         config: &[(String, String)],
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
+            Guest::V04 { placer, .. } => placer.call_configure(store, config),
             Guest::V03 { placer, .. } => placer.call_configure(store, config),
             Guest::V02 { placer, .. } => placer.call_configure(store, config),
             Guest::V01 { placer, .. } => placer.call_configure(store, config),
         }
     }
 
-    /// `set-runners`.
+    /// `set-runners`. Orders kept for reuse are of the previous set: they go.
     pub(crate) fn set_runners(
-        &self,
+        &mut self,
         store: &mut Store<HostState>,
         generation: u64,
         runners: &[Runner],
     ) -> wasmtime::Result<()> {
         match self {
+            Guest::V04 { placer, reused, .. } => {
+                *reused = None;
+                let reuse = placer.call_set_runners(store, generation, runners)?;
+                *reused = (reuse == Reuse::BySlotHash).then(Reused::default);
+                Ok(())
+            }
             Guest::V03 { placer, .. } => placer.call_set_runners(store, generation, runners),
             Guest::V02 { placer, .. } => {
                 let runners: Vec<v02::placerd::placer::types::Runner> = runners
@@ -233,8 +289,25 @@ impl Guest {
         }
     }
 
+    /// Whether this instance's orders are reused for the set it was told last.
+    pub(crate) fn reuses_orders(&self) -> bool {
+        matches!(self, Guest::V04 { reused: Some(_), .. })
+    }
+
+    /// The order this guest gave an earlier call of `call`'s slot-hash, for the set it was
+    /// told last, expanded for `loads`: a 0.4 guest that allowed reuse, and a key it has
+    /// answered.
+    pub(crate) fn reused(&self, call: &Call, loads: &[RunnerLoad]) -> Option<Placed> {
+        let Guest::V04 { reused: Some(reused), .. } = self else {
+            return None;
+        };
+        let order = reused.get(slot_hash(&call.slot_key))?;
+        Some(Placed { reused: true, ..expanded(order.clone(), loads) })
+    }
+
     /// `place`, with `loads` given in this contract's form, and its order as a list of
-    /// indices (a 0.3 continuation expanded).
+    /// indices (a continuation expanded). A 0.4 guest that allows reuse has the order kept
+    /// for later calls of the key ([`Guest::reused`]).
     pub(crate) fn place(
         &mut self,
         store: &mut Store<HostState>,
@@ -242,24 +315,20 @@ impl Guest {
         loads: &[RunnerLoad],
     ) -> wasmtime::Result<Placed> {
         match self {
+            Guest::V04 { placer, text, reused } => {
+                let hash = slot_hash(&call.slot_key);
+                let order =
+                    place_numbers(store, call, hash, loads, *text, |store, numbers| placer.call_place(store, numbers))?;
+                if let Some(reused) = reused {
+                    reused.keep(hash, &order);
+                }
+                Ok(expanded(order, loads))
+            }
             Guest::V03 { placer, text } => {
-                if *text {
-                    store.data_mut().details.copy_from(call);
-                }
-                let numbers = v03::placerd::placer::types::Call {
-                    seq: call.seq,
-                    random: call.random,
-                    kind: call.kind,
-                    slot_hash: slot_hash(&call.slot_key),
-                };
-                let order = Viewing::new(store, loads).place(placer, numbers);
-                if *text {
-                    store.data_mut().details.clear();
-                }
-                let order = order?;
-                // A bare continuation expands to a valid order: no cleaning to do.
-                let clean = order.runners.is_empty();
-                Ok(Placed { order: expand(order, loads), clean })
+                let hash = slot_hash(&call.slot_key);
+                let order =
+                    place_numbers(store, call, hash, loads, *text, |store, numbers| placer.call_place(store, numbers))?;
+                Ok(expanded(order, loads))
             }
             Guest::V02 { placer, loads: columns, text } => {
                 fill_columns(columns, loads);
@@ -279,7 +348,7 @@ impl Guest {
                 if *text {
                     store.data_mut().details.clear();
                 }
-                Ok(Placed { order: order?, clean: false })
+                Ok(Placed { order: order?, clean: false, reused: false })
             }
             Guest::V01 { placer, loads: rows } => {
                 rows.clear();
@@ -289,9 +358,86 @@ impl Guest {
                     recent_refusals: l.recent_refusals,
                     healthy: l.healthy,
                 }));
-                Ok(Placed { order: placer.call_place(store, &call_v01(call), rows)?, clean: false })
+                Ok(Placed { order: placer.call_place(store, &call_v01(call), rows)?, clean: false, reused: false })
             }
         }
+    }
+}
+
+/// Runs `place` of a 0.3 or 0.4 guest: the call's numbers in, its text and loads readable
+/// through the imports while it runs.
+fn place_numbers(
+    store: &mut Store<HostState>,
+    call: &Call,
+    slot_hash: u64,
+    loads: &[RunnerLoad],
+    text: bool,
+    place: impl FnOnce(&mut Store<HostState>, v04::placerd::placer::types::Call) -> wasmtime::Result<Order>,
+) -> wasmtime::Result<Order> {
+    if text {
+        store.data_mut().details.copy_from(call);
+    }
+    let numbers = v04::placerd::placer::types::Call { seq: call.seq, random: call.random, kind: call.kind, slot_hash };
+    let order = {
+        let viewing = Viewing::new(store, loads);
+        place(&mut *viewing.store, numbers)
+    };
+    if text {
+        store.data_mut().details.clear();
+    }
+    order
+}
+
+/// A 0.3 or 0.4 order as indices for `loads`' set.
+fn expanded(order: Order, loads: &[RunnerLoad]) -> Placed {
+    // A bare continuation expands to a valid order: no cleaning to do.
+    let clean = order.runners.is_empty();
+    Placed { order: expand(order, loads), clean, reused: false }
+}
+
+/// How many orders a guest's [`Reused`] keeps before it starts again from none.
+pub(crate) const REUSED_ORDERS: usize = 4096;
+
+/// The orders a 0.4 guest gave for the current runner set, by slot-hash, after it
+/// answered `by-slot-hash` to `set-runners`. Bounded: when it holds [`REUSED_ORDERS`], it
+/// is emptied before the next one is kept (keys that recur are asked again once).
+#[derive(Default)]
+pub(crate) struct Reused {
+    orders: HashMap<u64, Order, BuildHasherDefault<SlotHashHasher>>,
+}
+
+impl Reused {
+    fn get(&self, slot_hash: u64) -> Option<&Order> {
+        self.orders.get(&slot_hash)
+    }
+
+    fn keep(&mut self, slot_hash: u64, order: &Order) {
+        if self.orders.len() >= REUSED_ORDERS {
+            self.orders.clear();
+        }
+        self.orders.insert(slot_hash, order.clone());
+    }
+}
+
+/// The hasher of [`Reused`]'s map: a slot-hash is already SipHash's output, so it is its
+/// own hash.
+#[derive(Default)]
+pub(crate) struct SlotHashHasher(u64);
+
+impl Hasher for SlotHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; this is for completeness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
 }
 
@@ -309,7 +455,7 @@ fn fill_columns(columns: &mut Vec<u32>, loads: &[RunnerLoad]) {
     columns.extend(loads.iter().map(|l| l.recent_errors));
 }
 
-/// The loads of the call a 0.3 guest is placing, which its `loads` and `load`
+/// The loads of the call a 0.3 or 0.4 guest is placing, which its `loads` and `load`
 /// imports read; empty outside `place`. It points at the caller's loads instead of holding
 /// a copy: copying them would cost the host what 0.3 saves the guest (12 KiB at 512
 /// runners).
@@ -379,7 +525,7 @@ impl LoadView {
     }
 }
 
-/// A store whose guest may read `loads` (0.3's imports) until this is dropped.
+/// A store whose guest may read `loads` (0.3's and 0.4's imports) until this is dropped.
 struct Viewing<'a> {
     store: &'a mut Store<HostState>,
 }
@@ -390,10 +536,6 @@ impl<'a> Viewing<'a> {
         store.data_mut().view = LoadView { loads: loads.as_ptr(), len: loads.len() };
         Viewing { store }
     }
-
-    fn place(self, placer: &v03::Placer, call: v03::placerd::placer::types::Call) -> wasmtime::Result<Order> {
-        placer.call_place(&mut *self.store, call)
-    }
 }
 
 impl Drop for Viewing<'_> {
@@ -402,7 +544,7 @@ impl Drop for Viewing<'_> {
     }
 }
 
-/// A 0.3 order as indices: the listed runners, then the continuation's. Out-of-range and
+/// A 0.3 or 0.4 order as indices: the listed runners, then the continuation's. Out-of-range and
 /// repeated listed indices are left for the host's cleaning, as in other contracts; the
 /// continuation skips the listed runners, so it adds no repeats of its own.
 fn expand(order: Order, loads: &[RunnerLoad]) -> Vec<u32> {
@@ -473,8 +615,8 @@ impl CallText {
     }
 
     /// What `current-call` answers.
-    pub(crate) fn details(&self) -> v03::placerd::placer::types::CallDetails {
-        v03::placerd::placer::types::CallDetails {
+    pub(crate) fn details(&self) -> v04::placerd::placer::types::CallDetails {
+        v04::placerd::placer::types::CallDetails {
             id: self.id.clone(),
             app_id: self.app_id.clone(),
             fn_id: self.fn_id.clone(),

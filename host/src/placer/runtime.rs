@@ -10,7 +10,7 @@ use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine};
 
 use super::cache::DiskCache;
-use super::contract::{Contract, Pre, v01, v02, v03};
+use super::contract::{Contract, Pre, v01, v02, v03, v04};
 use super::engine::{NoObserver, PlacerObserver, SandboxLimits, Shared, hex};
 use super::error::{LoadError, what_is};
 use super::sandbox::HostState;
@@ -75,11 +75,14 @@ impl PlacerRuntime {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
         super::sandbox::replace_blocking_wasi(&mut linker).map_err(LoadError::Engine)?;
+        v04::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(LoadError::Engine)?;
+        // 0.3, 0.2 and 0.1 components import the same `log` (0.3 and 0.2 the same
+        // `current-call`, 0.3 the same `loads` and `load`): the later definitions replace
+        // the earlier ones and behave the same.
+        linker.allow_shadowing(true);
         v03::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(LoadError::Engine)?;
-        // 0.2 and 0.1 components import the same `log` (and 0.2 the same `current-call`):
-        // the later definitions replace the earlier ones and behave the same.
-        linker.allow_shadowing(true);
         v02::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(LoadError::Engine)?;
         v01::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)

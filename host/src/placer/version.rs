@@ -99,6 +99,9 @@ pub struct PlacerVersion {
     /// Of `calls`, the validation samples: the rest were served (quarantined calls, which
     /// do not reach the guest, are in neither).
     pub(super) sampled: AtomicU64,
+    /// Of `calls`, those answered with an order the guest gave an earlier call of the key
+    /// (contract 0.4, `by-slot-hash`).
+    reused: AtomicU64,
     /// Guest time of the served calls, nanoseconds: with their number, the average cost
     /// of a call the admin API shows.
     served_nanos: AtomicU64,
@@ -153,6 +156,7 @@ impl PlacerVersion {
             fault_free: AtomicBool::new(true),
             calls: AtomicU64::new(0),
             sampled: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
             served_nanos: AtomicU64::new(0),
             served_faults: AtomicU64::new(0),
             fault_log: Throttle::new(FAULT_LOG_LINES, Duration::from_secs(10)),
@@ -180,6 +184,7 @@ impl PlacerVersion {
     /// The contract the component implements.
     pub fn contract(&self) -> Contract {
         match self.pre {
+            Pre::V04 { .. } => Contract::V0_4,
             Pre::V03 { .. } => Contract::V0_3,
             Pre::V02 { .. } => Contract::V0_2,
             Pre::V01(_) => Contract::V0_1,
@@ -217,6 +222,17 @@ impl PlacerVersion {
         self.memory_high.load(Ordering::Relaxed)
     }
 
+    /// Whether the host reuses this placer's orders for the runner set its instances were
+    /// told last (a 0.4 placer that answered `by-slot-hash`); false before any set.
+    pub fn reuses_orders(&self) -> bool {
+        let Some(warm) = self.check_out() else {
+            return false;
+        };
+        let reuses = warm.guest.reuses_orders();
+        self.check_in(warm);
+        reuses
+    }
+
     /// Calls this version's guest has placed or faulted on since it was loaded
     /// (validation samples and calls placed by the fallback during quarantine not counted).
     pub fn served_calls(&self) -> u64 {
@@ -224,14 +240,22 @@ impl PlacerVersion {
         self.calls.load(Ordering::Relaxed).saturating_sub(sampled)
     }
 
+    /// Calls answered with an order the guest gave an earlier call of the same key, for
+    /// the same runner set, without calling it (contract 0.4, `by-slot-hash`).
+    pub fn reused_calls(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
     /// Faults of the guest on served calls since this version was loaded.
     pub fn served_faults(&self) -> u64 {
         self.served_faults.load(Ordering::Relaxed)
     }
 
-    /// Average guest time of a served `place` call, nanoseconds (0 before the first).
+    /// Average guest time of a served call that entered the guest, nanoseconds (0 before
+    /// the first): reused orders ([`PlacerVersion::reused_calls`]) are not in it.
     pub fn place_nanos_avg(&self) -> u64 {
-        self.served_nanos.load(Ordering::Relaxed).checked_div(self.served_calls()).unwrap_or(0)
+        let guest_calls = self.served_calls().saturating_sub(self.reused_calls());
+        self.served_nanos.load(Ordering::Relaxed).checked_div(guest_calls).unwrap_or(0)
     }
 
     /// True while this version is quarantined after repeated faults.
@@ -298,13 +322,16 @@ impl PlacerVersion {
         } else {
             let started = Instant::now();
             let placed = self.place_raw(call, set, loads, started);
-            let elapsed = started.elapsed();
-            if let Some(timer) = &self.guest_timer {
-                timer(elapsed.as_secs_f64());
+            // A reused order did not enter the guest: the guest's time is of guest calls.
+            if !placed.as_ref().is_ok_and(|p| p.reused) {
+                let elapsed = started.elapsed();
+                if let Some(timer) = &self.guest_timer {
+                    timer(elapsed.as_secs_f64());
+                }
+                self.served_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
-            self.served_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             match placed {
-                Ok(Placed { mut order, clean }) => {
+                Ok(Placed { mut order, clean, .. }) => {
                     let cleaned = if clean { 0 } else { sanitize(&mut order, set.len()) };
                     if cleaned > 0 {
                         tracing::debug!(placer = &*self.name, cleaned, "dropped invalid indices from a placer's order");
@@ -367,7 +394,6 @@ impl PlacerVersion {
     }
 
     fn try_place(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad], mut now: Instant) -> GuestResult<Placed> {
-        let awake = self.shared.awake();
         let mut warm = match self.check_out() {
             Some(warm) => warm,
             None => {
@@ -377,7 +403,16 @@ impl PlacerVersion {
             }
         };
         let forgets = self.forgets.load(Ordering::Relaxed);
-        if warm.generation != Some(set.generation) || warm.forgets != forgets {
+        let told = warm.generation == Some(set.generation) && warm.forgets == forgets;
+        if told && let Some(placed) = warm.guest.reused(call, loads) {
+            // An order the guest gave for this key and set: no guest call, so no deadline
+            // to arm and nothing for the watchdog to watch.
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            self.check_in(warm);
+            return Ok(placed);
+        }
+        let awake = self.shared.awake();
+        if !told {
             arm(&mut warm.store, &awake, now + self.shared.limits.set_runners_time());
             warm.store.data().seed(set.generation);
             let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);

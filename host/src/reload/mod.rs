@@ -46,13 +46,16 @@ pub struct PlacerInfo {
     pub last_error: Option<String>,
     /// Calls the running version's guest has served (validation samples not counted).
     pub calls: u64,
+    /// Of `calls`, those answered with an order the running version gave an earlier call
+    /// of the same key, without a guest call (contract 0.4, `by-slot-hash`).
+    pub reused_calls: u64,
     /// Faults of the running version on served calls.
     pub faults: u64,
     /// True while the running version is quarantined (calls go to the fallback order).
     pub quarantined: bool,
     /// Average guest time of a `place` call of the running version, nanoseconds.
     pub place_ns_avg: u64,
-    /// The contract version the running component implements (`0.3.0`); empty if none.
+    /// The contract version the running component implements (`0.4.0`); empty if none.
     pub contract: String,
 }
 
@@ -187,6 +190,7 @@ impl Registry {
                 loaded_at: v.loaded_at().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                 last_error: errors.get(name).cloned(),
                 calls: v.served_calls(),
+                reused_calls: v.reused_calls(),
                 faults: v.served_faults(),
                 quarantined: v.quarantined(),
                 place_ns_avg: v.place_nanos_avg(),
@@ -201,6 +205,7 @@ impl Registry {
                 loaded_at: 0,
                 last_error: Some(error.clone()),
                 calls: 0,
+                reused_calls: 0,
                 faults: 0,
                 quarantined: false,
                 place_ns_avg: 0,
