@@ -440,10 +440,16 @@ fn a_0_4_placer_that_allows_reuse_is_asked_once_per_key_and_runner_set() {
     assert_eq!(listed(&placer, 9, "a", &five), 4, "key a asked again after the bound");
     assert_eq!(placer.reused_calls(), 3, "a, b, then a for the second set");
 
+    // The fixture breaks its word, and a check (what a reload or an install runs before it
+    // serves) sees it.
+    let err = placer.check().expect_err("an order that depends on seq").to_string();
+    assert!(err.contains("set-runners answered by-slot-hash, but key") && err.contains("reused the first"), "{err}");
+
     // Answering `never` to `set-runners`: every call is placed.
     let never = rt
         .load("reuses", PlacerSource::Builtin, &fixture("reuses"), vec![("reuse".into(), "never".into())])
         .expect("load");
+    never.check().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listed(&never, 1, "a", &four), 1);
     assert_eq!(listed(&never, 2, "a", &four), 2, "asked again");
     assert!(!never.reuses_orders());

@@ -19,7 +19,7 @@ pub struct CheckReport {
     pub runners: RunnerSet,
     /// Each sample call and the order the placer gave it.
     pub orders: Vec<(Call, Vec<u32>)>,
-    /// Calls made in all (samples, soak, membership change).
+    /// Calls made in all (samples, soak, membership change, reuse probes).
     pub calls: u64,
 }
 
@@ -76,10 +76,13 @@ fn sample_loads(n: usize, seq: u64) -> Vec<RunnerLoad> {
 impl PlacerVersion {
     /// Runs sample placements and checks every order is valid: indices in range, no
     /// repeats, no longer than the set. Five printed samples on 5 runners, a soak of
-    /// [`SOAK_CALLS`] calls, then a membership change to 3 runners.
+    /// [`SOAK_CALLS`] calls, then a membership change to 3 runners; for a placer that lets
+    /// the host reuse its orders, [`REUSE_PROBES`] keys placed twice by otherwise different
+    /// calls, which must get the same order.
     ///
     /// # Errors
-    /// [`LoadError::Validation`] naming the sample and what was wrong (fault or order).
+    /// [`LoadError::Validation`] naming the sample and what was wrong (fault, order, or a
+    /// reuse promise broken).
     pub fn check(&self) -> Result<CheckReport, LoadError> {
         self.on_samples(|| self.run_samples())
     }
@@ -127,7 +130,68 @@ impl PlacerVersion {
         for call in sample_calls(5) {
             run(&smaller, &call)?;
         }
-        Ok(CheckReport { runners: set, orders, calls })
+        let probes = self.check_reuse(&sample_runners(3, 5), &fail)?;
+        Ok(CheckReport { runners: set, orders, calls: calls + probes })
+    }
+
+    /// For a placer that lets the host reuse its orders (`by-slot-hash`), whether they hold
+    /// to that: each probe key is placed twice, by calls that differ in everything but the
+    /// key and the runners' health, with the kept orders forgotten in between so the guest
+    /// answers both. Different orders refuse the placer: the host would have answered the
+    /// second call with the first's. Returns the calls it made.
+    fn check_reuse(
+        &self,
+        set: &RunnerSet,
+        fail: &impl Fn(String, Option<FaultKind>) -> LoadError,
+    ) -> Result<u64, LoadError> {
+        let mut calls = 0;
+        for call in sample_calls(REUSE_PROBES) {
+            let loads = sample_loads(set.len(), call.seq);
+            let first = self.place_sample(&call, set, &loads);
+            calls += 1;
+            if !self.reuses_orders() {
+                return Ok(calls);
+            }
+            self.forget_runners();
+            let other = Call {
+                seq: call.seq + 7_919,
+                random: !call.random,
+                kind: match call.kind {
+                    CallKind::Sync => CallKind::Detached,
+                    CallKind::Detached => CallKind::Sync,
+                },
+                ..call.clone()
+            };
+            let other_loads: Vec<RunnerLoad> = sample_loads(set.len(), other.seq)
+                .into_iter()
+                .zip(&loads)
+                .map(|(other, first)| RunnerLoad { healthy: first.healthy, ..other })
+                .collect();
+            let second = self.place_sample(&other, set, &other_loads);
+            calls += 1;
+            let (first, second) = match (first, second) {
+                (Ok(first), Ok(second)) => (first, second),
+                (Err(kind), _) | (_, Err(kind)) => {
+                    return Err(fail(
+                        format!("place faulted on reuse probe {} ({})", call.seq, call.fn_id),
+                        Some(kind),
+                    ));
+                }
+            };
+            if first != second {
+                return Err(fail(
+                    format!(
+                        "set-runners answered by-slot-hash, but key {} got order {} and then {} from calls that \
+                         differ only in seq, random, kind and loads: the host would have reused the first",
+                        call.slot_key,
+                        preview(&first),
+                        preview(&second)
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(calls)
     }
 
     /// One sample placement. The budget is wall-clock time, so on a busy machine a good
@@ -150,6 +214,9 @@ impl PlacerVersion {
         }
     }
 }
+
+/// Keys a check places twice to see a reusing placer keeps its word.
+const REUSE_PROBES: u64 = 5;
 
 /// Keys the bench places a second time (fewer than a guest's reused orders hold).
 const REPEATED_KEYS: usize = 1024;
