@@ -251,11 +251,11 @@ impl PlacerVersion {
         self.served_faults.load(Ordering::Relaxed)
     }
 
-    /// Average guest time of a served call that entered the guest, nanoseconds (0 before
-    /// the first): reused orders ([`PlacerVersion::reused_calls`]) are not in it.
+    /// Average guest time per served call, nanoseconds (0 before the first): what the
+    /// placer costs a call. A call answered with a reused order
+    /// ([`PlacerVersion::reused_calls`]) counts with no guest time.
     pub fn place_nanos_avg(&self) -> u64 {
-        let guest_calls = self.served_calls().saturating_sub(self.reused_calls());
-        self.served_nanos.load(Ordering::Relaxed).checked_div(guest_calls).unwrap_or(0)
+        self.served_nanos.load(Ordering::Relaxed).checked_div(self.served_calls()).unwrap_or(0)
     }
 
     /// True while this version is quarantined after repeated faults.

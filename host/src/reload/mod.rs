@@ -53,7 +53,8 @@ pub struct PlacerInfo {
     pub faults: u64,
     /// True while the running version is quarantined (calls go to the fallback order).
     pub quarantined: bool,
-    /// Average guest time of a `place` call of the running version, nanoseconds.
+    /// Average guest time per call of the running version, nanoseconds (a reused order
+    /// counts with none).
     pub place_ns_avg: u64,
     /// The contract version the running component implements (`0.4.0`); empty if none.
     pub contract: String,
