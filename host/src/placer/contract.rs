@@ -294,40 +294,42 @@ impl Guest {
         matches!(self, Guest::V04 { reused: Some(_), .. })
     }
 
-    /// The order this guest gave an earlier call of `call`'s slot-hash, for the set it was
-    /// told last, expanded for `loads`: a 0.4 guest that allowed reuse, and a key it has
-    /// answered.
-    pub(crate) fn reused(&self, call: &Call, loads: &[RunnerLoad]) -> Option<Placed> {
+    /// The order this guest gave an earlier call of `slot_hash` (the call's
+    /// [`slot_hash`]), for the set it was told last, expanded for `loads`: a 0.4 guest that
+    /// allowed reuse, and a key it has answered.
+    pub(crate) fn reused(&self, slot_hash: u64, loads: &[RunnerLoad]) -> Option<Placed> {
         let Guest::V04 { reused: Some(reused), .. } = self else {
             return None;
         };
-        let order = reused.get(slot_hash(&call.slot_key))?;
+        let order = reused.get(slot_hash)?;
         Some(Placed { reused: true, ..expanded(order.clone(), loads) })
     }
 
     /// `place`, with `loads` given in this contract's form, and its order as a list of
-    /// indices (a continuation expanded). A 0.4 guest that allows reuse has the order kept
-    /// for later calls of the key ([`Guest::reused`]).
+    /// indices (a continuation expanded). `slot_hash` is the call's [`slot_hash`], taken
+    /// once per call by the caller. A 0.4 guest that allows reuse has the order kept for
+    /// later calls of the key ([`Guest::reused`]).
     pub(crate) fn place(
         &mut self,
         store: &mut Store<HostState>,
         call: &Call,
+        slot_hash: u64,
         loads: &[RunnerLoad],
     ) -> wasmtime::Result<Placed> {
         match self {
             Guest::V04 { placer, text, reused } => {
-                let hash = slot_hash(&call.slot_key);
-                let order =
-                    place_numbers(store, call, hash, loads, *text, |store, numbers| placer.call_place(store, numbers))?;
+                let order = place_numbers(store, call, slot_hash, loads, *text, |store, numbers| {
+                    placer.call_place(store, numbers)
+                })?;
                 if let Some(reused) = reused {
-                    reused.keep(hash, &order);
+                    reused.keep(slot_hash, &order);
                 }
                 Ok(expanded(order, loads))
             }
             Guest::V03 { placer, text } => {
-                let hash = slot_hash(&call.slot_key);
-                let order =
-                    place_numbers(store, call, hash, loads, *text, |store, numbers| placer.call_place(store, numbers))?;
+                let order = place_numbers(store, call, slot_hash, loads, *text, |store, numbers| {
+                    placer.call_place(store, numbers)
+                })?;
                 Ok(expanded(order, loads))
             }
             Guest::V02 { placer, loads: columns, text } => {
@@ -342,7 +344,7 @@ impl Guest {
                         CallKind::Sync => v02::placerd::placer::types::CallKind::Sync,
                         CallKind::Detached => v02::placerd::placer::types::CallKind::Detached,
                     },
-                    slot_hash: slot_hash(&call.slot_key),
+                    slot_hash,
                 };
                 let order = placer.call_place(&mut *store, numbers, columns);
                 if *text {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use thread_local::ThreadLocal;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::contract::{Contract, Guest, Placed, Pre};
+use super::contract::{Contract, Guest, Placed, Pre, slot_hash};
 use super::engine::{Awake, GuestTimer, Shared};
 use super::error::{LoadError, PlaceError, printable};
 use super::fault::{FaultKind, FaultState, OnFault};
@@ -404,7 +404,8 @@ impl PlacerVersion {
         };
         let forgets = self.forgets.load(Ordering::Relaxed);
         let told = warm.generation == Some(set.generation) && warm.forgets == forgets;
-        if told && let Some(placed) = warm.guest.reused(call, loads) {
+        let hash = slot_hash(&call.slot_key);
+        if told && let Some(placed) = warm.guest.reused(hash, loads) {
             // An order the guest gave for this key and set: no guest call, so no deadline
             // to arm and nothing for the watchdog to watch.
             self.reused.fetch_add(1, Ordering::Relaxed);
@@ -424,7 +425,7 @@ impl PlacerVersion {
         arm(&mut warm.store, &awake, now + self.shared.limits.place_time());
         warm.store.data().seed(call.random);
         // On error the instance is dropped here, never returned to the pool.
-        let order = warm.guest.place(&mut warm.store, call, loads).map_err(|e| classify(&warm.store, &e))?;
+        let order = warm.guest.place(&mut warm.store, call, hash, loads).map_err(|e| classify(&warm.store, &e))?;
         self.check_in(warm);
         Ok(order)
     }
