@@ -9,6 +9,7 @@
 //! # Layout
 //! Modules use only those listed before them (`docs/architecture.md` draws the graph):
 //! - [`backoff`]: failures in a row → doubling periods (placer quarantine, runner ejection).
+//! - [`pass`]: the end of a scheduler pass, when the writes of its tasks go out together.
 //! - [`watch`]: debounced folder watching (placers folder, runner file).
 //! - [`server`]: the one HTTP/1.1 accept loop with graceful shutdown.
 //! - [`placer`]: the contract types every layer shares ([`placer::Call`],
@@ -39,6 +40,7 @@ pub mod backoff;
 pub mod config;
 pub mod lifecycle;
 pub mod metrics;
+pub mod pass;
 pub mod placer;
 pub mod plan;
 pub mod proxy;

@@ -554,14 +554,17 @@ fn read_trace_keys(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 /// Tokio's runtime: one worker thread per core (`TOKIO_WORKER_THREADS` overrides), and
 /// with a single worker, a current-thread runtime: every task then runs on the thread that
 /// accepted its connection, with no work-stealing queues or cross-thread wake-ups (the
-/// proxy's two connections per call and their tasks stay on one core).
+/// proxy's two connections per call and their tasks stay on one core), and its park hooked
+/// so the writes of one pass leave together (`placerd::pass`).
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let workers = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     let mut builder = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        placerd::pass::install(&mut builder);
+        builder
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };

@@ -231,7 +231,10 @@ impl Conn {
         let chunked = !bodiless && length.is_none();
         self.out.clear();
         encode_response_head(&mut self.out, status, &head.headers, *method == Method::HEAD, length, chunked, keep);
+        // An answer written in one piece waits for the end of the scheduler's pass, so the
+        // answers of one pass reach the client together (see `pass`).
         if bodiless {
+            crate::pass::end().await;
             write_all(&self.stream, &self.out).await?;
             return Ok(keep_alive);
         }
@@ -245,6 +248,7 @@ impl Conn {
                     self.out.extend_from_slice(&data);
                 }
             }
+            crate::pass::end().await;
             write_all(&self.stream, &self.out).await?;
         } else {
             write_all(&self.stream, &self.out).await?;

@@ -391,11 +391,11 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         } else {
             &call.body
         };
-        // The runner requests of one scheduler tick go out together: the call steps to the
-        // back of the run queue before writing, so the other calls woken by the same events
+        // The runner requests of one scheduler pass go out together: the call waits for
+        // the end of the pass before writing, so the other calls woken by the same events
         // place theirs first, and a runner woken by the first request finds the rest queued
-        // instead of being woken again for each.
-        back_of_the_queue().await;
+        // instead of being woken again for each (see `pass`).
+        crate::pass::end().await;
         let sent = Instant::now();
         let mut conn = match self.send(runner, &head, body).await {
             Ok(Sent::Written(conn)) => conn,
@@ -454,22 +454,6 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
     }
 }
 
-/// Pending once, waking itself: the task is polled again after the tasks already
-/// scheduled, without waiting for new events (`tokio::task::yield_now` waits for the
-/// driver's next poll, a system call).
-async fn back_of_the_queue() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
@@ -519,27 +503,6 @@ mod tests {
         let body = answer.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(body.len(), size);
         (held, handle.in_flight())
-    }
-
-    #[test]
-    fn stepping_back_wakes_the_task_and_then_goes_on() {
-        let woken = Arc::new(WakeCount::default());
-        let waker = std::task::Waker::from(woken.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut step = std::pin::pin!(back_of_the_queue());
-        assert!(step.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(woken.0.load(Ordering::Relaxed), 1, "it asks to be polled again");
-        assert!(step.as_mut().poll(&mut cx).is_ready());
-        assert_eq!(woken.0.load(Ordering::Relaxed), 1);
-    }
-
-    #[derive(Default)]
-    struct WakeCount(AtomicU64);
-
-    impl std::task::Wake for WakeCount {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     #[tokio::test]
