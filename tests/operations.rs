@@ -144,6 +144,55 @@ async fn sigterm_lets_a_slow_call_finish_then_exits_zero() {
     assert!(lines.iter().any(|l| l.contains("\"status\":200") && l.contains("placement_ms")), "{lines:#?}");
 }
 
+/// With one worker the runtime is a current-thread one whose writes wait for the end of
+/// the scheduler's pass (`placerd::pass`): every call of many at once is still answered,
+/// small answers (written at the pass's end), large ones (streamed) and bodiless ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_answers_many_calls_at_once_at_every_size() {
+    let (r1, r2) = (runner(64, "r1").await, runner(64, "r2").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logged = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_placerd"))
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--runner", &r1.addr.to_string(), "--runner", &r2.addr.to_string()])
+            .args(["--default-placer", "consistent-hash", "--placers-dir"])
+            .arg(dir.path().join("placers"))
+            .env("TOKIO_WORKER_THREADS", "1")
+            .env("RUST_LOG", "warn,placerd=info"),
+        "placerd serving",
+    );
+    // Stopped however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _placerd = Stop(logged.child);
+    let line = logged.marked.recv_timeout(Duration::from_secs(30)).expect("serving log line");
+    let addr = log_addr(&line, "listen");
+    let clients: Vec<_> = (0..64)
+        .map(|client| {
+            tokio::spawn(async move {
+                for call in 0..8 {
+                    let body = if call == 3 { vec![b'x'; 200 * 1024] } else { format!("{client}/{call}").into_bytes() };
+                    let r = send(addr, "POST", &format!("/invoke/fn-{client}"), &[], &body).await;
+                    assert_eq!(r.status, StatusCode::OK);
+                    assert!(r.body == body, "client {client} call {call}: {} bytes back", r.body.len());
+                }
+                assert_eq!(send(addr, "HEAD", "/t/app/head", &[], b"").await.status, StatusCode::OK);
+            })
+        })
+        .collect();
+    let all = async {
+        for client in clients {
+            client.await.expect("client");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all).await.expect("every call answered within 60 s");
+}
+
 #[tokio::test]
 async fn the_reference_runner_stops_on_sigterm() {
     // As a container's first process it gets SIGTERM from Kubernetes and Docker.
