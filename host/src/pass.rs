@@ -18,8 +18,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-/// Tasks put aside at most before they are all woken at once, hook or not: a pass that
-/// never ends (a queue kept busy by new events) still writes.
+/// Tasks put aside at most: the task that fills the list wakes them all (itself included)
+/// without waiting for the hook, so a pass that never ends (a queue kept busy) still writes.
 const MOST_WAITING: usize = 256;
 
 thread_local! {
@@ -33,6 +33,10 @@ struct Pass {
 }
 
 /// Hooks a current-thread runtime's park, so [`end`] waits for the end of its passes.
+///
+/// The thread learns of the hook when it first parks, and keeps it: a thread that has
+/// driven a hooked runtime must not later drive one without the hook (`placerd` builds
+/// one runtime per process).
 pub fn install(builder: &mut tokio::runtime::Builder) {
     builder.on_thread_park(flush);
 }
