@@ -9,27 +9,85 @@
 //! parks; [`install`] hooks that moment. A task that awaits [`end`] is put aside and woken
 //! from the hook, then writes; the runtime runs those tasks before it sleeps.
 //!
+//! [`write`] goes one step further: the hook itself sends the pass's writes, all of them in
+//! one `io_uring_enter`, and wakes each task with what its send took. A peer woken by a
+//! send may be placed on this core and preempt the loop when a system call returns; with
+//! one system call per write that happens between two sends of a pass, and the peer gets
+//! one message instead of all of its pass's. Where the kernel refuses io_uring (a seccomp
+//! profile, `kernel.io_uring_disabled`), [`write`] waits like [`end`] and then sends.
+//!
 //! Only a current-thread runtime is hooked: there the hook runs on the thread whose tasks
 //! it wakes, before the runtime decides whether to sleep. Anywhere else (a multi-thread
-//! runtime, a test's runtime) [`end`] steps to the back of the run queue instead.
+//! runtime, a test's runtime) [`end`] and [`write`] step to the back of the run queue
+//! instead.
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-/// Tasks put aside at most: the task that fills the list wakes them all (itself included)
-/// without waiting for the hook, so a pass that never ends (a queue kept busy) still writes.
+use tokio::net::TcpStream;
+
+/// Tasks put aside at most, and writes queued at most: the task that fills either list
+/// ends the pass itself (wakes the tasks, sends the writes) without waiting for the hook,
+/// so a pass that never ends (a queue kept busy) still writes.
 const MOST_WAITING: usize = 256;
 
 thread_local! {
-    static PASS: RefCell<Pass> = const { RefCell::new(Pass { hooked: false, waiting: Vec::new() }) };
+    static PASS: RefCell<Pass> = const {
+        RefCell::new(Pass {
+            hooked: false,
+            waiting: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            queued: Vec::new(),
+            ring: Ring::Untried,
+            sends: Vec::new(),
+            results: Vec::new(),
+        })
+    };
 }
 
 struct Pass {
     /// This thread's runtime runs [`flush`] before it parks (set by the first park).
     hooked: bool,
     waiting: Vec<Waker>,
+    /// The writes of [`write`], by slot: queued for the end of the pass, then done.
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// The slots queued in this pass, in the order their tasks queued them.
+    queued: Vec<usize>,
+    ring: Ring,
+    /// Kept from pass to pass: what [`Pass::send_queued`] hands the ring, and its answers.
+    sends: Vec<uring::Send>,
+    results: Vec<i32>,
+}
+
+/// One write of [`write`].
+enum Slot {
+    Free,
+    /// Waiting for the end of the pass. `bytes` is the future's buffer: the future stays
+    /// alive while its slot is queued (dropping it frees the slot).
+    Queued {
+        fd: RawFd,
+        bytes: *const u8,
+        len: usize,
+        waker: Waker,
+    },
+    /// Handed to the kernel in this flush.
+    Sending(Waker),
+    /// What the send took, or its error (a negative errno).
+    Done(i32),
+}
+
+enum Ring {
+    /// Not tried yet: tried at the first park, on the runtime's thread.
+    Untried,
+    Ready(Box<uring::Ring>),
+    /// The kernel refused it: writes go out one system call each.
+    Off,
 }
 
 /// Hooks a current-thread runtime's park, so [`end`] waits for the end of its passes.
@@ -41,15 +99,119 @@ pub fn install(builder: &mut tokio::runtime::Builder) {
     builder.on_thread_park(flush);
 }
 
-/// Wakes the tasks put aside in this pass. The runtime finds them queued and runs them
-/// before it sleeps.
+/// The park hook: the runtime has run every ready task.
 fn flush() {
+    PASS.with(|pass| pass.borrow_mut().hooked());
+    end_pass();
+}
+
+/// Ends the pass: sends its queued writes and wakes the tasks put aside in it. The
+/// runtime finds them queued and runs them before it sleeps.
+fn end_pass() {
     let waiting = PASS.with(|pass| {
         let mut pass = pass.borrow_mut();
-        pass.hooked = true;
-        std::mem::take(&mut pass.waiting)
+        let mut waiting = std::mem::take(&mut pass.waiting);
+        pass.send_queued(&mut waiting);
+        waiting
     });
     wake_all(waiting);
+}
+
+impl Pass {
+    /// Notes that this thread's runtime is hooked, and starts its ring the first time.
+    fn hooked(&mut self) {
+        if self.hooked {
+            return;
+        }
+        self.hooked = true;
+        self.ring = match uring::Ring::new(MOST_WAITING) {
+            Ok(ring) => Ring::Ready(Box::new(ring)),
+            Err(e) => {
+                tracing::info!(error = %e, "io_uring unavailable: each write of a pass is its own system call");
+                Ring::Off
+            }
+        };
+    }
+
+    /// Sends the queued writes in one system call, and adds their tasks to `wake`.
+    fn send_queued(&mut self, wake: &mut Vec<Waker>) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let mut sends = std::mem::take(&mut self.sends);
+        for &slot in &self.queued {
+            // A slot freed and queued again in the same pass is listed twice: sent once.
+            if let Slot::Queued { fd, bytes, len, .. } = self.slots[slot] {
+                let Slot::Queued { waker, .. } = std::mem::replace(&mut self.slots[slot], Slot::Free) else {
+                    unreachable!()
+                };
+                self.slots[slot] = Slot::Sending(waker);
+                sends.push(uring::Send { slot, fd, bytes, len });
+            }
+        }
+        self.queued.clear();
+        let Ring::Ready(ring) = &mut self.ring else {
+            unreachable!("writes are queued only with a ring");
+        };
+        let mut results = std::mem::take(&mut self.results);
+        results.clear();
+        results.resize(sends.len(), uring::NOT_SENT);
+        if let Err(e) = ring.send_all(&sends, &mut results) {
+            tracing::warn!(error = %e, "io_uring failed: each write of a pass is its own system call from now on");
+            self.ring = Ring::Off;
+        }
+        for (send, &result) in sends.iter().zip(&results) {
+            if let Slot::Sending(waker) = std::mem::replace(&mut self.slots[send.slot], Slot::Done(result)) {
+                wake.push(waker);
+            }
+        }
+        sends.clear();
+        (self.sends, self.results) = (sends, results);
+    }
+
+    /// Queues a write for the end of the pass; `None` without a hook or a ring.
+    fn queue(&mut self, fd: RawFd, bytes: &[u8], waker: &Waker) -> Option<usize> {
+        if !matches!(self.ring, Ring::Ready(_)) {
+            return None;
+        }
+        let queued = Slot::Queued { fd, bytes: bytes.as_ptr(), len: bytes.len(), waker: waker.clone() };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = queued;
+                slot
+            }
+            None => {
+                self.slots.push(queued);
+                self.slots.len() - 1
+            }
+        };
+        self.queued.push(slot);
+        Some(slot)
+    }
+
+    /// The result of a slot's send, freeing the slot; `None` while it waits (its waker
+    /// brought up to date).
+    fn take(&mut self, slot: usize, waker: &Waker) -> Option<i32> {
+        match &mut self.slots[slot] {
+            Slot::Done(result) => {
+                let result = *result;
+                self.release(slot);
+                Some(result)
+            }
+            Slot::Queued { waker: queued, .. } | Slot::Sending(queued) => {
+                if !queued.will_wake(waker) {
+                    queued.clone_from(waker);
+                }
+                None
+            }
+            Slot::Free => unreachable!("a write's slot is freed only by its future"),
+        }
+    }
+
+    fn release(&mut self, slot: usize) {
+        self.slots[slot] = Slot::Free;
+        self.free.push(slot);
+    }
 }
 
 fn wake_all(mut waiting: Vec<Waker>) {
@@ -89,15 +251,236 @@ impl Future for End {
             let mut pass = pass.borrow_mut();
             if !pass.hooked {
                 cx.waker().wake_by_ref();
-                return None;
+                return false;
             }
             pass.waiting.push(cx.waker().clone());
-            (pass.waiting.len() >= MOST_WAITING).then(|| std::mem::take(&mut pass.waiting))
+            pass.waiting.len() >= MOST_WAITING
         });
-        if let Some(waiting) = full {
-            wake_all(waiting);
+        if full {
+            end_pass();
         }
         Poll::Pending
+    }
+}
+
+/// One send of `bytes` on `stream` at the end of the pass: what `TcpStream::try_write`
+/// returns (the bytes taken, or `WouldBlock` when the socket is full), sent with the pass's
+/// other writes in one system call when the kernel allows io_uring, or by this task right
+/// after the pass ([`end`]) when it does not.
+pub fn write<'a>(stream: &'a TcpStream, bytes: &'a [u8]) -> Write<'a> {
+    Write { stream, bytes, state: WriteState::Start }
+}
+
+/// The future of [`write`].
+#[derive(Debug)]
+pub struct Write<'a> {
+    stream: &'a TcpStream,
+    bytes: &'a [u8],
+    state: WriteState,
+}
+
+#[derive(Debug)]
+enum WriteState {
+    Start,
+    /// No ring: the end of the pass, then a plain send.
+    Stepping(End),
+    /// In the pass's slot list.
+    Queued(usize),
+    Finished,
+}
+
+impl Future for Write<'_> {
+    type Output = io::Result<usize>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                WriteState::Start => {
+                    let fd = this.stream.as_raw_fd();
+                    let queued = PASS.with(|pass| {
+                        let mut pass = pass.borrow_mut();
+                        let slot = pass.queue(fd, this.bytes, cx.waker())?;
+                        Some((slot, pass.queued.len() >= MOST_WAITING))
+                    });
+                    match queued {
+                        Some((slot, full)) => {
+                            this.state = WriteState::Queued(slot);
+                            if full {
+                                end_pass();
+                            }
+                            return Poll::Pending;
+                        }
+                        None => this.state = WriteState::Stepping(end()),
+                    }
+                }
+                WriteState::Stepping(step) => {
+                    std::task::ready!(Pin::new(step).poll(cx));
+                    this.state = WriteState::Finished;
+                    return Poll::Ready(this.stream.try_write(this.bytes));
+                }
+                WriteState::Queued(slot) => {
+                    let slot = *slot;
+                    let Some(result) = PASS.with(|pass| pass.borrow_mut().take(slot, cx.waker())) else {
+                        return Poll::Pending;
+                    };
+                    this.state = WriteState::Finished;
+                    return Poll::Ready(match usize::try_from(result) {
+                        Ok(n) => Ok(n),
+                        Err(_) => Err(io::Error::from_raw_os_error(-result)),
+                    });
+                }
+                WriteState::Finished => panic!("`pass::write` polled after it finished"),
+            }
+        }
+    }
+}
+
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        if let WriteState::Queued(slot) = self.state {
+            // Not sent if the pass has not ended: the buffer goes with this future.
+            let _ = PASS.try_with(|pass| pass.borrow_mut().release(slot));
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod uring {
+    use std::io;
+    use std::os::fd::RawFd;
+
+    use io_uring::{IoUring, opcode, types};
+
+    /// The result of a send the ring did not make ("try again"): its task sends it.
+    pub(super) const NOT_SENT: i32 = -libc::EAGAIN;
+
+    /// A write handed to [`Ring::send_all`].
+    pub(super) struct Send {
+        pub(super) slot: usize,
+        pub(super) fd: RawFd,
+        pub(super) bytes: *const u8,
+        pub(super) len: usize,
+    }
+
+    /// This thread's io_uring, used for sends only.
+    pub(super) struct Ring(IoUring);
+
+    impl Ring {
+        /// A ring for up to `entries` sends at once, if the kernel allows io_uring and
+        /// knows its send operation.
+        pub(super) fn new(entries: usize) -> io::Result<Ring> {
+            let entries = u32::try_from(entries).unwrap_or(u32::MAX);
+            // One thread submits; its completions need no interrupt of its own.
+            let ring = IoUring::builder()
+                .setup_single_issuer()
+                .setup_coop_taskrun()
+                .build(entries)
+                .or_else(|_| IoUring::new(entries))?;
+            let mut probe = io_uring::Probe::new();
+            ring.submitter().register_probe(&mut probe)?;
+            if !probe.is_supported(opcode::Send::CODE) {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's io_uring has no send"));
+            }
+            Ok(Ring(ring))
+        }
+
+        /// Sends each of `sends` once, all in one system call; what each took, or its
+        /// negative errno, into `results`, in the same order (they start at `-EAGAIN`). No send waits: one that finds its socket
+        /// full ends with `-EAGAIN`, one that finds room for part of its bytes takes them.
+        ///
+        /// # Errors
+        /// The system call failed for another reason than an interruption or a full
+        /// completion queue: the ring must be dropped (sends it did not take keep `EAGAIN`).
+        pub(super) fn send_all(&mut self, sends: &[Send], results: &mut [i32]) -> io::Result<()> {
+            let room = self.0.params().sq_entries() as usize;
+            for (chunk, results) in sends.chunks(room).zip(results.chunks_mut(room)) {
+                self.send_chunk(chunk, results)?;
+            }
+            Ok(())
+        }
+
+        fn send_chunk(&mut self, sends: &[Send], results: &mut [i32]) -> io::Result<()> {
+            let mut pushed = 0;
+            {
+                let mut sq = self.0.submission();
+                for (i, send) in sends.iter().enumerate() {
+                    let len = u32::try_from(send.len).unwrap_or(u32::MAX);
+                    let entry = opcode::Send::new(types::Fd(send.fd), send.bytes, len)
+                        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(i as u64);
+                    // SAFETY: each buffer belongs to a `pass::write` future that is alive
+                    // while its slot is queued, and this function returns only when the
+                    // kernel has completed every entry it took (below). The entry's fd is
+                    // the future's stream, alive with it.
+                    #[allow(unsafe_code)]
+                    if unsafe { sq.push(&entry) }.is_err() {
+                        break; // no room: the rest keep `EAGAIN` and are sent by their tasks
+                    }
+                    pushed += 1;
+                }
+            }
+            // `MSG_DONTWAIT` makes each send finish during submission (a full socket ends
+            // it with `EAGAIN` instead of arming a poll), so the wait returns at once; it is
+            // there so that no buffer can outlive its send.
+            let mut done = 0;
+            loop {
+                for cqe in self.0.completion() {
+                    if let Some(result) = results.get_mut(cqe.user_data() as usize) {
+                        *result = cqe.result();
+                        done += 1;
+                    }
+                }
+                if done >= pushed {
+                    return Ok(());
+                }
+                match self.0.submit_and_wait(pushed - done) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
+                    Err(e) => {
+                        // What the kernel took has completed (reaped here); what it did not
+                        // take is never read once the caller drops the ring.
+                        for cqe in self.0.completion() {
+                            if let Some(result) = results.get_mut(cqe.user_data() as usize) {
+                                *result = cqe.result();
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod uring {
+    use std::io;
+    use std::os::fd::RawFd;
+
+    /// A write handed to [`Ring::send_all`].
+    pub(super) struct Send {
+        pub(super) slot: usize,
+        pub(super) fd: RawFd,
+        pub(super) bytes: *const u8,
+        pub(super) len: usize,
+    }
+
+    /// Never a result here: there is no ring.
+    pub(super) const NOT_SENT: i32 = -11;
+
+    /// No io_uring here: [`Ring::new`] always refuses.
+    pub(super) enum Ring {}
+
+    impl Ring {
+        pub(super) fn new(_entries: usize) -> io::Result<Ring> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+
+        pub(super) fn send_all(&mut self, _sends: &[Send], _results: &mut [i32]) -> io::Result<()> {
+            match *self {}
+        }
     }
 }
 
@@ -209,5 +592,134 @@ mod tests {
             assert!(steps < 100_000, "the waiters went on only when the queue ran dry");
         });
         assert_eq!(woken.load(Ordering::Relaxed), MOST_WAITING);
+    }
+
+    /// A connected pair of sockets on loopback: (the one written, the peer that reads).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
+        (client.expect("connect"), accepted.expect("accept").0)
+    }
+
+    /// Whether this kernel lets this process use io_uring (a seccomp profile may not).
+    fn kernel_allows_io_uring() -> bool {
+        uring::Ring::new(8).is_ok()
+    }
+
+    fn ring_in_use() -> bool {
+        PASS.with(|pass| matches!(pass.borrow().ring, Ring::Ready(_)))
+    }
+
+    /// Three tasks write at the end of a pass in which a fourth steps back three times:
+    /// every write leaves after the other task's steps, and every peer gets its bytes.
+    fn writes_leave_after_the_pass(refuse_ring: bool) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        hooked_runtime().block_on(async {
+            if refuse_ring {
+                PASS.with(|pass| {
+                    let mut pass = pass.borrow_mut();
+                    pass.hooked = true;
+                    pass.ring = Ring::Off;
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            assert_eq!(ring_in_use(), !refuse_ring && kernel_allows_io_uring());
+            let mut peers = Vec::new();
+            let mut writers = Vec::new();
+            for i in 0..3 {
+                let (stream, peer) = pair().await;
+                peers.push(peer);
+                let log = log.clone();
+                writers.push(async move {
+                    log.lock().unwrap().push(format!("q{i}"));
+                    let message = format!("call {i}");
+                    let sent = write(&stream, message.as_bytes()).await.expect("sent");
+                    log.lock().unwrap().push(format!("s{i}"));
+                    assert_eq!(sent, message.len());
+                    stream
+                });
+            }
+            let writers: Vec<_> = writers.into_iter().map(tokio::spawn).collect();
+            let busy = tokio::spawn(busy("a", 3, log.clone()));
+            let mut streams = Vec::new();
+            for task in writers {
+                streams.push(task.await.expect("writer"));
+            }
+            busy.await.expect("busy");
+            for (i, peer) in peers.iter_mut().enumerate() {
+                let mut got = vec![0u8; 16];
+                let n = tokio::io::AsyncReadExt::read(peer, &mut got).await.expect("read");
+                assert_eq!(&got[..n], format!("call {i}").as_bytes());
+            }
+        });
+        let log = log.lock().unwrap().join(" ");
+        assert_eq!(log, "q0 q1 q2 a0 a1 a2 s0 s1 s2", "the writes leave after every other ready task");
+    }
+
+    #[test]
+    fn the_writes_of_a_pass_leave_together_at_its_end() {
+        writes_leave_after_the_pass(false);
+    }
+
+    #[test]
+    fn without_io_uring_the_writes_of_a_pass_still_wait_for_its_end() {
+        writes_leave_after_the_pass(true);
+    }
+
+    #[test]
+    fn a_full_socket_takes_part_of_a_write_then_none() {
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let (stream, _peer) = pair().await;
+            let big = vec![7u8; 64 << 20];
+            let first = write(&stream, &big).await.expect("part of it fits");
+            assert!(first > 0 && first < big.len(), "{first}");
+            let second = write(&stream, &big).await;
+            assert_eq!(second.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        });
+    }
+
+    #[test]
+    fn a_write_dropped_before_its_pass_ends_is_not_sent() {
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let (stream, peer) = pair().await;
+            {
+                let mut dropped = std::pin::pin!(write(&stream, b"never"));
+                std::future::poll_fn(|cx| {
+                    assert!(dropped.as_mut().poll(cx).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+            }
+            // The pass ends (the sleep parks the runtime), then one more write goes.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            assert_eq!(write(&stream, b"sent").await.expect("sent"), 4);
+            let mut got = vec![0u8; 16];
+            let mut peer = peer;
+            let n = tokio::io::AsyncReadExt::read(&mut peer, &mut got).await.expect("read");
+            assert_eq!(&got[..n], b"sent");
+        });
+    }
+
+    #[test]
+    fn a_pass_with_more_writes_than_the_ring_holds_sends_them_all() {
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let (stream, mut peer) = pair().await;
+            let stream = Arc::new(stream);
+            let writers: Vec<_> = (0..MOST_WAITING * 2 + 3)
+                .map(|_| {
+                    let stream = stream.clone();
+                    tokio::spawn(async move { write(&stream, b"x").await.expect("sent") })
+                })
+                .collect();
+            for task in writers {
+                assert_eq!(task.await.expect("writer"), 1);
+            }
+            let mut got = vec![0u8; MOST_WAITING * 2 + 3];
+            tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got).await.expect("all of them");
+        });
     }
 }

@@ -231,11 +231,10 @@ impl Conn {
         let chunked = !bodiless && length.is_none();
         self.out.clear();
         encode_response_head(&mut self.out, status, &head.headers, *method == Method::HEAD, length, chunked, keep);
-        // An answer written in one piece waits for the end of the scheduler's pass, so the
+        // An answer written in one piece is sent at the end of the scheduler's pass, so the
         // answers of one pass reach the client together (see `pass`).
         if bodiless {
-            crate::pass::end().await;
-            write_all(&self.stream, &self.out).await?;
+            write_at_pass_end(&self.stream, &self.out).await?;
             return Ok(keep_alive);
         }
         let mut sent: u64 = 0;
@@ -248,8 +247,7 @@ impl Conn {
                     self.out.extend_from_slice(&data);
                 }
             }
-            crate::pass::end().await;
-            write_all(&self.stream, &self.out).await?;
+            write_at_pass_end(&self.stream, &self.out).await?;
         } else {
             write_all(&self.stream, &self.out).await?;
             while let Some(frame) = body.frame().await {
@@ -351,6 +349,18 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes all of `bytes`, the first send at the end of the scheduler's pass
+/// ([`crate::pass::write`]) and the rest, if the socket took only part, as [`write_all`].
+async fn write_at_pass_end(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let sent = match crate::pass::write(stream, bytes).await {
+        Ok(0) if !bytes.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    write_all(stream, &bytes[sent..]).await
 }
 
 /// Resolves when the client closes its side of the connection (or it fails) after the

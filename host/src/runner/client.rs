@@ -83,6 +83,20 @@ impl Conn {
     async fn write_request(&mut self, head: &[u8], body: &[u8]) -> Result<(), (usize, io::Error)> {
         let total = head.len() + body.len();
         let mut written = 0;
+        // The runner requests of one scheduler pass go out together, at its end (see
+        // `pass`): the other calls woken by the same events place theirs first, and a
+        // runner woken by the first request finds the rest queued instead of being woken
+        // again for each. A request in one buffer is sent by the pass itself.
+        if body.is_empty() {
+            match crate::pass::write(&self.stream, head).await {
+                Ok(0) => return Err((0, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err((0, e)),
+            }
+        } else {
+            crate::pass::end().await;
+        }
         while written < total {
             // One buffer left (the usual case: a small body travels in the head's buffer)
             // is a plain `send`; `writev` costs the kernel more per call.
@@ -391,12 +405,6 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         } else {
             &call.body
         };
-        // The runner requests of one scheduler pass go out together: the call waits for
-        // the end of the pass before writing, so the other calls woken by the same events
-        // place theirs first, and a runner woken by the first request finds the rest queued
-        // instead of being woken again for each (see `pass`).
-        crate::pass::end().await;
-        let sent = Instant::now();
         let mut conn = match self.send(runner, &head, body).await {
             Ok(Sent::Written(conn)) => conn,
             Ok(Sent::Partly(e) | Sent::Unsent(e)) => {
@@ -405,6 +413,8 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
             }
             Err(not_placed) => return Attempt::NotPlaced(not_placed),
         };
+        // The runner's latency: from its request's last byte to its answer's head.
+        let sent = Instant::now();
         let response = match conn.read_head(&call.method).await {
             Ok(head) => head,
             Err(e) => {
