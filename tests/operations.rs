@@ -176,7 +176,12 @@ async fn a_single_worker_answers_many_calls_at_once_at_every_size() {
         .map(|client| {
             tokio::spawn(async move {
                 for call in 0..8 {
-                    let body = if call == 3 { vec![b'x'; 200 * 1024] } else { format!("{client}/{call}").into_bytes() };
+                    // 200 KiB streams; 60 KiB is answered in one write at the end of a pass.
+                    let body = match call {
+                        3 => vec![b'x'; 200 * 1024],
+                        5 => vec![b'y'; 60 * 1024],
+                        _ => format!("{client}/{call}").into_bytes(),
+                    };
                     let r = send(addr, "POST", &format!("/invoke/fn-{client}"), &[], &body).await;
                     assert_eq!(r.status, StatusCode::OK);
                     assert!(r.body == body, "client {client} call {call}: {} bytes back", r.body.len());
