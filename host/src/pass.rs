@@ -267,6 +267,9 @@ impl Future for End {
 /// returns (the bytes taken, or `WouldBlock` when the socket is full), sent with the pass's
 /// other writes in one system call when the kernel allows io_uring, or by this task right
 /// after the pass ([`end`]) when it does not.
+///
+/// A stream has at most one write waiting at a time: its writer awaits each before the
+/// next (the pass's sends have no order between them).
 pub fn write<'a>(stream: &'a TcpStream, bytes: &'a [u8]) -> Write<'a> {
     Write { stream, bytes, state: WriteState::Start }
 }
