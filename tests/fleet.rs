@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::Duration;
 
 use common::{eventually, runner, send};
@@ -18,17 +17,11 @@ use hyper::StatusCode;
 
 const FUNCTIONS: usize = 1_000;
 
+/// Stopped when dropped (its child is killed then).
 struct Replica {
-    child: Child,
+    _child: common::KillOnDrop,
     addr: SocketAddr,
     admin: SocketAddr,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `placerd serve` with `config` and reads its listen and admin addresses from its
@@ -37,7 +30,7 @@ fn replica(dir: &Path, config: &str) -> Replica {
     let path = dir.join("placerd.toml");
     std::fs::write(&path, config).expect("config");
     let (logged, addr, admin) = common::serve_config(&path);
-    Replica { child: logged.child, addr, admin }
+    Replica { _child: logged.child, addr, admin }
 }
 
 fn config(runner_file: &Path, placers_dir: &Path) -> String {

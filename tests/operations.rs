@@ -162,14 +162,7 @@ async fn a_single_worker_answers_many_calls_at_once_at_every_size() {
         "placerd serving",
     );
     // Stopped however the test ends.
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _placerd = Stop(logged.child);
+    let _placerd = logged.child;
     let line = logged.marked.recv_timeout(Duration::from_secs(30)).expect("serving log line");
     let addr = log_addr(&line, "listen");
     let clients: Vec<_> = (0..64)

@@ -167,9 +167,33 @@ pub fn run_within_wait(child: &mut std::process::Child, limit: Duration) -> bool
     true
 }
 
+/// A child process that is killed (and reaped) when dropped, however the test ends: a
+/// test that fails part-way leaves no process behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A child process whose stderr is read line by line on a thread.
 pub struct Logged {
-    pub child: std::process::Child,
+    pub child: KillOnDrop,
     /// Every stderr line containing the marker, as it comes; closed when the process exits.
     pub marked: std::sync::mpsc::Receiver<String>,
     /// All stderr lines, once the process has exited.
@@ -194,7 +218,7 @@ pub fn spawn_logged(command: &mut std::process::Command, marker: &'static str) -
         }
         lines
     });
-    Logged { child, marked, lines }
+    Logged { child: KillOnDrop(child), marked, lines }
 }
 
 /// `placerd serve --config PATH` with JSON logs at info, once it says it serves: the
