@@ -35,6 +35,10 @@ use tokio::net::TcpStream;
 /// so a pass that never ends (a queue kept busy) still writes.
 const MOST_WAITING: usize = 256;
 
+/// How long a pass may keep its tasks waiting when the runtime does not park (a queue kept
+/// busy, by load or by tasks that yield): then a watchdog task ends it.
+const LONGEST_PASS: std::time::Duration = std::time::Duration::from_millis(1);
+
 thread_local! {
     static PASS: RefCell<Pass> = const {
         RefCell::new(Pass {
@@ -46,6 +50,8 @@ thread_local! {
             ring: Ring::Untried,
             sends: Vec::new(),
             results: Vec::new(),
+            ended: 0,
+            watchdog: None,
         })
     };
 }
@@ -63,6 +69,10 @@ struct Pass {
     /// Kept from pass to pass: what [`Pass::send_queued`] hands the ring, and its answers.
     sends: Vec<uring::Send>,
     results: Vec<i32>,
+    /// Passes ended so far.
+    ended: u64,
+    /// The idle watchdog's waker, taken by the first task that waits in a pass.
+    watchdog: Option<Waker>,
 }
 
 /// One write of [`write`].
@@ -110,6 +120,7 @@ fn flush() {
 fn end_pass() {
     let waiting = PASS.with(|pass| {
         let mut pass = pass.borrow_mut();
+        pass.ended += 1;
         let mut waiting = std::mem::take(&mut pass.waiting);
         pass.send_queued(&mut waiting);
         waiting
@@ -124,6 +135,10 @@ impl Pass {
             return;
         }
         self.hooked = true;
+        // The hook runs inside the runtime: the watchdog is its task.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(watchdog());
+        }
         self.ring = match uring::Ring::new(MOST_WAITING) {
             Ok(ring) => Ring::Ready(Box::new(ring)),
             Err(e) => {
@@ -186,7 +201,19 @@ impl Pass {
             }
         };
         self.queued.push(slot);
+        self.arm_watchdog();
         Some(slot)
+    }
+
+    fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty() || !self.queued.is_empty()
+    }
+
+    /// Wakes the watchdog if it is idle: a task now waits for the end of this pass.
+    fn arm_watchdog(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.wake();
+        }
     }
 
     /// The result of a slot's send, freeing the slot; `None` while it waits (its waker
@@ -211,6 +238,32 @@ impl Pass {
     fn release(&mut self, slot: usize) {
         self.slots[slot] = Slot::Free;
         self.free.push(slot);
+    }
+}
+
+/// Ends a pass that has kept tasks waiting for [`LONGEST_PASS`]. Tokio calls the park hook
+/// only when its run queue is empty and no task yielded (`yield_now`, or a task out of its
+/// cooperative budget, makes it look for events without parking); a queue kept busy that
+/// way would otherwise hold a lone waiting task until [`MOST_WAITING`] were waiting.
+/// Idle (no timer) while nothing waits; at most one timer per [`LONGEST_PASS`] under load.
+async fn watchdog() {
+    loop {
+        let pass = std::future::poll_fn(|cx| {
+            PASS.with(|pass| {
+                let mut pass = pass.borrow_mut();
+                if pass.has_waiting() {
+                    Poll::Ready(pass.ended)
+                } else {
+                    pass.watchdog = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        })
+        .await;
+        tokio::time::sleep(LONGEST_PASS).await;
+        if PASS.with(|p| p.borrow().ended == pass) {
+            end_pass();
+        }
     }
 }
 
@@ -254,6 +307,7 @@ impl Future for End {
                 return false;
             }
             pass.waiting.push(cx.waker().clone());
+            pass.arm_watchdog();
             pass.waiting.len() >= MOST_WAITING
         });
         if full {
@@ -723,6 +777,51 @@ mod tests {
             }
             let mut got = vec![0u8; MOST_WAITING * 2 + 3];
             tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got).await.expect("all of them");
+        });
+    }
+
+    /// A run queue kept busy by one task that keeps stepping back (the runtime never
+    /// parks) must not hold a lone waiting task, or a lone write, for longer than the
+    /// bound; `work` runs beside the spinner and must finish.
+    fn a_busy_queue_lets_one_waiter_go(work: impl Future<Output = ()> + Send + 'static) {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let spinner = {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    while !done.load(Ordering::Relaxed) && started.elapsed() < std::time::Duration::from_secs(10) {
+                        tokio::task::yield_now().await;
+                    }
+                    started.elapsed()
+                })
+            };
+            let worker = {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    work.await;
+                    done.store(true, Ordering::Relaxed);
+                })
+            };
+            worker.await.expect("worker");
+            let spun = spinner.await.expect("spinner");
+            assert!(spun < std::time::Duration::from_secs(10), "the waiter went on only when the spinner gave up");
+        });
+    }
+
+    #[test]
+    fn a_lone_waiter_in_a_pass_that_never_ends_goes_on_after_the_bound() {
+        a_busy_queue_lets_one_waiter_go(end());
+    }
+
+    #[test]
+    fn a_lone_write_in_a_pass_that_never_ends_leaves_after_the_bound() {
+        a_busy_queue_lets_one_waiter_go(async {
+            let (stream, mut peer) = pair().await;
+            assert_eq!(write(&stream, b"sent").await.expect("sent"), 4);
+            let mut got = [0u8; 4];
+            tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got).await.expect("read");
         });
     }
 }
