@@ -42,7 +42,6 @@ const LONGEST_PASS: std::time::Duration = std::time::Duration::from_millis(1);
 thread_local! {
     static PASS: RefCell<Pass> = const {
         RefCell::new(Pass {
-            hooked: false,
             waiting: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -57,8 +56,6 @@ thread_local! {
 }
 
 struct Pass {
-    /// This thread's runtime runs [`flush`] before it parks (set by the first park).
-    hooked: bool,
     waiting: Vec<Waker>,
     /// The writes of [`write`], by slot: queued for the end of the pass, then done.
     slots: Vec<Slot>,
@@ -93,7 +90,8 @@ enum Slot {
 }
 
 enum Ring {
-    /// Not tried yet: tried at the first park, on the runtime's thread.
+    /// Not tried yet: tried at the first park, on the runtime's thread. Until then the
+    /// thread's runtime is not known to be hooked.
     Untried,
     Ready(Box<uring::Ring>),
     /// The kernel refused it: writes go out one system call each.
@@ -129,12 +127,17 @@ fn end_pass() {
 }
 
 impl Pass {
+    /// Whether this thread's runtime runs [`flush`] before it parks (known from its first
+    /// park).
+    fn is_hooked(&self) -> bool {
+        !matches!(self.ring, Ring::Untried)
+    }
+
     /// Notes that this thread's runtime is hooked, and starts its ring the first time.
     fn hooked(&mut self) {
-        if self.hooked {
+        if self.is_hooked() {
             return;
         }
-        self.hooked = true;
         // The hook runs inside the runtime: the watchdog is its task.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(watchdog());
@@ -156,12 +159,12 @@ impl Pass {
         let mut sends = std::mem::take(&mut self.sends);
         for &slot in &self.queued {
             // A slot freed and queued again in the same pass is listed twice: sent once.
-            if let Slot::Queued { fd, bytes, len, .. } = self.slots[slot] {
-                let Slot::Queued { waker, .. } = std::mem::replace(&mut self.slots[slot], Slot::Free) else {
-                    unreachable!()
-                };
-                self.slots[slot] = Slot::Sending(waker);
-                sends.push(uring::Send { slot, fd, bytes, len });
+            match std::mem::replace(&mut self.slots[slot], Slot::Free) {
+                Slot::Queued { fd, bytes, len, waker } => {
+                    self.slots[slot] = Slot::Sending(waker);
+                    sends.push(uring::Send { slot, fd, bytes, len });
+                }
+                other => self.slots[slot] = other,
             }
         }
         self.queued.clear();
@@ -302,7 +305,7 @@ impl Future for End {
         self.waited = true;
         let full = PASS.with(|pass| {
             let mut pass = pass.borrow_mut();
-            if !pass.hooked {
+            if !pass.is_hooked() {
                 cx.waker().wake_by_ref();
                 return false;
             }
@@ -326,6 +329,20 @@ impl Future for End {
 /// next (the pass's sends have no order between them).
 pub fn write<'a>(stream: &'a TcpStream, bytes: &'a [u8]) -> Write<'a> {
     Write { stream, bytes, state: WriteState::Start }
+}
+
+/// [`write`], for a writer that sends the rest itself: the bytes the socket took at the
+/// end of the pass, 0 when it was full.
+///
+/// # Errors
+/// The send failed, or took nothing of a non-empty buffer (`WriteZero`).
+pub async fn write_some(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    match write(stream, bytes).await {
+        Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// The future of [`write`].
@@ -443,8 +460,9 @@ mod uring {
         }
 
         /// Sends each of `sends` once, all in one system call; what each took, or its
-        /// negative errno, into `results`, in the same order (they start at `-EAGAIN`). No send waits: one that finds its socket
-        /// full ends with `-EAGAIN`, one that finds room for part of its bytes takes them.
+        /// negative errno, into `results`, in the same order (they start at `-EAGAIN`).
+        /// No send waits: one that finds its socket full ends with `-EAGAIN`, one that
+        /// finds room for part of its bytes takes them.
         ///
         /// # Errors
         /// The system call failed for another reason than an interruption or a full
@@ -483,30 +501,31 @@ mod uring {
             // there so that no buffer can outlive its send.
             let mut done = 0;
             loop {
-                for cqe in self.0.completion() {
-                    if let Some(result) = results.get_mut(cqe.user_data() as usize) {
-                        *result = cqe.result();
-                        done += 1;
-                    }
-                }
+                done += self.reap(results);
                 if done >= pushed {
                     return Ok(());
                 }
-                match self.0.submit_and_wait(pushed - done) {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
-                    Err(e) => {
-                        // What the kernel took has completed (reaped here); what it did not
-                        // take is never read once the caller drops the ring.
-                        for cqe in self.0.completion() {
-                            if let Some(result) = results.get_mut(cqe.user_data() as usize) {
-                                *result = cqe.result();
-                            }
-                        }
-                        return Err(e);
-                    }
+                if let Err(e) = self.0.submit_and_wait(pushed - done)
+                    && !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY))
+                {
+                    // What the kernel took has completed (reaped here); what it did not
+                    // take is never read once the caller drops the ring.
+                    self.reap(results);
+                    return Err(e);
                 }
             }
+        }
+
+        /// Moves the completions into `results`; how many there were.
+        fn reap(&mut self, results: &mut [i32]) -> usize {
+            let mut reaped = 0;
+            for cqe in self.0.completion() {
+                if let Some(result) = results.get_mut(cqe.user_data() as usize) {
+                    *result = cqe.result();
+                    reaped += 1;
+                }
+            }
+            reaped
         }
     }
 }
@@ -674,11 +693,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         hooked_runtime().block_on(async {
             if refuse_ring {
-                PASS.with(|pass| {
-                    let mut pass = pass.borrow_mut();
-                    pass.hooked = true;
-                    pass.ring = Ring::Off;
-                });
+                PASS.with(|pass| pass.borrow_mut().ring = Ring::Off);
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             assert_eq!(ring_in_use(), !refuse_ring && kernel_allows_io_uring());

@@ -352,14 +352,9 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Writes all of `bytes`, the first send at the end of the scheduler's pass
-/// ([`crate::pass::write`]) and the rest, if the socket took only part, as [`write_all`].
+/// ([`crate::pass::write_some`]) and the rest, if the socket took only part, as [`write_all`].
 async fn write_at_pass_end(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-    let sent = match crate::pass::write(stream, bytes).await {
-        Ok(0) if !bytes.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
+    let sent = crate::pass::write_some(stream, bytes).await?;
     write_all(stream, &bytes[sent..]).await
 }
 

@@ -88,12 +88,7 @@ impl Conn {
         // runner woken by the first request finds the rest queued instead of being woken
         // again for each. A request in one buffer is sent by the pass itself.
         if body.is_empty() {
-            match crate::pass::write(&self.stream, head).await {
-                Ok(0) => return Err((0, io::ErrorKind::WriteZero.into())),
-                Ok(n) => written = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err((0, e)),
-            }
+            written = crate::pass::write_some(&self.stream, head).await.map_err(|e| (0, e))?;
         } else {
             crate::pass::end().await;
         }
