@@ -839,4 +839,20 @@ mod tests {
             tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got).await.expect("read");
         });
     }
+
+    #[test]
+    fn a_write_to_a_peer_that_reset_the_connection_returns_its_error() {
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            assert_eq!(ring_in_use(), kernel_allows_io_uring());
+            let (stream, peer) = pair().await;
+            assert_eq!(write(&stream, b"unread").await.expect("sent"), 6);
+            // Closed with bytes unread: the peer resets the connection.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            drop(peer);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let error = write(&stream, b"more").await.expect_err("the peer is gone");
+            assert!(matches!(error.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe), "{error:?}");
+        });
+    }
 }
