@@ -580,7 +580,10 @@ mod tests {
     #[test]
     fn a_window_counts_until_it_passes_then_starts_again() {
         let w = Window::new(Duration::from_secs(1));
-        let t0 = Now::read();
+        // The window starts when it is made: time is counted from there (a clock read
+        // after it could fall a millisecond or more later on a busy machine).
+        let start_ms = w.word.load(Ordering::Relaxed) >> COUNT_BITS;
+        let t0 = Now { nanos: start_ms * 1_000_000, millis: start_ms };
         let later = |ms: u64| Now { nanos: t0.nanos + ms * 1_000_000, millis: t0.millis + ms };
         w.count(t0);
         w.count(later(999));
