@@ -160,6 +160,15 @@ cpu_ticks() {
   echo "$user $system"
 }
 CLK_TCK=$(getconf CLK_TCK)
+# The machine's idle and iowait time, all CPUs, in clock ticks.
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+# CPU seconds of this shell's finished children into $CHILD_SECONDS (read around wrk's
+# run). `times` runs in this shell, not a subshell: a subshell's children are not ours.
+child_seconds() {
+  times > "$work/times"
+  CHILD_SECONDS=$(awk 'NR == 2 {
+    split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$work/times")
+}
 # The calls: POST with a small body over KEYS functions, so hashing proxies spread them.
 cat > "$work/calls.lua" <<LUA
 local n = 0
@@ -173,7 +182,13 @@ for round in $(seq "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
     read -r user0 system0 < <(cpu_ticks "$name")
     read -r buser0 bsystem0 < <(cpu_ticks backends)
+    idle0=$(idle_ticks)
+    child_seconds
+    wrk0=$CHILD_SECONDS
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/calls.lua" "http://127.0.0.1:${TARGETS[$name]}")
+    child_seconds
+    wrk1=$CHILD_SECONDS
+    idle1=$(idle_ticks)
     read -r user1 system1 < <(cpu_ticks "$name")
     read -r buser1 bsystem1 < <(cpu_ticks backends)
     requests=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -181,13 +196,15 @@ for round in $(seq "$ROUNDS"); do
     cpu_us=$(python3 -c "n = max($requests, 1) * $CLK_TCK / 1e6
 u, s = ($user1 - $user0) / n, ($system1 - $system0) / n
 b = ($buser1 - $buser0 + $bsystem1 - $bsystem0) / n
-print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}\t{b:.2f}')")
+w = ($wrk1 - $wrk0) * $CLK_TCK / n
+i = ($idle1 - $idle0) / n
+print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}\t{b:.2f}\t{w:.2f}\t{i:.2f}')")
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
     echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t$errors" >> "$results"
-    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)), backends $(echo "$cpu_us" | cut -f4) us $errors" >&2
+    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)), backends $(echo "$cpu_us" | cut -f4) us, wrk $(echo "$cpu_us" | cut -f5) us, idle $(echo "$cpu_us" | cut -f6) us $errors" >&2
   done
 done
 
@@ -201,10 +218,12 @@ def ms(v):
     return float(v)
 rows = {}
 for line in open(path):
-    name, _, rps, p50, p99, cpu, user, system, backends, *rest = line.rstrip("\n").split("\t")
-    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "user": [], "system": [], "backends": [], "errors": []})
+    name, _, rps, p50, p99, cpu, user, system, backends, client, idle, *rest = line.rstrip("\n").split("\t")
+    r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "user": [], "system": [], "backends": [],
+                               "client": [], "idle": [], "errors": []})
     r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99)); r["cpu"].append(float(cpu))
     r["user"].append(float(user)); r["system"].append(float(system)); r["backends"].append(float(backends))
+    r["client"].append(float(client)); r["idle"].append(float(idle))
     if rest and rest[0].strip():
         r["errors"].append(rest[0].strip())
 med = {n: {k: statistics.median(v) for k, v in r.items() if k != "errors"} for n, r in rows.items()}
@@ -212,9 +231,11 @@ base = med["nginx"]
 print(f"wrk -t1 -c{conns} -d{duration}s, POST over {keys} functions, {rounds} rounds alternating, {workers} worker(s) per proxy; medians")
 print()
 # The backends' CPU per request behind each target: a proxy that wakes its runners once per
-# request costs them more than one whose requests arrive together.
-print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | backends CPU/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+# request costs them more than one whose requests arrive together. With wrk's own CPU and
+# the machine's idle time they make up its whole budget: the CPUs' time divided by req/s.
+print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | backends CPU/request | wrk CPU/request "
+      "| idle/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy", "lean-proxy"]:
     if name not in med:
         continue
@@ -223,7 +244,7 @@ for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-n
     us = lambda key: f"{m[key]:.1f} us" if name != "direct" else "-"
     cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
     print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
-          f"| {m['backends']:.1f} us | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
+          f"| {m['backends']:.1f} us | {m['client']:.1f} us | {m['idle']:.1f} us | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
 def paired(a, b, label, key="cpu"):
     """a against b round by round: the two ran back to back, so each pair shares the
     machine's phase."""
