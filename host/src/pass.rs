@@ -98,13 +98,22 @@ enum Ring {
     Off,
 }
 
-/// Hooks a current-thread runtime's park, so [`end`] waits for the end of its passes.
+/// Task polls between two looks for new events while the run queue is not empty (tokio's
+/// default is 61). Events that arrive during a pass join it: a runner's answer read in the
+/// same pass as the request that preceded it leaves in that pass's system call instead of
+/// waiting for the next pass. Measured with `bench/proxy.sh` against 61, paired by round:
+/// +0.8% and +2.7% requests/s (8 and 5 rounds); 1,024 gave −2.7%, 2 no more than 8 for
+/// 4% more CPU.
+const EVENTS_EVERY: u32 = 8;
+
+/// Hooks a current-thread runtime's park, so [`end`] waits for the end of its passes, and
+/// has it look for new events every [`EVENTS_EVERY`] task polls.
 ///
 /// The thread learns of the hook when it first parks, and keeps it: a thread that has
 /// driven a hooked runtime must not later drive one without the hook (`placerd` builds
 /// one runtime per process).
 pub fn install(builder: &mut tokio::runtime::Builder) {
-    builder.on_thread_park(flush);
+    builder.on_thread_park(flush).event_interval(EVENTS_EVERY);
 }
 
 /// The park hook: the runtime has run every ready task.
