@@ -218,12 +218,12 @@ def ms(v):
     return float(v)
 rows = {}
 for line in open(path):
-    name, _, rps, p50, p99, cpu, user, system, backends, client, idle, *rest = line.rstrip("\n").split("\t")
+    name, _, rps, p50, p99, cpu, user, system, backends, wrk, idle, *rest = line.rstrip("\n").split("\t")
     r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "user": [], "system": [], "backends": [],
-                               "client": [], "idle": [], "errors": []})
+                               "wrk": [], "idle": [], "errors": []})
     r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99)); r["cpu"].append(float(cpu))
     r["user"].append(float(user)); r["system"].append(float(system)); r["backends"].append(float(backends))
-    r["client"].append(float(client)); r["idle"].append(float(idle))
+    r["wrk"].append(float(wrk)); r["idle"].append(float(idle))
     if rest and rest[0].strip():
         r["errors"].append(rest[0].strip())
 med = {n: {k: statistics.median(v) for k, v in r.items() if k != "errors"} for n, r in rows.items()}
@@ -244,7 +244,7 @@ for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-n
     us = lambda key: f"{m[key]:.1f} us" if name != "direct" else "-"
     cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
     print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
-          f"| {m['backends']:.1f} us | {m['client']:.1f} us | {m['idle']:.1f} us | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
+          f"| {m['backends']:.1f} us | {m['wrk']:.1f} us | {m['idle']:.1f} us | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
 def paired(a, b, label, key="cpu"):
     """a against b round by round: the two ran back to back, so each pair shares the
     machine's phase."""
