@@ -90,6 +90,7 @@ fn path(c: &mut Criterion) {
         uri: hyper::Uri::from_static("/t/bench/hello"),
         headers: HeaderMap::new(),
         body: Bytes::from_static(b"hi"),
+        timeouts: placerd::runner::RunnerTimeouts::default(),
     };
     let timing =
         Timing { retry_all_delay: Duration::from_millis(10), placer_timeout: Duration::from_secs(5), detached: false };

@@ -9,7 +9,10 @@
 //! # Layout
 //! Modules use only those listed before them (`docs/architecture.md` draws the graph):
 //! - [`backoff`]: failures in a row → doubling periods (placer quarantine, runner ejection).
-//! - [`pass`]: the end of a scheduler pass, when the writes of its tasks go out together.
+//! - `pass`: the end of a scheduler pass, when the writes of its tasks go out together
+//!   (crate-private: it hands the kernel what it owns; [`runtime`] installs it).
+//! - `http1`: the one HTTP/1.1 implementation, both directions (heads, framing, chunked
+//!   coding, hop-by-hop rules, limits), used by the proxy port and the runner client.
 //! - [`watch`]: debounced folder watching (placers folder, runner file).
 //! - [`server`]: the one HTTP/1.1 accept loop with graceful shutdown.
 //! - [`placer`]: the contract types every layer shares ([`placer::Call`],
@@ -38,9 +41,10 @@
 pub mod admin;
 pub mod backoff;
 pub mod config;
+mod http1;
 pub mod lifecycle;
 pub mod metrics;
-pub mod pass;
+mod pass;
 pub mod placer;
 pub mod plan;
 pub mod proxy;
@@ -55,6 +59,24 @@ pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
+
+/// The tokio runtime for `workers` worker threads. One worker gets a current-thread
+/// runtime: every task runs on the thread that accepted its connection, with no
+/// work-stealing queues or cross-thread wake-ups, and its park is hooked so the writes of
+/// one scheduler pass leave together (`pass`). More get tokio's multi-thread runtime.
+///
+/// # Errors
+/// The runtime could not be built (no threads, no event queue).
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers <= 1 {
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        pass::install(&mut builder);
+        builder
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
+}
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;

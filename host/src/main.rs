@@ -551,24 +551,14 @@ fn read_trace_keys(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     trace_keys(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Tokio's runtime: one worker thread per core (`TOKIO_WORKER_THREADS` overrides), and
-/// with a single worker, a current-thread runtime: every task then runs on the thread that
-/// accepted its connection, with no work-stealing queues or cross-thread wake-ups (the
-/// proxy's two connections per call and their tasks stay on one core), and its park hooked
-/// so the writes of one pass leave together (`placerd::pass`).
+/// Tokio's runtime: one worker thread per core (`TOKIO_WORKER_THREADS` overrides); with a
+/// single worker, the hooked current-thread runtime ([`placerd::runtime`]).
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let workers = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let mut builder = if workers <= 1 {
-        let mut builder = tokio::runtime::Builder::new_current_thread();
-        placerd::pass::install(&mut builder);
-        builder
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    builder.enable_all().build().context("starting tokio")
+    placerd::runtime(workers).context("starting tokio")
 }
 
 async fn ctrl_c() {

@@ -36,6 +36,9 @@ pub struct Metrics {
     rp_error: Counter,
     rp_empty: Counter,
     client_cancelled: Counter,
+    /// Calls failed because a runner kept silent (or took none of the request) past its
+    /// deadline.
+    runner_timeouts: Counter,
     timeout: Counter,
     placed_ok: Counter,
     placed_error: Counter,
@@ -124,6 +127,7 @@ impl Metrics {
             rp_error: Counter::default(),
             rp_empty: Counter::default(),
             client_cancelled: Counter::default(),
+            runner_timeouts: Counter::default(),
             timeout: Counter::default(),
             placed_ok: Counter::default(),
             placed_error: Counter::default(),
@@ -174,6 +178,11 @@ impl Metrics {
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
         }
+        r.register(
+            "placerd_runner_timeouts",
+            "Calls failed because their runner kept silent past runner_read_timeout_ms or took none of the request past runner_write_timeout_ms",
+            m.runner_timeouts.clone(),
+        );
         r.register("placerd_placer_guest_seconds", "Time in a placer's place call", m.guest_seconds.clone());
         r.register("placerd_placer_faults", "Placer faults by kind", m.faults.clone());
         r.register("placerd_placer_loads", "Placer loads (start, folder, admin API) by result", m.reloads.clone());
@@ -328,7 +337,12 @@ impl Metrics {
         self.retry_busy.inc_by(u64::from(outcome.busy));
         let counter = match &outcome.result {
             Ok(_) => &self.placed_ok,
-            Err(CallError::Runner(_)) => &self.placed_error,
+            Err(CallError::Runner(failed)) => {
+                if failed.timed_out() {
+                    self.runner_timeouts.inc();
+                }
+                &self.placed_error
+            }
             Err(CallError::TooBusy | CallError::ReservationFailure) => &self.timeout,
             Err(CallError::Pool(PoolError::Service(_))) if outcome.timed_out => &self.timeout,
             Err(CallError::Placer(_)) => &self.placed_abort,
@@ -341,6 +355,12 @@ impl Metrics {
     /// stays. Counted with Fn's pool errors (`lb_placer_rp_error_count`).
     pub fn record_discovery_error(&self) {
         self.rp_error.inc();
+    }
+
+    /// A runner kept silent past its read timeout while its answer's body streamed to the
+    /// client (whose response is then cut short: its head had left).
+    pub fn record_runner_timeout(&self) {
+        self.runner_timeouts.inc();
     }
 
     /// A client that went away before its call was answered: hyper dropped the call, and

@@ -24,10 +24,12 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use tokio::net::TcpStream;
 
 /// Tasks put aside at most, and writes queued at most: the task that fills either list
@@ -51,9 +53,13 @@ thread_local! {
             results: Vec::new(),
             ended: 0,
             watchdog: None,
+            id: 0,
         })
     };
 }
+
+/// The last id given to a thread's [`Pass`].
+static LAST_PASS_ID: AtomicU64 = AtomicU64::new(0);
 
 struct Pass {
     waiting: Vec<Waker>,
@@ -70,22 +76,25 @@ struct Pass {
     ended: u64,
     /// The idle watchdog's waker, taken by the first task that waits in a pass.
     watchdog: Option<Waker>,
+    /// This thread's pass, told apart from every other thread's (0 until a write asks):
+    /// a slot index means something only on the thread that gave it out.
+    id: u64,
 }
 
 /// One write of [`write`].
 enum Slot {
     Free,
-    /// Waiting for the end of the pass. `bytes` is the future's buffer: the future stays
-    /// alive while its slot is queued (dropping it frees the slot).
+    /// Waiting for the end of the pass. The slot owns the bytes and a handle on the socket,
+    /// so neither can go before the kernel is done with them, whatever becomes of the
+    /// future (dropped frees the slot unsent; forgotten leaves it to be sent and kept).
     Queued {
-        fd: RawFd,
-        bytes: *const u8,
-        len: usize,
+        stream: Arc<TcpStream>,
+        bytes: Bytes,
         waker: Waker,
     },
     /// Handed to the kernel in this flush.
     Sending(Waker),
-    /// What the send took, or its error (a negative errno).
+    /// What the send took, or its error (a negative errno), or [`uring::UNKNOWN`].
     Done(i32),
 }
 
@@ -112,7 +121,7 @@ const EVENTS_EVERY: u32 = 8;
 /// The thread learns of the hook when it first parks, and keeps it: a thread that has
 /// driven a hooked runtime must not later drive one without the hook (`placerd` builds
 /// one runtime per process).
-pub fn install(builder: &mut tokio::runtime::Builder) {
+pub(crate) fn install(builder: &mut tokio::runtime::Builder) {
     builder.on_thread_park(flush).event_interval(EVENTS_EVERY);
 }
 
@@ -169,9 +178,9 @@ impl Pass {
         for &slot in &self.queued {
             // A slot freed and queued again in the same pass is listed twice: sent once.
             match std::mem::replace(&mut self.slots[slot], Slot::Free) {
-                Slot::Queued { fd, bytes, len, waker } => {
+                Slot::Queued { stream, bytes, waker } => {
                     self.slots[slot] = Slot::Sending(waker);
-                    sends.push(uring::Send { slot, fd, bytes, len });
+                    sends.push(uring::Send { slot, stream, bytes });
                 }
                 other => self.slots[slot] = other,
             }
@@ -187,21 +196,26 @@ impl Pass {
             tracing::warn!(error = %e, "io_uring failed: each write of a pass is its own system call from now on");
             self.ring = Ring::Off;
         }
-        for (send, &result) in sends.iter().zip(&results) {
+        for (send, &result) in sends.drain(..).zip(&results) {
             if let Slot::Sending(waker) = std::mem::replace(&mut self.slots[send.slot], Slot::Done(result)) {
                 wake.push(waker);
             }
+            if result == uring::UNKNOWN {
+                // The kernel may still read these bytes and send on this socket (the ring
+                // failed with the send taken): both are kept for good.
+                std::mem::forget(send);
+            }
         }
-        sends.clear();
         (self.sends, self.results) = (sends, results);
     }
 
-    /// Queues a write for the end of the pass; `None` without a hook or a ring.
-    fn queue(&mut self, fd: RawFd, bytes: &[u8], waker: &Waker) -> Option<usize> {
+    /// Queues a write for the end of the pass; gives `stream` and `bytes` back without a
+    /// hook or a ring.
+    fn queue(&mut self, stream: Arc<TcpStream>, bytes: Bytes, waker: &Waker) -> Result<usize, (Arc<TcpStream>, Bytes)> {
         if !matches!(self.ring, Ring::Ready(_)) {
-            return None;
+            return Err((stream, bytes));
         }
-        let queued = Slot::Queued { fd, bytes: bytes.as_ptr(), len: bytes.len(), waker: waker.clone() };
+        let queued = Slot::Queued { stream, bytes, waker: waker.clone() };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = queued;
@@ -214,7 +228,15 @@ impl Pass {
         };
         self.queued.push(slot);
         self.arm_watchdog();
-        Some(slot)
+        Ok(slot)
+    }
+
+    /// This thread's id, given on first use.
+    fn id(&mut self) -> u64 {
+        if self.id == 0 {
+            self.id = LAST_PASS_ID.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+        self.id
     }
 
     fn has_waiting(&self) -> bool {
@@ -294,13 +316,13 @@ fn wake_all(mut waiting: Vec<Waker>) {
 
 /// Pending once: ready when the runtime has run the rest of its queue (or, without the
 /// hook, after the tasks already queued).
-pub fn end() -> End {
+pub(crate) fn end() -> End {
     End { waited: false }
 }
 
 /// The future of [`end`].
 #[derive(Debug)]
-pub struct End {
+pub(crate) struct End {
     waited: bool,
 }
 
@@ -334,83 +356,119 @@ impl Future for End {
 /// other writes in one system call when the kernel allows io_uring, or by this task right
 /// after the pass ([`end`]) when it does not.
 ///
-/// A stream has at most one write waiting at a time: its writer awaits each before the
-/// next (the pass's sends have no order between them).
-pub fn write<'a>(stream: &'a TcpStream, bytes: &'a [u8]) -> Write<'a> {
-    Write { stream, bytes, state: WriteState::Start }
+/// The write owns what the kernel reads: the bytes, and a handle that keeps the socket open
+/// until the send is done. A stream has at most one write waiting at a time: its writer
+/// awaits each before the next (the pass's sends have no order between them).
+pub(crate) fn write(stream: &Arc<TcpStream>, bytes: Bytes) -> Write {
+    Write { state: WriteState::Start(stream.clone(), bytes) }
+}
+
+/// A write that failed: the error, and whether the bytes may have left all the same.
+#[derive(Debug)]
+pub(crate) struct WriteError {
+    pub(crate) error: io::Error,
+    /// The ring failed with the send taken and its completion unknown: the peer may have
+    /// the bytes. Such a send is never made again.
+    pub(crate) maybe_sent: bool,
+}
+
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> Self {
+        e.error
+    }
 }
 
 /// [`write`], for a writer that sends the rest itself: the bytes the socket took at the
 /// end of the pass, 0 when it was full.
 ///
 /// # Errors
-/// The send failed, or took nothing of a non-empty buffer (`WriteZero`).
-pub async fn write_some(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+/// The send failed (nothing taken, unless `maybe_sent`), or took nothing of a non-empty
+/// buffer (`WriteZero`).
+pub(crate) async fn write_some(stream: &Arc<TcpStream>, bytes: Bytes) -> Result<usize, WriteError> {
+    let empty = bytes.is_empty();
     match write(stream, bytes).await {
-        Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(0) if !empty => Err(WriteError { error: io::ErrorKind::WriteZero.into(), maybe_sent: false }),
         Ok(n) => Ok(n),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) if e.error.kind() == io::ErrorKind::WouldBlock && !e.maybe_sent => Ok(0),
         Err(e) => Err(e),
     }
 }
 
 /// The future of [`write`].
 #[derive(Debug)]
-pub struct Write<'a> {
-    stream: &'a TcpStream,
-    bytes: &'a [u8],
+pub(crate) struct Write {
     state: WriteState,
 }
 
 #[derive(Debug)]
 enum WriteState {
-    Start,
+    Start(Arc<TcpStream>, Bytes),
     /// No ring: the end of the pass, then a plain send.
-    Stepping(End),
-    /// In the pass's slot list.
-    Queued(usize),
+    Stepping(End, Arc<TcpStream>, Bytes),
+    /// In the slot list of the pass whose id is `pass`.
+    Queued {
+        slot: usize,
+        pass: u64,
+    },
     Finished,
 }
 
-impl Future for Write<'_> {
-    type Output = io::Result<usize>;
+impl Future for Write {
+    type Output = Result<usize, WriteError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            match &mut this.state {
-                WriteState::Start => {
-                    let fd = this.stream.as_raw_fd();
+            match std::mem::replace(&mut this.state, WriteState::Finished) {
+                WriteState::Start(stream, bytes) => {
                     let queued = PASS.with(|pass| {
                         let mut pass = pass.borrow_mut();
-                        let slot = pass.queue(fd, this.bytes, cx.waker())?;
-                        Some((slot, pass.queued.len() >= MOST_WAITING))
+                        let slot = pass.queue(stream, bytes, cx.waker())?;
+                        Ok((slot, pass.id(), pass.queued.len() >= MOST_WAITING))
                     });
                     match queued {
-                        Some((slot, full)) => {
-                            this.state = WriteState::Queued(slot);
+                        Ok((slot, pass, full)) => {
+                            this.state = WriteState::Queued { slot, pass };
                             if full {
                                 end_pass();
                             }
                             return Poll::Pending;
                         }
-                        None => this.state = WriteState::Stepping(end()),
+                        Err((stream, bytes)) => this.state = WriteState::Stepping(end(), stream, bytes),
                     }
                 }
-                WriteState::Stepping(step) => {
-                    std::task::ready!(Pin::new(step).poll(cx));
-                    this.state = WriteState::Finished;
-                    return Poll::Ready(this.stream.try_write(this.bytes));
+                WriteState::Stepping(mut step, stream, bytes) => {
+                    if Pin::new(&mut step).poll(cx).is_pending() {
+                        this.state = WriteState::Stepping(step, stream, bytes);
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(
+                        stream.try_write(&bytes).map_err(|error| WriteError { error, maybe_sent: false }),
+                    );
                 }
-                WriteState::Queued(slot) => {
-                    let slot = *slot;
-                    let Some(result) = PASS.with(|pass| pass.borrow_mut().take(slot, cx.waker())) else {
+                WriteState::Queued { slot, pass } => {
+                    let result = PASS.with(|p| {
+                        let mut p = p.borrow_mut();
+                        if p.id() != pass {
+                            return Some(MOVED);
+                        }
+                        p.take(slot, cx.waker())
+                    });
+                    let Some(result) = result else {
+                        this.state = WriteState::Queued { slot, pass };
                         return Poll::Pending;
                     };
-                    this.state = WriteState::Finished;
                     return Poll::Ready(match usize::try_from(result) {
                         Ok(n) => Ok(n),
-                        Err(_) => Err(io::Error::from_raw_os_error(-result)),
+                        Err(_) if result == MOVED => Err(WriteError {
+                            error: io::Error::other("a pass::write was polled on another thread than its own"),
+                            maybe_sent: true,
+                        }),
+                        Err(_) if result == uring::UNKNOWN => Err(WriteError {
+                            error: io::Error::other("io_uring failed with this send taken; it may have been sent"),
+                            maybe_sent: true,
+                        }),
+                        Err(_) => Err(WriteError { error: io::Error::from_raw_os_error(-result), maybe_sent: false }),
                     });
                 }
                 WriteState::Finished => panic!("`pass::write` polled after it finished"),
@@ -419,11 +477,21 @@ impl Future for Write<'_> {
     }
 }
 
-impl Drop for Write<'_> {
+/// The result of a write polled on a thread other than the one whose pass holds its slot
+/// (it may be sent there or not; its slot stays taken).
+const MOVED: i32 = i32::MIN + 1;
+
+impl Drop for Write {
     fn drop(&mut self) {
-        if let WriteState::Queued(slot) = self.state {
-            // Not sent if the pass has not ended: the buffer goes with this future.
-            let _ = PASS.try_with(|pass| pass.borrow_mut().release(slot));
+        if let WriteState::Queued { slot, pass } = self.state {
+            // Not sent if the pass has not ended: the slot's bytes go with it. On another
+            // thread the slot is not this thread's to free: it stays taken.
+            let _ = PASS.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.id() == pass {
+                    p.release(slot);
+                }
+            });
         }
     }
 }
@@ -431,28 +499,41 @@ impl Drop for Write<'_> {
 #[cfg(target_os = "linux")]
 mod uring {
     use std::io;
-    use std::os::fd::RawFd;
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
 
+    use bytes::Bytes;
     use io_uring::{IoUring, opcode, types};
+    use tokio::net::TcpStream;
 
-    /// The result of a send the ring did not make ("try again"): its task sends it.
-    pub(super) const NOT_SENT: i32 = -libc::EAGAIN;
+    /// The result of a send the ring did not take ("try again"): its task sends it.
+    pub(crate) const NOT_SENT: i32 = -libc::EAGAIN;
+    /// The result of a send the ring took and whose completion it never saw (the system
+    /// call failed): it may have been sent, so it is never made again.
+    pub(crate) const UNKNOWN: i32 = i32::MIN;
+    /// A send pushed to the ring whose completion has not been reaped yet.
+    const PENDING: i32 = i32::MIN + 2;
 
-    /// A write handed to [`Ring::send_all`].
-    pub(super) struct Send {
-        pub(super) slot: usize,
-        pub(super) fd: RawFd,
-        pub(super) bytes: *const u8,
-        pub(super) len: usize,
+    /// A write handed to [`Ring::send_all`], with what it owns: the socket is kept open and
+    /// the bytes alive until the send is done.
+    pub(crate) struct Send {
+        pub(crate) slot: usize,
+        pub(crate) stream: Arc<TcpStream>,
+        pub(crate) bytes: Bytes,
     }
 
     /// This thread's io_uring, used for sends only.
-    pub(super) struct Ring(IoUring);
+    pub(crate) struct Ring {
+        ring: IoUring,
+        /// Tests: the next submission goes to the kernel, then reports a failure.
+        #[cfg(test)]
+        pub(crate) fail_next_submit: bool,
+    }
 
     impl Ring {
         /// A ring for up to `entries` sends at once, if the kernel allows io_uring and
         /// knows its send operation.
-        pub(super) fn new(entries: usize) -> io::Result<Ring> {
+        pub(crate) fn new(entries: usize) -> io::Result<Ring> {
             let entries = u32::try_from(entries).unwrap_or(u32::MAX);
             // One thread submits; its completions need no interrupt of its own.
             let ring = IoUring::builder()
@@ -465,19 +546,24 @@ mod uring {
             if !probe.is_supported(opcode::Send::CODE) {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's io_uring has no send"));
             }
-            Ok(Ring(ring))
+            Ok(Ring {
+                ring,
+                #[cfg(test)]
+                fail_next_submit: false,
+            })
         }
 
         /// Sends each of `sends` once, all in one system call; what each took, or its
-        /// negative errno, into `results`, in the same order (they start at `-EAGAIN`).
-        /// No send waits: one that finds its socket full ends with `-EAGAIN`, one that
-        /// finds room for part of its bytes takes them.
+        /// negative errno, into `results`, in the same order (they start at
+        /// [`NOT_SENT`]). No send waits: one that finds its socket full ends with
+        /// `-EAGAIN`, one that finds room for part of its bytes takes them.
         ///
         /// # Errors
         /// The system call failed for another reason than an interruption or a full
-        /// completion queue: the ring must be dropped (sends it did not take keep `EAGAIN`).
-        pub(super) fn send_all(&mut self, sends: &[Send], results: &mut [i32]) -> io::Result<()> {
-            let room = self.0.params().sq_entries() as usize;
+        /// completion queue: the ring must be dropped. Sends it did not take keep
+        /// [`NOT_SENT`]; sends it took whose completion was not seen are [`UNKNOWN`].
+        pub(crate) fn send_all(&mut self, sends: &[Send], results: &mut [i32]) -> io::Result<()> {
+            let room = self.ring.params().sq_entries() as usize;
             for (chunk, results) in sends.chunks(room).zip(results.chunks_mut(room)) {
                 self.send_chunk(chunk, results)?;
             }
@@ -487,48 +573,62 @@ mod uring {
         fn send_chunk(&mut self, sends: &[Send], results: &mut [i32]) -> io::Result<()> {
             let mut pushed = 0;
             {
-                let mut sq = self.0.submission();
+                let mut sq = self.ring.submission();
                 for (i, send) in sends.iter().enumerate() {
-                    let len = u32::try_from(send.len).unwrap_or(u32::MAX);
-                    let entry = opcode::Send::new(types::Fd(send.fd), send.bytes, len)
+                    let len = u32::try_from(send.bytes.len()).unwrap_or(u32::MAX);
+                    let entry = opcode::Send::new(types::Fd(send.stream.as_raw_fd()), send.bytes.as_ptr(), len)
                         .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
                         .build()
                         .user_data(i as u64);
-                    // SAFETY: each buffer belongs to a `pass::write` future that is alive
-                    // while its slot is queued, and this function returns only when the
-                    // kernel has completed every entry it took (below). The entry's fd is
-                    // the future's stream, alive with it.
+                    // SAFETY: the entry's buffer and socket are owned by `send`, which the
+                    // caller keeps until this returns; a send whose completion this does
+                    // not see (an error below) the caller keeps for good (`UNKNOWN`).
                     #[allow(unsafe_code)]
                     if unsafe { sq.push(&entry) }.is_err() {
-                        break; // no room: the rest keep `EAGAIN` and are sent by their tasks
+                        break; // no room: the rest keep `NOT_SENT` and are sent by their tasks
                     }
+                    results[i] = PENDING;
                     pushed += 1;
                 }
             }
             // `MSG_DONTWAIT` makes each send finish during submission (a full socket ends
-            // it with `EAGAIN` instead of arming a poll), so the wait returns at once; it is
-            // there so that no buffer can outlive its send.
+            // it with `EAGAIN` instead of arming a poll), so the wait returns at once.
             let mut done = 0;
             loop {
                 done += self.reap(results);
                 if done >= pushed {
                     return Ok(());
                 }
-                if let Err(e) = self.0.submit_and_wait(pushed - done)
+                if let Err(e) = self.submit_and_wait(pushed - done)
                     && !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY))
                 {
-                    // What the kernel took has completed (reaped here); what it did not
-                    // take is never read once the caller drops the ring.
+                    // What the kernel took and completed is reaped here; the rest may
+                    // have been taken: unknown, never sent again.
                     self.reap(results);
+                    for result in results.iter_mut().filter(|r| **r == PENDING) {
+                        *result = UNKNOWN;
+                    }
                     return Err(e);
                 }
             }
         }
 
+        fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
+            #[cfg(test)]
+            if std::mem::take(&mut self.fail_next_submit) {
+                // The sends go to the kernel, and their completions are lost, as when
+                // the call fails after the kernel took them.
+                self.ring.submit()?;
+                for _ in self.ring.completion() {}
+                return Err(io::Error::from_raw_os_error(libc::EBADR));
+            }
+            self.ring.submit_and_wait(want)
+        }
+
         /// Moves the completions into `results`; how many there were.
         fn reap(&mut self, results: &mut [i32]) -> usize {
             let mut reaped = 0;
-            for cqe in self.0.completion() {
+            for cqe in self.ring.completion() {
                 if let Some(result) = results.get_mut(cqe.user_data() as usize) {
                     *result = cqe.result();
                     reaped += 1;
@@ -542,28 +642,32 @@ mod uring {
 #[cfg(not(target_os = "linux"))]
 mod uring {
     use std::io;
-    use std::os::fd::RawFd;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tokio::net::TcpStream;
 
     /// A write handed to [`Ring::send_all`].
-    pub(super) struct Send {
-        pub(super) slot: usize,
-        pub(super) fd: RawFd,
-        pub(super) bytes: *const u8,
-        pub(super) len: usize,
+    pub(crate) struct Send {
+        pub(crate) slot: usize,
+        pub(crate) stream: Arc<TcpStream>,
+        pub(crate) bytes: Bytes,
     }
 
     /// Never a result here: there is no ring.
-    pub(super) const NOT_SENT: i32 = -11;
+    pub(crate) const NOT_SENT: i32 = -11;
+    /// Never a result here: there is no ring.
+    pub(crate) const UNKNOWN: i32 = i32::MIN;
 
     /// No io_uring here: [`Ring::new`] always refuses.
-    pub(super) enum Ring {}
+    pub(crate) enum Ring {}
 
     impl Ring {
-        pub(super) fn new(_entries: usize) -> io::Result<Ring> {
+        pub(crate) fn new(_entries: usize) -> io::Result<Ring> {
             Err(io::ErrorKind::Unsupported.into())
         }
 
-        pub(super) fn send_all(&mut self, _sends: &[Send], _results: &mut [i32]) -> io::Result<()> {
+        pub(crate) fn send_all(&mut self, _sends: &[Send], _results: &mut [i32]) -> io::Result<()> {
             match *self {}
         }
     }
@@ -680,11 +784,15 @@ mod tests {
     }
 
     /// A connected pair of sockets on loopback: (the one written, the peer that reads).
-    async fn pair() -> (TcpStream, TcpStream) {
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (client, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
-        (client.expect("connect"), accepted.expect("accept").0)
+        (Arc::new(client.expect("connect")), accepted.expect("accept").0)
+    }
+
+    fn bytes(text: &'static [u8]) -> Bytes {
+        Bytes::from_static(text)
     }
 
     /// Whether this kernel lets this process use io_uring (a seccomp profile may not).
@@ -705,7 +813,7 @@ mod tests {
                 PASS.with(|pass| pass.borrow_mut().ring = Ring::Off);
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            assert_eq!(ring_in_use(), !refuse_ring && kernel_allows_io_uring());
+            assert_eq!(ring_in_use(), !refuse_ring, "io_uring is refused here: {:?}", kernel_allows_io_uring());
             let mut peers = Vec::new();
             let mut writers = Vec::new();
             for i in 0..3 {
@@ -715,7 +823,7 @@ mod tests {
                 writers.push(async move {
                     log.lock().unwrap().push(format!("q{i}"));
                     let message = format!("call {i}");
-                    let sent = write(&stream, message.as_bytes()).await.expect("sent");
+                    let sent = write(&stream, Bytes::from(message.clone())).await.expect("sent");
                     log.lock().unwrap().push(format!("s{i}"));
                     assert_eq!(sent, message.len());
                     stream
@@ -753,11 +861,11 @@ mod tests {
         hooked_runtime().block_on(async {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             let (stream, _peer) = pair().await;
-            let big = vec![7u8; 64 << 20];
-            let first = write(&stream, &big).await.expect("part of it fits");
+            let big = Bytes::from(vec![7u8; 64 << 20]);
+            let first = write(&stream, big.clone()).await.expect("part of it fits");
             assert!(first > 0 && first < big.len(), "{first}");
-            let second = write(&stream, &big).await;
-            assert_eq!(second.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+            let second = write(&stream, big.clone()).await;
+            assert_eq!(second.map_err(|e| (e.error.kind(), e.maybe_sent)), Err((io::ErrorKind::WouldBlock, false)));
         });
     }
 
@@ -767,7 +875,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             let (stream, peer) = pair().await;
             {
-                let mut dropped = std::pin::pin!(write(&stream, b"never"));
+                let mut dropped = std::pin::pin!(write(&stream, bytes(b"never")));
                 std::future::poll_fn(|cx| {
                     assert!(dropped.as_mut().poll(cx).is_pending());
                     Poll::Ready(())
@@ -776,7 +884,7 @@ mod tests {
             }
             // The pass ends (the sleep parks the runtime), then one more write goes.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            assert_eq!(write(&stream, b"sent").await.expect("sent"), 4);
+            assert_eq!(write(&stream, bytes(b"sent")).await.expect("sent"), 4);
             let mut got = vec![0u8; 16];
             let mut peer = peer;
             let n = tokio::io::AsyncReadExt::read(&mut peer, &mut got).await.expect("read");
@@ -789,11 +897,10 @@ mod tests {
         hooked_runtime().block_on(async {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             let (stream, mut peer) = pair().await;
-            let stream = Arc::new(stream);
             let writers: Vec<_> = (0..MOST_WAITING * 2 + 3)
                 .map(|_| {
                     let stream = stream.clone();
-                    tokio::spawn(async move { write(&stream, b"x").await.expect("sent") })
+                    tokio::spawn(async move { write(&stream, bytes(b"x")).await.expect("sent") })
                 })
                 .collect();
             for task in writers {
@@ -843,7 +950,7 @@ mod tests {
     fn a_lone_write_in_a_pass_that_never_ends_leaves_after_the_bound() {
         a_busy_queue_lets_one_waiter_go(async {
             let (stream, mut peer) = pair().await;
-            assert_eq!(write(&stream, b"sent").await.expect("sent"), 4);
+            assert_eq!(write(&stream, bytes(b"sent")).await.expect("sent"), 4);
             let mut got = [0u8; 4];
             tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got).await.expect("read");
         });
@@ -853,15 +960,137 @@ mod tests {
     fn a_write_to_a_peer_that_reset_the_connection_returns_its_error() {
         hooked_runtime().block_on(async {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            assert_eq!(ring_in_use(), kernel_allows_io_uring());
+            assert!(ring_in_use(), "io_uring is refused here");
             let (stream, peer) = pair().await;
-            assert_eq!(write(&stream, b"unread").await.expect("sent"), 6);
+            assert_eq!(write(&stream, bytes(b"unread")).await.expect("sent"), 6);
             // Closed with bytes unread: the peer resets the connection.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             drop(peer);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let error = write(&stream, b"more").await.expect_err("the peer is gone");
+            let error = write(&stream, bytes(b"more")).await.expect_err("the peer is gone");
+            assert!(!error.maybe_sent);
+            let error = error.error;
             assert!(matches!(error.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe), "{error:?}");
+        });
+    }
+
+    /// Reads what `peer` gets within 50 ms of its last byte.
+    async fn received(peer: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 64];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), tokio::io::AsyncReadExt::read(peer, &mut chunk))
+                .await
+        {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        got
+    }
+
+    #[test]
+    fn a_forgotten_write_keeps_its_bytes_and_its_socket_until_sent() {
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            assert!(ring_in_use(), "io_uring is refused here");
+            let (stream, mut peer) = pair().await;
+            let mut forgotten = Box::pin(write(&stream, Bytes::from(b"kept".to_vec())));
+            std::future::poll_fn(|cx| {
+                assert!(forgotten.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            // Forgotten, and the caller's socket dropped: the slot owns both.
+            std::mem::forget(forgotten);
+            drop(stream);
+            // A socket opened now cannot take the forgotten socket's descriptor.
+            let (other, mut other_peer) = pair().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            assert_eq!(received(&mut peer).await, b"kept", "sent on its own socket");
+            assert_eq!(write(&other, bytes(b"mine")).await.expect("sent"), 4);
+            assert_eq!(received(&mut other_peer).await, b"mine", "nothing else on the new socket");
+        });
+    }
+
+    #[test]
+    fn a_write_polled_or_dropped_on_another_thread_touches_no_slot_of_that_thread() {
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            assert!(ring_in_use(), "io_uring is refused here");
+            let (stream, mut peer) = pair().await;
+            let mut moved = Box::pin(write(&stream, bytes(b"moved")));
+            std::future::poll_fn(|cx| {
+                assert!(moved.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            let elsewhere = std::thread::spawn(move || {
+                hooked_runtime().block_on(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    // This thread's own write takes slot 0 here too.
+                    let (own, mut own_peer) = pair().await;
+                    let mut mine = Box::pin(write(&own, bytes(b"own")));
+                    let polled = std::future::poll_fn(|cx| {
+                        assert!(mine.as_mut().poll(cx).is_pending());
+                        Poll::Ready(moved.as_mut().poll(cx))
+                    })
+                    .await;
+                    drop(moved);
+                    assert_eq!(mine.await.expect("its own write"), 3, "its slot untouched");
+                    assert_eq!(received(&mut own_peer).await, b"own");
+                    match polled {
+                        Poll::Ready(Err(e)) => e.maybe_sent,
+                        other => panic!("{other:?}"),
+                    }
+                })
+            });
+            assert!(elsewhere.join().expect("thread"), "an error that says the bytes may have left");
+            // Its own pass still sends it: it owns what it sends.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            assert_eq!(received(&mut peer).await, b"moved");
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_submit_never_sends_a_write_twice() {
+        hooked_runtime().block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            assert!(ring_in_use(), "io_uring is refused here");
+            PASS.with(|pass| match &mut pass.borrow_mut().ring {
+                Ring::Ready(ring) => ring.fail_next_submit = true,
+                _ => unreachable!(),
+            });
+            let mut peers = Vec::new();
+            let mut streams = Vec::new();
+            for _ in 0..3 {
+                let (stream, peer) = pair().await;
+                streams.push(stream);
+                peers.push(peer);
+            }
+            // Queued in one pass, sent by its one failing submit.
+            let mut writers = Vec::new();
+            for (i, stream) in streams.drain(..).enumerate() {
+                writers.push(tokio::spawn(async move {
+                    let result = write_some(&stream, Bytes::from(format!("call {i}"))).await;
+                    (stream, result)
+                }));
+            }
+            for task in writers {
+                let (stream, result) = task.await.expect("writer");
+                let error = result.expect_err("the submit failed");
+                assert!(error.maybe_sent, "{error:?}");
+                streams.push(stream);
+            }
+            for (i, peer) in peers.iter_mut().enumerate() {
+                assert_eq!(received(peer).await, format!("call {i}").as_bytes(), "sent once, never again");
+            }
+            // The ring is gone: the next writes go one system call each.
+            assert!(!ring_in_use());
+            assert_eq!(write(&streams[0], bytes(b"!")).await.expect("sent"), 1);
+            assert_eq!(received(&mut peers[0]).await, b"!");
         });
     }
 }

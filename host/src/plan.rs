@@ -393,6 +393,14 @@ impl Live {
         let mut report = ReloadReport { warnings: loaded.warnings, ..ReloadReport::default() };
         let mut problems = Vec::new();
         let token = read_token(&next).map_err(|e| problems.push(e)).ok().flatten();
+        // The admin listener a reload cannot move (a restart does): off loopback, it keeps
+        // needing a token whatever the file now says about `admin_listen`.
+        if !running.admin_listen.ip().is_loopback() && next.admin_token_file.is_none() {
+            problems.push(format!(
+                "admin_token_file: the admin API listens on {} (not loopback) until a restart; a reload cannot remove its token",
+                running.admin_listen
+            ));
+        }
         let file_runners = match &next.discovery {
             RunnerSource::File(path) => {
                 discovery::read_runner_file(path).map_err(|e| problems.push(format!("runners.file: {e}"))).ok()
@@ -520,6 +528,10 @@ fn changed_keys(old: &Config, new: &Config, file_routes_changed: bool) -> Vec<St
     differs("detached_placer_timeout_ms", old.detached_placer_timeout != new.detached_placer_timeout);
     differs("connect_timeout_ms", old.connect_timeout != new.connect_timeout);
     differs("shutdown_grace_ms", old.shutdown_grace != new.shutdown_grace);
+    differs("runner_read_timeout_ms", old.runner_read_timeout != new.runner_read_timeout);
+    differs("runner_write_timeout_ms", old.runner_write_timeout != new.runner_write_timeout);
+    differs("client_idle_timeout_ms", old.client_idle_timeout != new.client_idle_timeout);
+    differs("client_header_timeout_ms", old.client_header_timeout != new.client_header_timeout);
     changed
 }
 

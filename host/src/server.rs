@@ -20,15 +20,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// How long a client may take to send request headers, from their first byte.
+/// How long a client may take to send request headers, from their first byte: the admin
+/// port's and the reference runner's, and the default of the proxy port's
+/// `client_header_timeout_ms`.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection may wait idle for its next request before it is closed.
+/// How long a connection may wait idle for its next request before it is closed: the
+/// default of the proxy port's `client_idle_timeout_ms`.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the proxy port waits for a client to take more of its response (between two
 /// writes, as nginx's `send_timeout`) before it closes the connection.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest request head (request line + headers) accepted; above it, 431.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Default `max_connections`: open connections per listener.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -107,7 +108,7 @@ where
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
+            .max_buf_size(crate::http1::MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service_fn(handle.clone()));
         async move {
             tokio::pin!(connection);

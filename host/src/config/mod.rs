@@ -118,6 +118,19 @@ pub struct FileConfig {
     pub connect_timeout_ms: u64,
     /// `shutdown_grace_ms = 30000`: on SIGTERM/SIGINT, how long calls in flight may finish.
     pub shutdown_grace_ms: u64,
+    /// `runner_read_timeout_ms = 300000`: the longest silence between bytes from a runner
+    /// once a call is sent to it (Fn's longest function timeout, so no legitimate call is
+    /// cut); past it the client gets 504. A `[[routes]]` entry may set its own.
+    pub runner_read_timeout_ms: u64,
+    /// `runner_write_timeout_ms = 60000`: the longest a runner may take none of a request
+    /// being sent to it; past it the client gets 504.
+    pub runner_write_timeout_ms: u64,
+    /// `client_idle_timeout_ms = 60000`: how long a client connection may wait for its
+    /// next request (the first one included) before it is closed.
+    pub client_idle_timeout_ms: u64,
+    /// `client_header_timeout_ms = 10000`: how long a request head may take to arrive
+    /// from its first byte; past it, 408 and the connection closes.
+    pub client_header_timeout_ms: u64,
     /// `[runners]`.
     pub runners: FileRunners,
     /// `[placers.NAME.config]` tables, handed to `configure`.
@@ -149,6 +162,10 @@ impl Default for FileConfig {
             status_interval_ms: 1_000,
             connect_timeout_ms: 1_000,
             shutdown_grace_ms: 30_000,
+            runner_read_timeout_ms: 300_000,
+            runner_write_timeout_ms: 60_000,
+            client_idle_timeout_ms: crate::server::KEEP_ALIVE_TIMEOUT.as_millis() as u64,
+            client_header_timeout_ms: crate::server::HEADER_READ_TIMEOUT.as_millis() as u64,
             runners: FileRunners::default(),
             placers: BTreeMap::new(),
             routes: Vec::new(),
@@ -291,6 +308,10 @@ pub struct FileRoute {
     /// `canary_percent = 0`: the share of the route's calls the canary serves (1-100 when
     /// `canary` is set).
     pub canary_percent: u64,
+    /// `runner_read_timeout_ms`: this route's own longest silence from a runner (for
+    /// functions known to be quick); unset: the top-level key's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_read_timeout_ms: Option<u64>,
 }
 
 impl Default for FileRoute {
@@ -303,6 +324,7 @@ impl Default for FileRoute {
             shadow_percent: 100,
             canary: None,
             canary_percent: 0,
+            runner_read_timeout_ms: None,
         }
     }
 }
@@ -330,6 +352,10 @@ pub struct Route {
     /// Percent of the route's calls the canary serves.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub canary_percent: u8,
+    /// The longest silence from a runner for the route's calls, in ms; `None`: the
+    /// top-level `runner_read_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_read_timeout_ms: Option<u64>,
 }
 
 impl Default for Route {
@@ -342,6 +368,7 @@ impl Default for Route {
             shadow_percent: 100,
             canary: None,
             canary_percent: 0,
+            runner_read_timeout_ms: None,
         }
     }
 }
@@ -367,6 +394,9 @@ impl Route {
         }
         if self.app.is_none() && self.fn_id.is_none() {
             return Err((String::new(), "needs `app`, `fn` or both".into()));
+        }
+        if self.runner_read_timeout_ms == Some(0) {
+            return Err(("runner_read_timeout_ms".into(), "must be at least 1".into()));
         }
         if self.shadow_percent > 100 {
             return Err(("shadow_percent".into(), format!("must be 0 to 100, got {}", self.shadow_percent)));
@@ -435,6 +465,15 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long calls in flight may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// The longest silence between bytes from a runner after a call is sent (routes may
+    /// set their own).
+    pub runner_read_timeout: Duration,
+    /// The longest a runner may take none of a request being sent.
+    pub runner_write_timeout: Duration,
+    /// How long a client connection may idle between requests.
+    pub client_idle_timeout: Duration,
+    /// How long a request head may take from its first byte.
+    pub client_header_timeout: Duration,
     /// Sandbox limits for placers.
     pub sandbox: SandboxLimits,
     /// Static runner addresses, in index order (`runners.static`).
@@ -652,6 +691,7 @@ impl FileConfig {
                 shadow_percent: percent(route.shadow_percent),
                 canary: route.canary,
                 canary_percent: percent(route.canary_percent),
+                runner_read_timeout_ms: route.runner_read_timeout_ms,
             };
             match route.check() {
                 Ok(()) => routes.push(route),
@@ -710,6 +750,10 @@ impl FileConfig {
         let status_interval = p.take(ms("status_interval_ms", self.status_interval_ms, 10));
         let connect_timeout = p.take(ms("connect_timeout_ms", self.connect_timeout_ms, 1));
         let shutdown_grace = p.take(ms("shutdown_grace_ms", self.shutdown_grace_ms, 0));
+        let runner_read_timeout = p.take(ms("runner_read_timeout_ms", self.runner_read_timeout_ms, 1));
+        let runner_write_timeout = p.take(ms("runner_write_timeout_ms", self.runner_write_timeout_ms, 1));
+        let client_idle_timeout = p.take(ms("client_idle_timeout_ms", self.client_idle_timeout_ms, 1));
+        let client_header_timeout = p.take(ms("client_header_timeout_ms", self.client_header_timeout_ms, 1));
         let budget = p.take(ms("placer_budget_ms", self.placer_budget_ms, 1));
         let config = (|| {
             Some(Config {
@@ -734,6 +778,10 @@ impl FileConfig {
                 status_interval: status_interval?,
                 connect_timeout: connect_timeout?,
                 shutdown_grace: shutdown_grace?,
+                runner_read_timeout: runner_read_timeout?,
+                runner_write_timeout: runner_write_timeout?,
+                client_idle_timeout: client_idle_timeout?,
+                client_header_timeout: client_header_timeout?,
                 sandbox: SandboxLimits {
                     budget: budget?,
                     memory_limit_bytes: memory?,

@@ -20,7 +20,9 @@ pub enum CallError {
     /// The placer faulted and `on_placer_fault = "reject"`: 500.
     #[error("{0}")]
     Placer(PlaceError),
-    /// The call was committed to a runner and then failed: 502. Never re-sent.
+    /// The call was committed to a runner and then failed: 502, or 504 when the runner
+    /// kept silent past its read timeout or took none of the request past its write
+    /// timeout. Never re-sent.
     #[error("runner failed after accepting the call: {0}")]
     Runner(RunnerFailed),
 }
@@ -42,6 +44,7 @@ impl CallError {
     /// error (those are in the log line with the call id).
     pub fn client_message(&self) -> String {
         match self {
+            CallError::Runner(failed) if failed.timed_out() => "the runner did not answer in time".to_string(),
             CallError::Runner(_) => "the runner failed after accepting the call".to_string(),
             other => other.to_string(),
         }
@@ -51,6 +54,7 @@ impl CallError {
     pub fn status(&self) -> StatusCode {
         match self {
             CallError::TooBusy => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::Runner(failed) if failed.timed_out() => StatusCode::GATEWAY_TIMEOUT,
             CallError::ReservationFailure | CallError::Placer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CallError::Pool(PoolError::User(_)) | CallError::Runner(_) => StatusCode::BAD_GATEWAY,
             CallError::Pool(PoolError::Service(_)) => StatusCode::SERVICE_UNAVAILABLE,

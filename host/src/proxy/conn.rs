@@ -1,96 +1,86 @@
 //! The proxy port's HTTP/1.1 server: one task per client connection reads a request head
-//! with httparse, lends the call its body straight from the connection's buffer, and
+//! (`crate::http1`), lends the call its body straight from the connection's buffer, and
 //! writes the response head, and a small body with it, in one write. No hyper on this
 //! side: no dispatcher state machine, no per-request timer, no channel.
 //!
 //! What a client may do and what it gets:
-//! - a malformed head: 400; a head over [`MAX_HEAD_BYTES`] or with more than
-//!   [`MAX_HEADERS`] fields: 431; both framings (`content-length` and
-//!   `transfer-encoding`), a coding other than chunked, or two lengths: 400. All close the
-//!   connection after the answer.
-//! - a head that does not arrive whole within [`HEADER_READ_TIMEOUT`] of its first byte,
-//!   or no request for [`KEEP_ALIVE_TIMEOUT`] on an open connection: closed.
+//! - a head `http1` refuses: its status (400 malformed or ambiguous, 405 `CONNECT` or
+//!   `TRACE`, 431 too large, 501 a transfer coding other than chunked), and the
+//!   connection closes after the answer.
+//! - a head that does not arrive whole within `client_header_timeout_ms` of its first byte:
+//!   408 and closed; no request for `client_idle_timeout_ms` on an open connection (the
+//!   first request included): closed.
 //! - a client that takes none of its response for [`SEND_TIMEOUT`]: closed (a slow reader
 //!   holds neither a task nor a runner connection for longer).
 //! - `Expect: 100-continue`: `100 Continue` when the call starts reading the body.
-//! - HTTP/1.0: answered, kept alive only on `connection: keep-alive`.
+//! - HTTP/1.0: answered, kept alive only on `connection: keep-alive`; a body of unknown
+//!   length is sent as it comes and the connection closes after it (never chunked).
 //! - closing (or half-closing) the connection while its call runs: the call's future is
 //!   dropped (no further runner is tried), as hyper and nginx do.
 //! - pipelined requests: answered in order.
 
 use std::future::{Future, poll_fn};
-use std::io::{self, Write as _};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use tokio::io::{Interest, ReadBuf};
+use hyper::header::{ALLOW, CONNECTION, HeaderMap, HeaderValue};
+use hyper::{Method, Response, StatusCode, Version};
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::{Proxy, ProxyBody, json_error};
-use crate::runner::http1::{Chunked, Decoded, decimal};
-use crate::server::{HEADER_READ_TIMEOUT, KEEP_ALIVE_TIMEOUT, MAX_HEAD_BYTES, SEND_TIMEOUT};
+use crate::http1::{
+    self, BodyFraming, Chunked, Decoded, Keep, MAX_HEAD_BYTES, Refusal, RequestHead, Sized, WHOLE_BODY_BYTES, poll_read,
+};
+use crate::server::SEND_TIMEOUT;
 
-/// The most header fields in a request head (hyper's default too).
-pub(crate) const MAX_HEADERS: usize = 100;
 /// How many headers a call adds to the client's before forwarding them (`Fn-Call-Id`,
 /// `Fn-App-Id`, `Fn-Fn-Id`, `Fn-Call-Type`, `Fn-Deadline`).
 const FN_HEADERS_ADDED: usize = 5;
-/// A response body of known length up to this size is written with its head.
-const WRITE_WITH_HEAD: usize = 64 * 1024;
-/// What one read asks the kernel for, at least.
-const READ_CHUNK: usize = 8 * 1024;
+/// What a connection's buffers start with.
+const BUFFER: usize = 8 * 1024;
 
 /// Serves one client connection until it closes, fails, idles out, or `stop` is
 /// cancelled while no request is in flight.
 pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: CancellationToken) {
+    let (idle, mut header) = proxy.client_timeouts();
     let mut conn = Conn {
-        stream,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        out: Vec::with_capacity(READ_CHUNK),
-        timer: Box::pin(tokio::time::sleep(KEEP_ALIVE_TIMEOUT)),
-        deadline: Instant::now() + KEEP_ALIVE_TIMEOUT,
+        stream: Arc::new(stream),
+        buf: BytesMut::with_capacity(BUFFER),
+        out: BytesMut::with_capacity(BUFFER),
+        timer: Box::pin(tokio::time::sleep(idle)),
+        deadline: Instant::now() + idle,
     };
     let stopping = stop.cancelled();
     tokio::pin!(stopping);
     loop {
-        let head = match conn.read_head(stopping.as_mut()).await {
+        let head = match conn.read_head(stopping.as_mut(), header).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
-            Err(Refused(status, message)) => {
-                let response = json_error(status, &message);
-                let _ = conn.write_response(response, &Method::GET, Keep::Close).await;
+            Err(refusal) => {
+                let mut response = json_error(refusal.status, &refusal.reason);
+                if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+                    response
+                        .headers_mut()
+                        .insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+                }
+                let _ = conn.write_response(response, &Method::GET, Version::HTTP_11, Keep::Close, &proxy).await;
                 return;
             }
         };
-        let RequestHead { method, uri, version, headers, framing, continue_expected, keep_alive } = head;
-        let body_done = AtomicBool::new(framing == BodyFraming::None);
-        let body = RequestBody {
-            stream: &conn.stream,
-            buf: &mut conn.buf,
-            framing: match framing {
-                BodyFraming::None => Framing::Done,
-                BodyFraming::Length(n) => Framing::Length(n),
-                BodyFraming::Chunked => Framing::Chunked(Chunked::new()),
-            },
-            to_continue: if continue_expected { CONTINUE.len() } else { 0 },
-            done: &body_done,
-        };
-        let mut request = Request::new(body);
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
-        *request.version_mut() = version;
-        *request.headers_mut() = headers;
-        let call = proxy.serve(request);
+        let (method, version, keep_alive) = (head.method.clone(), head.version, head.keep_alive);
+        let body_done = AtomicBool::new(head.framing == BodyFraming::None);
+        let body = RequestBody::new(&conn.stream, &mut conn.buf, head.framing, head.continue_expected, &body_done);
+        let call = proxy.serve(head, body);
         let gone = client_gone(&conn.stream, &body_done);
         let response = tokio::select! {
             biased;
@@ -100,13 +90,17 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
         // A body the call did not read to its end leaves the stream mid-request.
         let keep_alive = keep_alive && body_done.load(Ordering::Relaxed) && !closes(response.headers());
         // An HTTP/1.0 client keeps the connection only when the answer says so.
-        let keep_alive = match (keep_alive, version) {
+        let keep = match (keep_alive, version) {
             (false, _) => Keep::Close,
             (true, Version::HTTP_10) => Keep::Announced,
             (true, _) => Keep::Open,
         };
-        match conn.write_response(response, &method, keep_alive).await {
-            Ok(true) => conn.rearm(KEEP_ALIVE_TIMEOUT),
+        match conn.write_response(response, &method, version, keep, &proxy).await {
+            Ok(true) => {
+                let (idle, next_header) = proxy.client_timeouts();
+                conn.rearm(idle);
+                header = next_header;
+            }
             Ok(false) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "client connection ended while answering");
@@ -116,38 +110,14 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
     }
 }
 
-/// A request refused before it became a call: the status and the message for the client.
-struct Refused(StatusCode, String);
-
-/// How a request's body is delimited (RFC 9112 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFraming {
-    None,
-    Length(u64),
-    Chunked,
-}
-
-/// A parsed request head.
-#[derive(Debug)]
-struct RequestHead {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-    framing: BodyFraming,
-    /// `Expect: 100-continue` on HTTP/1.1.
-    continue_expected: bool,
-    /// The client lets the connection carry another request.
-    keep_alive: bool,
-}
-
 /// One client connection's socket, buffers and idle timer.
 struct Conn {
-    stream: TcpStream,
+    /// Shared with a write queued at the end of the scheduler's pass, which keeps it open.
+    stream: Arc<TcpStream>,
     /// Bytes read and not yet parsed: the next head, a body, pipelined requests.
     buf: BytesMut,
-    /// The response being written; kept across requests for its capacity.
-    out: Vec<u8>,
+    /// The response being written; its allocation comes back once the write is done.
+    out: BytesMut,
     /// Wakes the connection at or before `deadline`. Reset only when the deadline moves
     /// earlier: a deadline pushed later is found when the timer fires early.
     timer: Pin<Box<Sleep>>,
@@ -157,32 +127,34 @@ struct Conn {
 
 impl Conn {
     /// Sets the deadline of the next wait to `timeout` from now.
-    fn rearm(&mut self, timeout: std::time::Duration) {
+    fn rearm(&mut self, timeout: Duration) {
         self.deadline = Instant::now() + timeout;
         if self.deadline < self.timer.deadline() {
             self.timer.as_mut().reset(self.deadline);
         }
     }
 
-    /// Reads until a whole request head is buffered and parses it. `Ok(None)`: the client
-    /// closed the connection or idled out between requests, or `stopping` resolved then.
+    /// Reads until a whole request head is buffered and parses it; a head must arrive
+    /// within `header_timeout` of its first byte. `Ok(None)`: the client closed the
+    /// connection or idled out between requests, or `stopping` resolved then.
     async fn read_head(
         &mut self,
         mut stopping: Pin<&mut impl Future<Output = ()>>,
-    ) -> Result<Option<RequestHead>, Refused> {
+        header_timeout: Duration,
+    ) -> Result<Option<RequestHead>, Refusal> {
         let mut started = false;
         loop {
             if !self.buf.is_empty() {
-                if let Some(head) = parse_head(&mut self.buf)? {
+                if let Some(head) = http1::parse_request(&mut self.buf, FN_HEADERS_ADDED)? {
                     return Ok(Some(head));
                 }
                 if self.buf.len() > MAX_HEAD_BYTES {
-                    return Err(Refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large".into()));
+                    return Err(Refusal::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
                 }
                 if !started {
                     // Part of a head: the rest must follow promptly.
                     started = true;
-                    self.rearm(HEADER_READ_TIMEOUT);
+                    self.rearm(header_timeout);
                 }
             }
             let idle = self.buf.is_empty();
@@ -211,16 +183,23 @@ impl Conn {
                 }
                 Wait::Timeout if idle => return Ok(None),
                 Wait::Timeout => {
-                    return Err(Refused(StatusCode::REQUEST_TIMEOUT, "the request head did not arrive in time".into()));
+                    return Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "the request head did not arrive in time"));
                 }
             }
         }
     }
 
-    /// Writes `response`: head and small body in one write, a larger one after it, an
-    /// unsized one chunked. Returns whether the connection stays open.
-    async fn write_response(&mut self, response: Response<ProxyBody>, method: &Method, keep: Keep) -> io::Result<bool> {
-        let mut keep_alive = keep != Keep::Close;
+    /// Writes `response` to a `method` request of HTTP `version`: head and small body in
+    /// one write, a larger one after it, an unsized one chunked (HTTP/1.1) or until the
+    /// connection closes (HTTP/1.0). Returns whether the connection stays open.
+    async fn write_response(
+        &mut self,
+        response: Response<ProxyBody>,
+        method: &Method,
+        version: Version,
+        keep: Keep,
+        proxy: &Proxy,
+    ) -> io::Result<bool> {
         let (head, mut body) = response.into_parts();
         let status = head.status;
         let bodiless = *method == Method::HEAD
@@ -228,41 +207,56 @@ impl Conn {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         let length = if bodiless { None } else { body.size_hint().exact() };
-        let chunked = !bodiless && length.is_none();
+        let sized = match length {
+            _ if *method == Method::HEAD => Sized::HeadAnswer,
+            _ if bodiless => Sized::Unframed,
+            Some(n) => Sized::Length(n),
+            None if version == Version::HTTP_10 => Sized::Unframed,
+            None => Sized::Chunked,
+        };
+        // RFC 9112 §6.1: an HTTP/1.0 client never gets chunked; its body ends at the close.
+        let keep = if sized == Sized::Unframed && !bodiless { Keep::Close } else { keep };
+        let mut keep_alive = keep != Keep::Close;
+        let chunked = sized == Sized::Chunked;
         self.out.clear();
-        encode_response_head(&mut self.out, status, &head.headers, *method == Method::HEAD, length, chunked, keep);
+        http1::encode_response_head(&mut self.out, status, &head.headers, sized, keep);
         // An answer written in one piece is sent at the end of the scheduler's pass, so the
         // answers of one pass reach the client together (see `pass`).
         if bodiless {
-            write_at_pass_end(&self.stream, &self.out).await?;
-            return Ok(keep_alive);
+            return write_at_pass_end(&self.stream, self.out.split().freeze()).await.map(|()| keep_alive);
         }
         let mut sent: u64 = 0;
-        if length.is_some_and(|n| n <= WRITE_WITH_HEAD as u64) {
-            // Usually one frame, ready at once: it goes out with the head.
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(io::Error::other)?;
-                if let Ok(data) = frame.into_data() {
-                    sent += data.len() as u64;
-                    self.out.extend_from_slice(&data);
+        let next = |frame: Option<Result<http_body::Frame<Bytes>, super::BodyError>>| match frame {
+            None => Ok(None),
+            Some(Ok(frame)) => Ok(Some(frame.into_data().unwrap_or_default())), // trailers: not forwarded
+            Some(Err(e)) => {
+                if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::TimedOut) {
+                    proxy.metrics.record_runner_timeout();
                 }
+                Err(io::Error::other(e))
             }
-            write_at_pass_end(&self.stream, &self.out).await?;
+        };
+        if length.is_some_and(|n| n <= WHOLE_BODY_BYTES as u64) {
+            // Usually one frame, ready at once: it goes out with the head.
+            while let Some(data) = next(body.frame().await)? {
+                sent += data.len() as u64;
+                self.out.put_slice(&data);
+            }
+            write_at_pass_end(&self.stream, self.out.split().freeze()).await?;
         } else {
             write_all(&self.stream, &self.out).await?;
-            while let Some(frame) = body.frame().await {
-                let Ok(data) = frame.map_err(io::Error::other)?.into_data() else { continue };
+            while let Some(data) = next(body.frame().await)? {
                 if data.is_empty() {
                     continue;
                 }
                 sent += data.len() as u64;
                 if chunked {
                     self.out.clear();
-                    let _ = write!(self.out, "{:x}\r\n", data.len());
-                    if data.len() <= WRITE_WITH_HEAD {
+                    let _ = std::fmt::Write::write_fmt(&mut self.out, format_args!("{:x}\r\n", data.len()));
+                    if data.len() <= WHOLE_BODY_BYTES {
                         // One write per chunk: its size line, data and end together.
-                        self.out.extend_from_slice(&data);
-                        self.out.extend_from_slice(b"\r\n");
+                        self.out.put_slice(&data);
+                        self.out.put_slice(b"\r\n");
                         write_all(&self.stream, &self.out).await?;
                     } else {
                         write_all(&self.stream, &self.out).await?;
@@ -286,51 +280,11 @@ impl Conn {
     }
 }
 
-/// What becomes of the connection after a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    /// It carries the next request (HTTP/1.1's default).
-    Open,
-    /// It carries the next request, and the response says so (`connection: keep-alive`,
-    /// for HTTP/1.0 clients).
-    Announced,
-    /// It closes after the response (`connection: close`).
-    Close,
-}
-
 /// What a wait for bytes ended with.
 enum Wait {
     Read(io::Result<usize>),
     Stop,
     Timeout,
-}
-
-/// Reads what the socket has into `buf`; pending until it has something.
-///
-/// A read that leaves room in the buffer took all the socket had: its readiness is cleared
-/// then (as tokio's own `AsyncRead` does), so the next wait parks without a system call
-/// that would only say "nothing yet".
-fn poll_read(stream: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        if buf.capacity() - buf.len() < READ_CHUNK {
-            buf.reserve(READ_CHUNK);
-        }
-        let room = buf.capacity() - buf.len();
-        let mut drained = 0;
-        let read = stream.try_io(Interest::READABLE, || match stream.try_read_buf(buf)? {
-            n if n > 0 && n < room => {
-                drained = n;
-                Err(io::ErrorKind::WouldBlock.into()) // clears the readiness; the bytes are kept
-            }
-            n => Ok(n),
-        });
-        match read {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained > 0 => return Poll::Ready(Ok(drained)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            read => return Poll::Ready(read),
-        }
-    }
 }
 
 /// Writes all of `bytes`, trying the socket before waiting on it. Fails with `TimedOut`
@@ -353,8 +307,8 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 
 /// Writes all of `bytes`, the first send at the end of the scheduler's pass
 /// ([`crate::pass::write_some`]) and the rest, if the socket took only part, as [`write_all`].
-async fn write_at_pass_end(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-    let sent = crate::pass::write_some(stream, bytes).await?;
+async fn write_at_pass_end(stream: &Arc<TcpStream>, bytes: Bytes) -> io::Result<()> {
+    let sent = crate::pass::write_some(stream, bytes.clone()).await?;
     write_all(stream, &bytes[sent..]).await
 }
 
@@ -385,171 +339,14 @@ async fn client_gone(stream: &TcpStream, body_done: &AtomicBool) {
 
 /// True when the response says the connection closes after it.
 fn closes(headers: &HeaderMap) -> bool {
-    headers.get(CONNECTION).is_some_and(|v| has_token(v, "close"))
-}
-
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// Parses the request head at the start of `buf`; `Ok(None)`: incomplete. On success the
-/// head's bytes are split off `buf`, and the URI and header values share them.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused> {
-    let bad = |message: &str| Refused(StatusCode::BAD_REQUEST, message.to_string());
-    // Where the target and each field lie in the head, so they can be slices of it once
-    // it is split off the buffer. Offsets fit in u32: the head is at most MAX_HEAD_BYTES.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, method, target, http10, fields) = {
-        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut request, buf, &mut slots);
-        let len = match parsed {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers".into()));
-            }
-            Err(e) => return Err(bad(&format!("malformed request head: {e}"))),
-        };
-        if len > MAX_HEAD_BYTES {
-            return Err(Refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large".into()));
-        }
-        let start = buf.as_ptr() as usize;
-        let offset = |p: *const u8| (p as usize - start) as u32;
-        for (span, field) in spans.iter_mut().zip(request.headers.iter()) {
-            let (name, value) = (offset(field.name.as_ptr()), offset(field.value.as_ptr()));
-            *span = (name, name + field.name.len() as u32, value, value + field.value.len() as u32);
-        }
-        let method =
-            Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| bad("invalid method"))?;
-        let path = request.path.unwrap_or_default();
-        let target = (offset(path.as_ptr()), offset(path.as_ptr()) + path.len() as u32);
-        (len, method, target, request.version == Some(0), request.headers.len())
-    };
-    let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
-        .map_err(|_| bad("invalid request target"))?;
-    // Room for the `Fn-*` headers the call adds before forwarding: no regrowth per call.
-    let mut headers = HeaderMap::with_capacity(fields + FN_HEADERS_ADDED);
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let (mut close, mut keep, mut continue_expected) = (false, false, false);
-    for &(name_start, name_end, value_start, value_end) in &spans[..fields] {
-        let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
-            .map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))
-            .map_err(|_| bad("invalid header value"))?;
-        if name == CONTENT_LENGTH {
-            for part in value.as_bytes().split(|&b| b == b',') {
-                let n = std::str::from_utf8(part.trim_ascii())
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| bad("invalid content-length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad("two different content-lengths"));
-                }
-                length = Some(n);
-            }
-        } else if name == TRANSFER_ENCODING {
-            let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
-            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-        } else if name == CONNECTION {
-            close |= has_token(&value, "close");
-            keep |= has_token(&value, "keep-alive");
-        } else if name == EXPECT {
-            continue_expected |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
-        }
-        headers.append(name, value);
-    }
-    // RFC 9112 §6.1 and §6.3: a request body is chunked last or has one length. Both at
-    // once is how requests are smuggled past a proxy: refused, not guessed at.
-    let framing = match (chunked, length) {
-        (Some(_), Some(_)) => return Err(bad("both content-length and transfer-encoding")),
-        (Some(_), None) if http10 => return Err(bad("transfer-encoding in an HTTP/1.0 request")),
-        (Some(true), None) => BodyFraming::Chunked,
-        (Some(false), None) => return Err(bad("a request body must be chunked last")),
-        (None, Some(0) | None) => BodyFraming::None,
-        (None, Some(n)) => BodyFraming::Length(n),
-    };
-    Ok(Some(RequestHead {
-        method,
-        uri,
-        version: if http10 { Version::HTTP_10 } else { Version::HTTP_11 },
-        headers,
-        framing,
-        continue_expected: continue_expected && !http10 && framing != BodyFraming::None,
-        keep_alive: !close && (!http10 || keep),
-    }))
-}
-
-/// The status line and headers of a response, ending with the blank line. The body's
-/// framing is placerd's: `content-length` when `length` is known, else chunked (or, for a
-/// `HEAD` answer, the runner's `content-length` as it is). Hop-by-hop framing headers in
-/// `headers` are not written.
-fn encode_response_head(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    headers: &HeaderMap,
-    head: bool,
-    length: Option<u64>,
-    chunked: bool,
-    keep: Keep,
-) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == TRANSFER_ENCODING || name == CONNECTION || (name == CONTENT_LENGTH && !head) {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(n) = length {
-        out.extend_from_slice(b"content-length: ");
-        decimal(out, n);
-        out.extend_from_slice(b"\r\n");
-    } else if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    match keep {
-        Keep::Open => {}
-        Keep::Announced => out.extend_from_slice(b"connection: keep-alive\r\n"),
-        Keep::Close => out.extend_from_slice(b"connection: close\r\n"),
-    }
-    out.extend_from_slice(b"date: ");
-    date(out);
-    out.extend_from_slice(b"\r\n\r\n");
-}
-
-/// Appends the current time as an HTTP date, formatted once per second per thread.
-fn date(out: &mut Vec<u8>) {
-    thread_local! {
-        static LAST: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((u64::MAX, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    LAST.with_borrow_mut(|(at, text)| {
-        if *at != second {
-            let formatted = httpdate::fmt_http_date(now);
-            if formatted.len() == text.len() {
-                text.copy_from_slice(formatted.as_bytes());
-                *at = second;
-            }
-        }
-        out.extend_from_slice(text);
-    });
+    headers.get(CONNECTION).is_some_and(|v| http1::has_token(v, "close"))
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A request body read from the client connection as the call asks for it.
-struct RequestBody<'a> {
+#[derive(Debug)]
+pub(crate) struct RequestBody<'a> {
     stream: &'a TcpStream,
     buf: &'a mut BytesMut,
     framing: Framing,
@@ -559,71 +356,95 @@ struct RequestBody<'a> {
     done: &'a AtomicBool,
 }
 
+#[derive(Debug)]
 enum Framing {
     Length(u64),
     Chunked(Chunked),
     Done,
 }
 
-impl Body for RequestBody<'_> {
-    type Data = Bytes;
-    type Error = io::Error;
+impl<'a> RequestBody<'a> {
+    /// The body of a request framed as `framing`, read from `stream` after what `buf`
+    /// holds; `done` is set once it is read to its end. `continue_expected`: send
+    /// `100 Continue` before the first wait for bytes.
+    pub(crate) fn new(
+        stream: &'a TcpStream,
+        buf: &'a mut BytesMut,
+        framing: BodyFraming,
+        continue_expected: bool,
+        done: &'a AtomicBool,
+    ) -> Self {
+        let framing = match framing {
+            BodyFraming::None => Framing::Done,
+            BodyFraming::Length(n) => Framing::Length(n),
+            BodyFraming::Chunked => Framing::Chunked(Chunked::new()),
+        };
+        RequestBody { stream, buf, framing, to_continue: if continue_expected { CONTINUE.len() } else { 0 }, done }
+    }
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
-        let this = self.get_mut();
+    /// The body's length as its head declared it (0 when chunked or absent).
+    pub(crate) fn declared(&self) -> u64 {
+        match self.framing {
+            Framing::Length(n) => n,
+            Framing::Chunked(_) | Framing::Done => 0,
+        }
+    }
+
+    /// The next bytes of the body; `None` at its end.
+    ///
+    /// # Errors
+    /// The client closed the connection before the end, or sent a malformed chunked body.
+    pub(crate) async fn data(&mut self) -> Option<io::Result<Bytes>> {
+        poll_fn(|cx| self.poll_data(cx)).await
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
-            match &mut this.framing {
+            match &mut self.framing {
                 Framing::Done => return Poll::Ready(None),
-                Framing::Length(left) if !this.buf.is_empty() => {
-                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(this.buf.len());
+                Framing::Length(left) if !self.buf.is_empty() => {
+                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(self.buf.len());
                     *left -= take as u64;
                     if *left == 0 {
-                        this.finish();
+                        self.finish();
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(take).freeze()))));
+                    return Poll::Ready(Some(Ok(self.buf.split_to(take).freeze())));
                 }
                 Framing::Length(_) => {}
-                Framing::Chunked(decoder) => match decoder.decode(this.buf)? {
-                    Decoded::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Decoded::Done => {
-                        this.finish();
+                Framing::Chunked(decoder) => match decoder.decode(self.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(Decoded::Done) => {
+                        self.finish();
                         return Poll::Ready(None);
                     }
-                    Decoded::NeedMore => {}
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => return Poll::Ready(Some(Err(e))),
                 },
             }
             // Nothing buffered: the client may be waiting to be told to send.
-            while this.to_continue > 0 {
-                ready!(this.stream.poll_write_ready(cx))?;
-                match this.stream.try_write(&CONTINUE[CONTINUE.len() - this.to_continue..]) {
-                    Ok(n) => this.to_continue -= n,
+            while self.to_continue > 0 {
+                if let Err(e) = std::task::ready!(self.stream.poll_write_ready(cx)) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                match self.stream.try_write(&CONTINUE[CONTINUE.len() - self.to_continue..]) {
+                    Ok(n) => self.to_continue -= n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             }
-            if ready!(poll_read(this.stream, this.buf, cx))? == 0 {
-                return Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the client closed the connection before the end of the body",
-                ))));
+            match std::task::ready!(poll_read(self.stream, self.buf, cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the client closed the connection before the end of the body",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
             }
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Chunked(_) => SizeHint::default(),
-            Framing::Done => SizeHint::with_exact(0),
-        }
-    }
-}
-
-impl RequestBody<'_> {
     fn finish(&mut self) {
         self.framing = Framing::Done;
         self.to_continue = 0;
@@ -670,94 +491,5 @@ mod tests {
         write_all(&server, &vec![b'x'; LARGE]).await.expect("written");
         drop(server);
         assert_eq!(reader.await.expect("joined").expect("read"), LARGE);
-    }
-
-    fn parse(text: &[u8]) -> Result<Option<RequestHead>, Refused> {
-        let mut buf = BytesMut::from(text);
-        parse_head(&mut buf)
-    }
-
-    fn status(text: &[u8]) -> StatusCode {
-        match parse(text) {
-            Err(Refused(status, _)) => status,
-            Ok(head) => panic!("accepted {:?}: {head:?}", String::from_utf8_lossy(text)),
-        }
-    }
-
-    #[test]
-    fn heads_parse_with_their_framing_and_connection_semantics() {
-        let mut buf =
-            BytesMut::from(&b"POST /t/app/fn?x=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\nabcNEXT"[..]);
-        let head = parse_head(&mut buf).ok().flatten().expect("complete");
-        assert_eq!((head.method, head.uri.path(), head.uri.query()), (Method::POST, "/t/app/fn", Some("x=1")));
-        assert_eq!((head.framing, head.keep_alive, head.continue_expected), (BodyFraming::Length(3), true, false));
-        assert_eq!(head.headers["host"], "a");
-        assert_eq!(&buf[..], b"abcNEXT", "the head was split off, the body stays buffered");
-
-        let head = parse(b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\nexpect: 100-continue\r\n\r\n")
-            .ok()
-            .flatten()
-            .expect("chunked");
-        assert_eq!((head.framing, head.continue_expected), (BodyFraming::Chunked, true));
-        let head = parse(b"GET / HTTP/1.0\r\n\r\n").ok().flatten().expect("1.0");
-        assert_eq!((head.version, head.keep_alive, head.framing), (Version::HTTP_10, false, BodyFraming::None));
-        let head = parse(b"GET / HTTP/1.0\r\nconnection: Keep-Alive\r\n\r\n").ok().flatten().expect("1.0 kept");
-        assert!(head.keep_alive);
-        let head = parse(b"GET / HTTP/1.1\r\nconnection: foo, close\r\n\r\n").ok().flatten().expect("close");
-        assert!(!head.keep_alive);
-        let head = parse(b"GET / HTTP/1.1\r\nexpect: 100-continue\r\n\r\n").ok().flatten().expect("no body");
-        assert!(!head.continue_expected, "nothing to continue without a body");
-        assert!(parse(b"GET / HTTP/1.1\r\nhost: a\r\n").ok().expect("partial").is_none());
-    }
-
-    #[test]
-    fn ambiguous_or_malformed_heads_are_refused_with_their_status() {
-        for bad in [
-            &b"POST / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
-            b"POST / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\ncontent-length: +1\r\n\r\n",
-            b"POST / HTTP/1.1\r\ncontent-length: \r\n\r\n",
-            b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
-            b"SSH-2.0-OpenSSH\r\n\r\n",
-            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
-        ] {
-            assert_eq!(status(bad), StatusCode::BAD_REQUEST, "{:?}", String::from_utf8_lossy(bad));
-        }
-        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
-        assert_eq!(
-            status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-        );
-        let head = parse(b"POST / HTTP/1.1\r\ncontent-length: 5, 5\r\n\r\n").ok().flatten().expect("same twice");
-        assert_eq!(head.framing, BodyFraming::Length(5));
-    }
-
-    #[test]
-    fn response_heads_carry_placerd_framing_not_the_runner_one() {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-length", HeaderValue::from_static("999"));
-        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        headers.insert("x-a", HeaderValue::from_static("b"));
-        let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::OK, &headers, false, Some(5), false, Keep::Open);
-        let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\nx-a: b\r\ncontent-length: 5\r\ndate: "), "{text}");
-        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
-        let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::BAD_GATEWAY, &HeaderMap::new(), false, None, true, Keep::Close);
-        let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"));
-        let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::OK, &headers, true, None, false, Keep::Announced);
-        assert!(String::from_utf8(out).expect("utf-8").contains("content-length: 999\r\n"), "HEAD keeps the length");
-        for n in [0, 7, 10, 12345, u64::MAX] {
-            let mut out = Vec::new();
-            decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
-        let mut out = Vec::new();
-        encode_response_head(&mut out, StatusCode::OK, &HeaderMap::new(), false, Some(0), false, Keep::Announced);
-        assert!(String::from_utf8(out).expect("utf-8").contains("connection: keep-alive\r\n"), "for HTTP/1.0");
     }
 }

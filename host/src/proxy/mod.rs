@@ -26,9 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body::Body;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use tracing::Instrument;
 
 pub use conn::serve_connection;
@@ -41,15 +39,17 @@ pub use rollout::{
 pub use routes::{RouteTable, Routes};
 
 use self::budget::{BodyBudget, Held};
+use self::conn::RequestBody;
 use self::request::{CallIds, Deadlines, Parsed};
 use self::response::{Access, Trace};
 use self::rollout::Recording;
 use crate::config::Config;
+use crate::http1::RequestHead;
 use crate::lifecycle::{self, Outcome};
 use crate::metrics::Metrics;
 use crate::placer::{Call, NativePlacer, Order, PlacerSource, PlacerVersion};
 use crate::reload::Registry;
-use crate::runner::{Attempt, DynamicPool, Forward, NotPlaced, RunnerClient, RunnerState, TryExec};
+use crate::runner::{Attempt, DynamicPool, Forward, NotPlaced, RunnerClient, RunnerState, RunnerTimeouts, TryExec};
 use crate::throttle::Throttle;
 
 /// Everything a request needs, shared by all connections.
@@ -88,6 +88,8 @@ struct Chosen {
     placer: Arc<PlacerVersion>,
     /// True when `placer` is the route's canary.
     canary: bool,
+    /// The route's own `runner_read_timeout_ms`, if it sets one.
+    read_timeout: Option<Duration>,
     /// The route's shadow, when this call is in its share, with the route's label.
     shadow: Option<(Arc<PlacerVersion>, String)>,
 }
@@ -145,6 +147,13 @@ impl Proxy {
         self.config.load_full()
     }
 
+    /// How long a client connection may idle between requests, and take over a request
+    /// head (`client_idle_timeout_ms`, `client_header_timeout_ms`), as now configured.
+    fn client_timeouts(&self) -> (Duration, Duration) {
+        let config = self.config.load();
+        (config.client_idle_timeout, config.client_header_timeout)
+    }
+
     /// A reloaded config: calls that start from now on use its limits and deadlines
     /// (`max_body_bytes`, `body_timeout_ms`, `max_buffered_bytes`, `connect_timeout_ms`,
     /// `retry_all_delay_ms`, the placer timeouts); calls in flight keep theirs.
@@ -155,42 +164,41 @@ impl Proxy {
     }
 
     /// Answers one client request: every failure is an HTTP response.
-    pub(crate) async fn serve<B>(&self, req: Request<B>) -> Response<ProxyBody>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    pub(crate) async fn serve(&self, head: RequestHead, body: RequestBody<'_>) -> Response<ProxyBody> {
         let mut guard = CancelGuard {
             metrics: self.metrics.clone(),
-            method: req.method().clone(),
+            method: head.method.clone(),
             started: Instant::now(),
             call_id: None,
             done: false,
         };
-        let response = self.call(req, &mut guard).await;
+        let response = self.call(head, body, &mut guard).await;
         guard.done = true;
         self.metrics.record_status(response.status().as_u16());
         response
     }
 
-    async fn call<B>(&self, req: Request<B>, guard: &mut CancelGuard) -> Response<ProxyBody>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let (mut parts, body) = req.into_parts();
+    async fn call(
+        &self,
+        mut head: RequestHead,
+        mut body: RequestBody<'_>,
+        guard: &mut CancelGuard,
+    ) -> Response<ProxyBody> {
         // 1. The request becomes a call. Its body stays counted until the call ends.
         let mut held = self.budget.hold();
-        let parsed = match self.parse(&mut parts, body, &mut held).await {
+        let mut parsed = match self.parse(&mut head, &mut body, &mut held).await {
             Ok(parsed) => parsed,
             Err(e) => return response::client_error(&e),
         };
         guard.call_id = Some(parsed.id_value.clone());
         // 2. Placed and forwarded.
-        let Some(Chosen { placer, canary, shadow }) = self.placers_for(&parsed.call) else {
+        let Some(Chosen { placer, canary, read_timeout, shadow }) = self.placers_for(&parsed.call) else {
             let message = format!("no placer named `{}`", self.routes.default_placer());
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, &message);
         };
+        if let Some(read) = read_timeout {
+            parsed.forward.timeouts.read = read;
+        }
         let span = tracing::info_span!(
             "call",
             call_id = %parsed.call.id,
@@ -232,8 +240,8 @@ impl Proxy {
             trace.write(call, placer.name(), &outcome, status.as_u16());
         }
         let access = Access {
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
+            method: head.method.as_str(),
+            path: head.uri.path(),
             placer: placer.name(),
             status: status.as_u16(),
             total: guard.started.elapsed(),
@@ -243,28 +251,25 @@ impl Proxy {
     }
 
     /// Step 1: checks the head, reads the body and builds the call.
-    async fn parse<B>(
+    async fn parse(
         &self,
-        parts: &mut hyper::http::request::Parts,
-        body: B,
+        head: &mut RequestHead,
+        body: &mut RequestBody<'_>,
         held: &mut Held<'_>,
-    ) -> Result<Parsed, ClientError>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> Result<Parsed, ClientError> {
         // The limits in force when the call starts, read once: no config guard is held
         // while the body arrives.
-        let (limit, timeout, deadlines) = {
+        let (limit, timeout, deadlines, runner_timeouts) = {
             let config = self.config.load();
             let deadlines = Deadlines {
                 retry_all_delay: config.retry_all_delay,
                 sync: config.placer_timeout,
                 detached: config.detached_placer_timeout,
             };
-            (config.max_body_bytes, config.body_timeout, deadlines)
+            let runner = RunnerTimeouts { read: config.runner_read_timeout, write: config.runner_write_timeout };
+            (config.max_body_bytes, config.body_timeout, deadlines, runner)
         };
-        let target = request::check_head(parts, limit)?;
+        let target = request::check_head(head, limit)?;
         let body = tokio::time::timeout(timeout, request::read_body(body, limit, held))
             .await
             .map_err(|_| ClientError::BodyTimeout(timeout))??;
@@ -275,7 +280,7 @@ impl Proxy {
             random: fastrand::u64(..),
             now,
         };
-        Ok(request::into_call(parts, target, body, ids, deadlines))
+        Ok(request::into_call(head, target, body, ids, deadlines, runner_timeouts))
     }
 
     /// The running version of the call's route placer (or its canary, for the canary's
@@ -289,8 +294,9 @@ impl Proxy {
             let shadow = route
                 .filter(|r| r.shadow.is_some() && rollout::selected(call.random.rotate_left(32), r.shadow_percent))
                 .and_then(|r| Some((self.placers.get(r.shadow.as_deref()?)?, r.label())));
+            let read_timeout = route.and_then(|r| r.runner_read_timeout_ms).map(Duration::from_millis);
             if let Some(placer) = canary {
-                return Some(Chosen { placer, canary: true, shadow });
+                return Some(Chosen { placer, canary: true, read_timeout, shadow });
             }
             let name = route.map_or(default, |r| &r.placer);
             let placer = self.placers.get(name).or_else(|| {
@@ -299,7 +305,7 @@ impl Proxy {
                 }
                 self.placers.get(default)
             })?;
-            Some(Chosen { placer, canary: false, shadow })
+            Some(Chosen { placer, canary: false, read_timeout, shadow })
         })
     }
 

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::request::{ClientError, strip_hop_by_hop};
+use super::request::ClientError;
 use crate::lifecycle::{CallError, Outcome};
 use crate::placer::{Call, CallKind};
 use crate::runner::RunnerBody;
@@ -57,8 +57,7 @@ pub(crate) fn boxed(response: Response<RunnerBody>) -> Response<ProxyBody> {
     response.map(|body| body.map_err(BodyError::from).boxed())
 }
 
-/// The client's response for a placed or failed call: the runner's response without
-/// hop-by-hop headers, with `Fn-Call-Id` and `Fn-Placer` (`placer`); a detached call the
+/// The client's response for a placed or failed call: the runner's response with `Fn-Call-Id` and `Fn-Placer` (`placer`); a detached call the
 /// runner accepted becomes `202 {"call_id"}`; an error becomes its JSON error.
 pub(crate) fn shape(
     result: Result<Response<ProxyBody>, CallError>,
@@ -68,8 +67,8 @@ pub(crate) fn shape(
 ) -> Response<ProxyBody> {
     let mut response = match result {
         Ok(response) => {
+            // `http1` left the runner's hop-by-hop headers out when it parsed the head.
             let (mut head, body) = response.into_parts();
-            strip_hop_by_hop(&mut head.headers);
             if let Some(v) = placer_value(placer) {
                 head.headers.insert(FN_PLACER, v);
             }

@@ -3,12 +3,16 @@
 //! runner left the pool) or *committed*.
 //!
 //! The calling task drives the runner connection itself: it writes the request (head and
-//! body in one vectored write), reads and parses the response head ([`super::http1`]) and,
+//! body in one vectored write), reads and parses the response head (`crate::http1`) and,
 //! for a small body of known length, the body, then returns the connection to the runner's
 //! idle list before the client is answered. Larger or unsized bodies stream from the same
 //! connection ([`RunnerBody`]), which goes back to the idle list when the body ends. There
 //! is no connection task, no channel between tasks and no hidden retry: a request is only
 //! sent again when not one byte of it was written.
+//!
+//! Once a call is sent, the runner has deadlines ([`RunnerTimeouts`]): the longest
+//! silence between bytes of its answer, and the longest it may take none of the request.
+//! Past either the call fails (the client gets 504); it is never sent elsewhere.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -20,24 +24,17 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::http1::{self, Chunked, Decoded, Framing, Head, MAX_HEAD_BYTES};
 use super::pool::{DynamicPool, InFlight, RunnerState};
 use super::{Attempt, NotPlaced, RunnerFailed, TryExec};
+use crate::http1::{self, Chunked, Decoded, Framing, MAX_HEAD_BYTES, ResponseHead, Silence, WHOLE_BODY_BYTES};
 
 /// The header a runner sets on a `503` to say "busy, did not start it".
 pub const BUSY_HEADER: &str = "fn-runner-busy";
 
-/// Largest runner response body read whole before answering: the client then gets head
-/// and body in one write, the connection is free for the next call at once, and a runner
-/// that dies mid-body gets a clean 502 instead of a cut response. Larger or unsized bodies
-/// stream.
-pub const BUFFER_BODY_BYTES: u64 = 64 * 1024;
-
-/// How much a read asks the socket for at least.
-const READ_CHUNK: usize = 16 * 1024;
+/// A request body up to this size travels in the head's buffer: one write, one segment.
+const BODY_WITH_HEAD: usize = 4096;
 
 /// A request as it goes to a runner: already stripped of hop-by-hop headers and carrying
 /// the `Fn-*` headers.
@@ -51,14 +48,41 @@ pub struct Forward {
     pub headers: HeaderMap,
     /// The buffered body.
     pub body: Bytes,
+    /// How long the runner may keep silent, and take none of the request.
+    pub timeouts: RunnerTimeouts,
+}
+
+/// The deadlines of a runner's I/O once a call is sent: a runner that stops answering or
+/// reading fails the call (504) instead of holding it until the client gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerTimeouts {
+    /// The longest silence between bytes from the runner, from the request's last byte to
+    /// the response's last (`runner_read_timeout_ms`, per route too).
+    pub read: Duration,
+    /// The longest the runner may take none of the request (`runner_write_timeout_ms`).
+    pub write: Duration,
+}
+
+impl Default for RunnerTimeouts {
+    /// The config's defaults: 300 s (Fn's longest function timeout) and 60 s.
+    fn default() -> Self {
+        RunnerTimeouts { read: Duration::from_secs(300), write: Duration::from_secs(60) }
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection to a runner and the bytes read from it but not yet
 /// used.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    /// Shared with a send queued at the end of the scheduler's pass, which keeps it open.
+    stream: Arc<TcpStream>,
     buf: BytesMut,
+    /// The read deadline of the call in progress.
+    silence: Silence,
+}
+
+fn timed_out(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what)
 }
 
 impl Conn {
@@ -78,9 +102,10 @@ impl Conn {
         }
     }
 
-    /// Writes `head` then `body`. On failure, also says how many bytes were written
-    /// before it: none means the runner provably did not get the request.
-    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> Result<(), (usize, io::Error)> {
+    /// Writes `head` then `body`, each wait for room at most `timeout`. On failure, also
+    /// says how many bytes were written before it: none means the runner provably did not
+    /// get the request.
+    async fn write_request(&mut self, head: Bytes, body: &[u8], timeout: Duration) -> Result<(), (usize, io::Error)> {
         let total = head.len() + body.len();
         let mut written = 0;
         // The runner requests of one scheduler pass go out together, at its end (see
@@ -88,7 +113,10 @@ impl Conn {
         // runner woken by the first request finds the rest queued instead of being woken
         // again for each. A request in one buffer is sent by the pass itself.
         if body.is_empty() {
-            written = crate::pass::write_some(&self.stream, head).await.map_err(|e| (0, e))?;
+            written = crate::pass::write_some(&self.stream, head.clone()).await.map_err(|e| {
+                // A send the ring may have made counts as written: never sent again.
+                (usize::from(e.maybe_sent), e.error)
+            })?;
         } else {
             crate::pass::end().await;
         }
@@ -96,15 +124,25 @@ impl Conn {
             // One buffer left (the usual case: a small body travels in the head's buffer)
             // is a plain `send`; `writev` costs the kernel more per call.
             let result = if written >= head.len() {
-                self.stream.write(&body[written - head.len()..]).await
+                self.stream.try_write(&body[written - head.len()..])
             } else if body.is_empty() {
-                self.stream.write(&head[written..]).await
+                self.stream.try_write(&head[written..])
             } else {
-                self.stream.write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)]).await
+                self.stream.try_write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)])
             };
             match result {
                 Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
                 Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(timeout, self.stream.writable()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err((written, e)),
+                        Err(_) => {
+                            let e = timed_out(format!("the runner took none of the request for {timeout:?}"));
+                            return Err((written, e));
+                        }
+                    }
+                }
                 Err(e) => return Err((written, e)),
             }
         }
@@ -120,9 +158,10 @@ impl Conn {
     }
 
     /// Reads the response head, skipping informational (1xx) ones.
-    async fn read_head(&mut self, method: &Method) -> io::Result<Head> {
+    async fn read_head(&mut self, method: &Method) -> io::Result<ResponseHead> {
         loop {
-            match http1::parse_head(&mut self.buf, method)? {
+            // Room for `Fn-Call-Id` and `Fn-Placer`, added before the client gets it.
+            match http1::parse_response(&mut self.buf, method, 2)? {
                 Some(head) => {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, "the runner switched protocols"));
@@ -139,12 +178,20 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has into the buffer once it is readable; `Ok(0)` at the end.
-    /// A short read clears the socket's readiness, which keeps [`Conn::still_open`] free
-    /// of system calls.
+    /// Reads what the socket has into the buffer once it is readable; `Ok(0)` at the end,
+    /// `TimedOut` when the runner kept silent for the read timeout.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buf.reserve(READ_CHUNK);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+        match http1::poll_read(&self.stream, &mut self.buf, cx) {
+            Poll::Ready(read) => {
+                self.silence.heard();
+                Poll::Ready(read)
+            }
+            Poll::Pending if self.silence.poll_expired(cx) => {
+                let silence = self.silence.timeout();
+                Poll::Ready(Err(timed_out(format!("the runner sent nothing for {silence:?}"))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Back to `runner`'s idle list if the response allows another request and nothing
@@ -155,7 +202,7 @@ impl Conn {
         }
     }
 
-    /// Reads exactly `n` body bytes (`n` ≤ [`BUFFER_BODY_BYTES`]).
+    /// Reads exactly `n` body bytes (`n` ≤ [`WHOLE_BODY_BYTES`]).
     async fn read_body(&mut self, n: usize) -> io::Result<Bytes> {
         while self.buf.len() < n {
             self.read_more("in the middle of the response body").await?;
@@ -188,6 +235,8 @@ struct Streaming {
     runner: Arc<RunnerState>,
     decoding: Decoding,
     keep_alive: bool,
+    /// Body bytes decoded before the client was answered, given first.
+    prefix: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -207,6 +256,9 @@ impl Streaming {
     }
 
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if let Some(prefix) = self.prefix.take().filter(|p| !p.is_empty()) {
+            return Poll::Ready(Some(Ok(prefix)));
+        }
         loop {
             let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
             match &mut self.decoding {
@@ -341,14 +393,20 @@ impl RunnerClient {
             .map_err(|_| NotPlaced::ConnectTimeout { runner: address.clone() })?
             .map_err(|source| NotPlaced::Connect { runner: address.clone(), source })?;
         let _ = stream.set_nodelay(true);
-        Ok(Conn { stream, buf: BytesMut::new() })
+        Ok(Conn { stream: Arc::new(stream), buf: BytesMut::new(), silence: Silence::new(Duration::ZERO) })
     }
 
     /// Writes the request on an idle connection, or on a fresh one when there is none or
     /// every idle one failed before writing a byte (the runner had closed it).
-    async fn send(&self, runner: &RunnerState, head: &[u8], body: &[u8]) -> Result<Sent, NotPlaced> {
+    async fn send(
+        &self,
+        runner: &RunnerState,
+        head: &Bytes,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Sent, NotPlaced> {
         while let Some(conn) = runner.checkout() {
-            match write(conn, head, body).await {
+            match write(conn, head.clone(), body, timeout).await {
                 Sent::Unsent(_) => {}
                 sent => return Ok(sent),
             }
@@ -360,15 +418,15 @@ impl RunnerClient {
                 return Err(e);
             }
         };
-        match write(conn, head, body).await {
+        match write(conn, head.clone(), body, timeout).await {
             Sent::Unsent(source) => Err(NotPlaced::Unsent { runner: runner.address.clone(), source }),
             sent => Ok(sent),
         }
     }
 }
 
-async fn write(mut conn: Conn, head: &[u8], body: &[u8]) -> Sent {
-    match conn.write_request(head, body).await {
+async fn write(mut conn: Conn, head: Bytes, body: &[u8], timeout: Duration) -> Sent {
+    match conn.write_request(head, body, timeout).await {
         Ok(()) => Sent::Written(conn),
         Err((0, e)) => Sent::Unsent(e),
         Err((_, e)) => Sent::Partly(e),
@@ -392,15 +450,24 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         // one already see it (bounded loads depend on it); dropped again if not placed.
         let in_flight = runner.track();
         let mut head = Vec::new();
-        http1::encode_head(call, &mut head);
+        let target = call.uri.path_and_query().map_or("/", |p| p.as_str());
+        http1::encode_request_head(
+            &call.method,
+            target,
+            &call.headers,
+            &runner.address,
+            call.body.len() as u64,
+            &mut head,
+        );
         // A small body goes in the same buffer as the head: one write, one segment.
-        let body: &[u8] = if call.body.len() <= 4096 {
+        let body: &[u8] = if call.body.len() <= BODY_WITH_HEAD {
             head.extend_from_slice(&call.body);
             &[]
         } else {
             &call.body
         };
-        let mut conn = match self.send(runner, &head, body).await {
+        let head = Bytes::from(head);
+        let mut conn = match self.send(runner, &head, body, call.timeouts.write).await {
             Ok(Sent::Written(conn)) => conn,
             Ok(Sent::Partly(e) | Sent::Unsent(e)) => {
                 runner.record_commit();
@@ -408,8 +475,10 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
             }
             Err(not_placed) => return Attempt::NotPlaced(not_placed),
         };
-        // The runner's latency: from its request's last byte to its answer's head.
+        // The runner's latency: from its request's last byte to its answer's head. Its
+        // silence is counted from there too.
         let sent = Instant::now();
+        conn.silence.restart(call.timeouts.read);
         let response = match conn.read_head(&call.method).await {
             Ok(head) => head,
             Err(e) => {
@@ -432,8 +501,8 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         }
         runner.record_latency(sent.elapsed());
         runner.record_commit();
-        let Head { status, headers, framing, keep_alive } = response;
-        let body = match framing.length().filter(|&n| n <= BUFFER_BODY_BYTES) {
+        let ResponseHead { status, headers, framing, keep_alive } = response;
+        let body = match framing.length().filter(|&n| n <= WHOLE_BODY_BYTES as u64) {
             Some(n) => match conn.read_body(n as usize).await {
                 Ok(bytes) => {
                     conn.release(runner, keep_alive);
@@ -443,26 +512,73 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
                 Err(error) => return failed(runner, error),
             },
             None => {
+                let mut prefix = None;
                 let decoding = match framing {
                     Framing::Length(n) => Decoding::Length(n),
-                    Framing::Chunked => Decoding::Chunked(Chunked::new()),
+                    Framing::Chunked => {
+                        // What came with the head is decoded now: a malformed start is a
+                        // 502 before the client gets a head, and a body that came whole
+                        // goes out whole (with its length), its connection free at once.
+                        let mut decoder = Chunked::new();
+                        let (bytes, done) = match decode_buffered(&mut decoder, &mut conn.buf) {
+                            Ok(decoded) => decoded,
+                            Err(error) => return failed(runner, error),
+                        };
+                        if done {
+                            conn.release(runner, keep_alive);
+                            drop(in_flight);
+                            return Attempt::Committed(Ok(answer(status, headers, RunnerBody::whole(bytes))));
+                        }
+                        prefix = Some(bytes);
+                        Decoding::Chunked(decoder)
+                    }
                     Framing::Empty | Framing::UntilClose => Decoding::UntilClose,
                 };
-                let streaming = Streaming { conn: Some(conn), runner: runner.clone(), decoding, keep_alive };
+                let streaming = Streaming { conn: Some(conn), runner: runner.clone(), decoding, keep_alive, prefix };
                 RunnerBody { kind: BodyKind::Streaming(Box::new(streaming)), _in_flight: Some(in_flight) }
             }
         };
-        let mut answer = Response::new(body);
-        *answer.status_mut() = status;
-        *answer.headers_mut() = headers;
-        Attempt::Committed(Ok(answer))
+        Attempt::Committed(Ok(answer(status, headers, body)))
+    }
+}
+
+fn answer(status: StatusCode, headers: HeaderMap, body: RunnerBody) -> Response<RunnerBody> {
+    let mut answer = Response::new(body);
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    answer
+}
+
+/// Decodes the chunked body bytes `buf` holds already; the body so far, and whether it
+/// ended.
+fn decode_buffered(decoder: &mut Chunked, buf: &mut BytesMut) -> io::Result<(Bytes, bool)> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    loop {
+        let data = match decoder.decode(buf)? {
+            Decoded::Data(data) => data,
+            Decoded::NeedMore | Decoded::Done => {
+                let done = matches!(decoder.decode(buf)?, Decoded::Done);
+                let body = joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze);
+                return Ok((body, done));
+            }
+        };
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(_), None) => {
+                let mut all = BytesMut::from(first.take().unwrap_or_default());
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+            (_, Some(all)) => all.extend_from_slice(&data),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
@@ -502,6 +618,7 @@ mod tests {
             uri: Uri::from_static("/call"),
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            timeouts: RunnerTimeouts::default(),
         };
         let Attempt::Committed(Ok(answer)) = client.try_exec(&handle, &call).await else { panic!("no answer") };
         let held = handle.in_flight();
@@ -515,6 +632,6 @@ mod tests {
         // The client's next call must see the runner free (bounded loads count on it).
         assert_eq!(in_flight_while_held(100).await, (0, 0));
         // A streaming body is the runner still answering.
-        assert_eq!(in_flight_while_held(BUFFER_BODY_BYTES as usize + 1).await, (1, 0));
+        assert_eq!(in_flight_while_held(WHOLE_BODY_BYTES + 1).await, (1, 0));
     }
 }

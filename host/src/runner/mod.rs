@@ -10,10 +10,9 @@
 //! # Layout
 //! - `pool`: [`DynamicPool`]: the membership (swapped whole by discovery) and each
 //!   runner's live state, connections and ejection.
-//! - `client`: [`RunnerClient`]: TryExec over HTTP/1.1 on a runner's handle, the
-//!   connection driven by the calling task.
-//! - `http1`: the HTTP/1.1 wire format of that client (request head, response head,
-//!   body framing, chunked decoding).
+//! - `client`: [`RunnerClient`]: TryExec over HTTP/1.1 (the crate's `http1` module) on a
+//!   runner's handle, the connection driven by the calling task, with read and write
+//!   deadlines.
 //! - `discovery`: the runner file and DNS sources.
 //! - `status`: `GET /v1/status` polling.
 //! - `reference`: `placerd runner`, the reference runner.
@@ -25,12 +24,11 @@ use crate::placer::{RunnerLoad, RunnerSet};
 
 pub mod client;
 pub mod discovery;
-pub(crate) mod http1;
 pub mod pool;
 pub mod reference;
 pub mod status;
 
-pub use client::{BUSY_HEADER, Forward, RunnerBody, RunnerClient};
+pub use client::{BUSY_HEADER, Forward, RunnerBody, RunnerClient, RunnerTimeouts};
 pub use pool::{Discovery, DynamicPool, RunnerState};
 
 /// One membership of a pool: the set the placers see and one handle per runner, in the
@@ -113,6 +111,14 @@ pub struct RunnerFailed {
     pub runner: String,
     /// What went wrong (shown in the message, so not repeated as a source).
     pub error: std::io::Error,
+}
+
+impl RunnerFailed {
+    /// True when the runner kept silent past its read timeout, or took none of the request
+    /// past its write timeout.
+    pub fn timed_out(&self) -> bool {
+        self.error.kind() == std::io::ErrorKind::TimedOut
+    }
 }
 
 /// The result of one TryExec.
