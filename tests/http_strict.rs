@@ -54,6 +54,8 @@ const REQUESTS: &[Row] = &[
     ("Host x/y", b"GET /t/app/a HTTP/1.1\r\nHost: x/y\r\n\r\n", 400),
     ("absolute form", b"GET http://x/t/app/a HTTP/1.1\r\nHost: x\r\n\r\n", 200),
     ("absolute form ftp", b"GET ftp://x/t/app/a HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("absolute form without Host", b"GET http://x/t/app/a HTTP/1.1\r\n\r\n", 400),
+    ("Host :80", b"GET /t/app/a HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
     ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 405),
     ("TRACE", b"TRACE /t/app/a HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     ("extension method", b"FOO /t/app/a HTTP/1.1\r\nHost: x\r\n\r\n", 200),

@@ -202,7 +202,9 @@ impl Pass {
             }
             if result == uring::UNKNOWN {
                 // The kernel may still read these bytes and send on this socket (the ring
-                // failed with the send taken): both are kept for good.
+                // failed with the send taken): both are kept for good. The connection is
+                // shut down, so its peer is not left waiting on a descriptor never closed.
+                uring::shut_down(&send.stream);
                 std::mem::forget(send);
             }
         }
@@ -513,6 +515,18 @@ mod uring {
     pub(crate) const UNKNOWN: i32 = i32::MIN;
     /// A send pushed to the ring whose completion has not been reaped yet.
     const PENDING: i32 = i32::MIN + 2;
+    /// System calls that found the kernel busy (`EAGAIN`, `EBUSY`) or were interrupted, in
+    /// a row, before the ring is given up: the runtime's one thread must not spin on it.
+    const MOST_RETRIES: u32 = 64;
+
+    /// Shuts `stream` down both ways: for a socket kept open for good, so its peer sees
+    /// the end of the connection.
+    pub(crate) fn shut_down(stream: &TcpStream) {
+        // SAFETY: `shutdown(2)` on a descriptor the stream owns and keeps open; it touches
+        // no memory.
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+    }
 
     /// A write handed to [`Ring::send_all`], with what it owns: the socket is kept open and
     /// the bytes alive until the send is done.
@@ -594,13 +608,16 @@ mod uring {
             // `MSG_DONTWAIT` makes each send finish during submission (a full socket ends
             // it with `EAGAIN` instead of arming a poll), so the wait returns at once.
             let mut done = 0;
+            let mut retries = 0;
             loop {
                 done += self.reap(results);
                 if done >= pushed {
                     return Ok(());
                 }
+                // Interrupted, or the kernel short of resources: tried again, a few times.
+                let retry = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY));
                 if let Err(e) = self.submit_and_wait(pushed - done)
-                    && !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY))
+                    && (!retry(&e) || retries >= MOST_RETRIES)
                 {
                     // What the kernel took and completed is reaped here; the rest may
                     // have been taken: unknown, never sent again.
@@ -610,6 +627,7 @@ mod uring {
                     }
                     return Err(e);
                 }
+                retries += 1;
             }
         }
 
@@ -658,6 +676,9 @@ mod uring {
     pub(crate) const NOT_SENT: i32 = -11;
     /// Never a result here: there is no ring.
     pub(crate) const UNKNOWN: i32 = i32::MIN;
+
+    /// Never called here: there is no ring.
+    pub(crate) fn shut_down(_stream: &TcpStream) {}
 
     /// No io_uring here: [`Ring::new`] always refuses.
     pub(crate) enum Ring {}
@@ -1056,6 +1077,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_failed_submit_never_sends_a_write_twice() {
+        use tokio::io::AsyncReadExt;
         hooked_runtime().block_on(async {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             assert!(ring_in_use(), "io_uring is refused here");
@@ -1086,11 +1108,15 @@ mod tests {
             }
             for (i, peer) in peers.iter_mut().enumerate() {
                 assert_eq!(received(peer).await, format!("call {i}").as_bytes(), "sent once, never again");
+                let end = tokio::time::timeout(std::time::Duration::from_secs(5), peer.read(&mut [0u8; 1])).await;
+                assert_eq!(end.expect("the end of the connection").expect("read"), 0, "shut down");
             }
+            drop(streams);
             // The ring is gone: the next writes go one system call each.
             assert!(!ring_in_use());
-            assert_eq!(write(&streams[0], bytes(b"!")).await.expect("sent"), 1);
-            assert_eq!(received(&mut peers[0]).await, b"!");
+            let (stream, mut peer) = pair().await;
+            assert_eq!(write(&stream, bytes(b"!")).await.expect("sent"), 1);
+            assert_eq!(received(&mut peer).await, b"!");
         });
     }
 }

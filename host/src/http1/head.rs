@@ -140,7 +140,8 @@ pub(crate) fn parse_request(buf: &mut BytesMut, added: usize) -> Result<Option<R
         if !valid_host(host.as_bytes()) {
             return Err(Refusal::bad("invalid Host header"));
         }
-    } else if !http10 && authority.is_none() {
+    } else if !http10 {
+        // RFC 9112 §3.2: even with an absolute-form target, as nginx refuses it.
         return Err(Refusal::bad("an HTTP/1.1 request must carry a Host header"));
     }
     if let Some(authority) = authority {
@@ -170,16 +171,36 @@ pub(crate) fn parse_request(buf: &mut BytesMut, added: usize) -> Result<Option<R
     }))
 }
 
-/// RFC 9110 §7.2: `uri-host [":" port]`: a registered name (unreserved, percent-encoded
-/// and sub-delimiter characters) or an IP literal in brackets, never empty, never with user
-/// information (`@`) or a path.
+/// RFC 9110 §7.2: `uri-host [":" port]`: a registered name (unreserved and sub-delimiter
+/// characters, percent-encodings) or an IP literal in brackets, never empty, never with
+/// user information (`@`) or a path; the port digits only.
 fn valid_host(host: &[u8]) -> bool {
-    !host.is_empty()
-        && host.iter().all(|&b| {
+    let (name, port) = if host.first() == Some(&b'[') {
+        let Some(end) = host.iter().position(|&b| b == b']') else { return false };
+        let literal = &host[1..end];
+        if literal.is_empty() || !literal.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return false;
+        }
+        match &host[end + 1..] {
+            [] => (&host[..=end], &[][..]),
+            [b':', port @ ..] => (&host[..=end], port),
+            _ => return false,
+        }
+    } else {
+        let colon = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+        let name = &host[..colon];
+        let registered = name.iter().enumerate().all(|(i, &b)| {
             b.is_ascii_alphanumeric()
-                || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')')
-                || matches!(b, b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']')
-        })
+                || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')')
+                || matches!(b, b'*' | b'+' | b',' | b';' | b'=')
+                || (b == b'%' && name.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
+        });
+        if !registered {
+            return false;
+        }
+        (name, host.get(colon + 1..).unwrap_or_default())
+    };
+    !name.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
 /// The request target in origin form, and an absolute-form target's authority.

@@ -70,13 +70,16 @@ fn the_target_and_host_follow_rfc_9112_section_3() {
         ("/t/a/b?q=1", &b"fns.example:8080"[..])
     );
     assert_eq!(head.headers.get_all("host").iter().count(), 1);
-    let head = accepted(b"GET https://fns.example HTTP/1.1\r\n\r\n");
+    let head = accepted(b"GET https://fns.example HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!(
         (head.uri.path(), head.headers["host"].as_bytes()),
         ("/", &b"fns.example"[..]),
         "its authority is the Host"
     );
     assert_eq!(accepted(b"OPTIONS * HTTP/1.1\r\nhost: a\r\n\r\n").uri, "*");
+    for host in ["a", "a.b-c_d~1:8080", "%41b", "[::1]", "[::1]:80", "x:", "10.0.0.1:65535"] {
+        assert!(request(format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes()).is_ok(), "{host}");
+    }
     assert!(!accepted(b"GET / HTTP/1.0\r\n\r\n").headers.contains_key("host"), "HTTP/1.0 needs none");
     assert_eq!(accepted(b"GET / HTTP/1.1\r\nhost: [::1]:80\r\n\r\n").headers["host"], "[::1]:80");
 }
@@ -108,6 +111,14 @@ const REFUSED_REQUESTS: &[(&[u8], u16)] = &[
     (b"GET / HTTP/1.1\r\nhost: a b\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nhost: x/y\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nhost: user@x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: :80\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: a:b:c\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: a:8o\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: [::1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: [::1]x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: ]x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nhost: %zz\r\n\r\n", 400),
+    (b"GET http://x/t/a HTTP/1.1\r\n\r\n", 400),
     // Targets.
     (b"GET ftp://other/t/a HTTP/1.1\r\nhost: a\r\n\r\n", 400),
     (b"GET http://u@other/t/a HTTP/1.1\r\nhost: a\r\n\r\n", 400),

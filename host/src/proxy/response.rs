@@ -42,6 +42,9 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
 /// retrying soon may work, and `Connection: close` when the body was not read whole.
 pub(crate) fn client_error(e: &ClientError) -> Response<ProxyBody> {
     let mut r = json_error(e.status(), &e.to_string());
+    if matches!(e, ClientError::MethodNotAllowed) {
+        r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
+    }
     if matches!(e, ClientError::Overloaded) {
         r.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
