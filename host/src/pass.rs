@@ -94,8 +94,9 @@ enum Slot {
     },
     /// Handed to the kernel in this flush.
     Sending(Waker),
-    /// What the send took, or its error (a negative errno), or [`uring::UNKNOWN`].
-    Done(i32),
+    /// What the send took, or its error (a negative errno), or [`uring::UNKNOWN`]; and the
+    /// bytes, back for the writer.
+    Done(i32, Bytes),
 }
 
 enum Ring {
@@ -197,15 +198,19 @@ impl Pass {
             self.ring = Ring::Off;
         }
         for (send, &result) in sends.drain(..).zip(&results) {
-            if let Slot::Sending(waker) = std::mem::replace(&mut self.slots[send.slot], Slot::Done(result)) {
-                wake.push(waker);
-            }
-            if result == uring::UNKNOWN {
+            let slot = send.slot;
+            let bytes = if result == uring::UNKNOWN {
                 // The kernel may still read these bytes and send on this socket (the ring
                 // failed with the send taken): both are kept for good. The connection is
                 // shut down, so its peer is not left waiting on a descriptor never closed.
                 uring::shut_down(&send.stream);
                 std::mem::forget(send);
+                Bytes::new()
+            } else {
+                send.bytes
+            };
+            if let Slot::Sending(waker) = std::mem::replace(&mut self.slots[slot], Slot::Done(result, bytes)) {
+                wake.push(waker);
             }
         }
         (self.sends, self.results) = (sends, results);
@@ -254,12 +259,12 @@ impl Pass {
 
     /// The result of a slot's send, freeing the slot; `None` while it waits (its waker
     /// brought up to date).
-    fn take(&mut self, slot: usize, waker: &Waker) -> Option<i32> {
+    fn take(&mut self, slot: usize, waker: &Waker) -> Option<(i32, Bytes)> {
         match &mut self.slots[slot] {
-            Slot::Done(result) => {
-                let result = *result;
+            Slot::Done(result, bytes) => {
+                let done = (*result, std::mem::take(bytes));
                 self.release(slot);
-                Some(result)
+                Some(done)
             }
             Slot::Queued { waker: queued, .. } | Slot::Sending(queued) => {
                 if !queued.will_wake(waker) {
@@ -354,7 +359,8 @@ impl Future for End {
 }
 
 /// One send of `bytes` on `stream` at the end of the pass: what `TcpStream::try_write`
-/// returns (the bytes taken, or `WouldBlock` when the socket is full), sent with the pass's
+/// returns (the bytes taken, or `WouldBlock` when the socket is full), and the bytes back
+/// for the rest, sent with the pass's
 /// other writes in one system call when the kernel allows io_uring, or by this task right
 /// after the pass ([`end`]) when it does not.
 ///
@@ -381,19 +387,21 @@ impl From<WriteError> for io::Error {
 }
 
 /// [`write`], for a writer that sends the rest itself: the bytes the socket took at the
-/// end of the pass, 0 when it was full.
+/// end of the pass (0 when it was full), and the bytes back.
 ///
 /// # Errors
 /// The send failed (nothing taken, unless `maybe_sent`), or took nothing of a non-empty
 /// buffer (`WriteZero`).
-pub(crate) async fn write_some(stream: &Arc<TcpStream>, bytes: Bytes) -> Result<usize, WriteError> {
+pub(crate) async fn write_some(stream: &Arc<TcpStream>, bytes: Bytes) -> (Result<usize, WriteError>, Bytes) {
     let empty = bytes.is_empty();
-    match write(stream, bytes).await {
+    let (result, bytes) = write(stream, bytes).await;
+    let result = match result {
         Ok(0) if !empty => Err(WriteError { error: io::ErrorKind::WriteZero.into(), maybe_sent: false }),
         Ok(n) => Ok(n),
         Err(e) if e.error.kind() == io::ErrorKind::WouldBlock && !e.maybe_sent => Ok(0),
         Err(e) => Err(e),
-    }
+    };
+    (result, bytes)
 }
 
 /// The future of [`write`].
@@ -416,7 +424,7 @@ enum WriteState {
 }
 
 impl Future for Write {
-    type Output = Result<usize, WriteError>;
+    type Output = (Result<usize, WriteError>, Bytes);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -444,23 +452,22 @@ impl Future for Write {
                         this.state = WriteState::Stepping(step, stream, bytes);
                         return Poll::Pending;
                     }
-                    return Poll::Ready(
-                        stream.try_write(&bytes).map_err(|error| WriteError { error, maybe_sent: false }),
-                    );
+                    let result = stream.try_write(&bytes).map_err(|error| WriteError { error, maybe_sent: false });
+                    return Poll::Ready((result, bytes));
                 }
                 WriteState::Queued { slot, pass } => {
-                    let result = PASS.with(|p| {
+                    let done = PASS.with(|p| {
                         let mut p = p.borrow_mut();
                         if p.id() != pass {
-                            return Some(MOVED);
+                            return Some((MOVED, Bytes::new()));
                         }
                         p.take(slot, cx.waker())
                     });
-                    let Some(result) = result else {
+                    let Some((result, bytes)) = done else {
                         this.state = WriteState::Queued { slot, pass };
                         return Poll::Pending;
                     };
-                    return Poll::Ready(match usize::try_from(result) {
+                    let result = match usize::try_from(result) {
                         Ok(n) => Ok(n),
                         Err(_) if result == MOVED => Err(WriteError {
                             error: io::Error::other("a pass::write was polled on another thread than its own"),
@@ -471,7 +478,8 @@ impl Future for Write {
                             maybe_sent: true,
                         }),
                         Err(_) => Err(WriteError { error: io::Error::from_raw_os_error(-result), maybe_sent: false }),
-                    });
+                    };
+                    return Poll::Ready((result, bytes));
                 }
                 WriteState::Finished => panic!("`pass::write` polled after it finished"),
             }
@@ -844,7 +852,7 @@ mod tests {
                 writers.push(async move {
                     log.lock().unwrap().push(format!("q{i}"));
                     let message = format!("call {i}");
-                    let sent = write(&stream, Bytes::from(message.clone())).await.expect("sent");
+                    let sent = write(&stream, Bytes::from(message.clone())).await.0.expect("sent");
                     log.lock().unwrap().push(format!("s{i}"));
                     assert_eq!(sent, message.len());
                     stream
@@ -883,9 +891,9 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             let (stream, _peer) = pair().await;
             let big = Bytes::from(vec![7u8; 64 << 20]);
-            let first = write(&stream, big.clone()).await.expect("part of it fits");
+            let first = write(&stream, big.clone()).await.0.expect("part of it fits");
             assert!(first > 0 && first < big.len(), "{first}");
-            let second = write(&stream, big.clone()).await;
+            let second = write(&stream, big.clone()).await.0;
             assert_eq!(second.map_err(|e| (e.error.kind(), e.maybe_sent)), Err((io::ErrorKind::WouldBlock, false)));
         });
     }
@@ -905,7 +913,7 @@ mod tests {
             }
             // The pass ends (the sleep parks the runtime), then one more write goes.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            assert_eq!(write(&stream, bytes(b"sent")).await.expect("sent"), 4);
+            assert_eq!(write(&stream, bytes(b"sent")).await.0.expect("sent"), 4);
             let mut got = vec![0u8; 16];
             let mut peer = peer;
             let n = tokio::io::AsyncReadExt::read(&mut peer, &mut got).await.expect("read");
@@ -921,7 +929,7 @@ mod tests {
             let writers: Vec<_> = (0..MOST_WAITING * 2 + 3)
                 .map(|_| {
                     let stream = stream.clone();
-                    tokio::spawn(async move { write(&stream, bytes(b"x")).await.expect("sent") })
+                    tokio::spawn(async move { write(&stream, bytes(b"x")).await.0.expect("sent") })
                 })
                 .collect();
             for task in writers {
@@ -971,7 +979,7 @@ mod tests {
     fn a_lone_write_in_a_pass_that_never_ends_leaves_after_the_bound() {
         a_busy_queue_lets_one_waiter_go(async {
             let (stream, mut peer) = pair().await;
-            assert_eq!(write(&stream, bytes(b"sent")).await.expect("sent"), 4);
+            assert_eq!(write(&stream, bytes(b"sent")).await.0.expect("sent"), 4);
             let mut got = [0u8; 4];
             tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got).await.expect("read");
         });
@@ -983,12 +991,12 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             assert!(ring_in_use(), "io_uring is refused here");
             let (stream, peer) = pair().await;
-            assert_eq!(write(&stream, bytes(b"unread")).await.expect("sent"), 6);
+            assert_eq!(write(&stream, bytes(b"unread")).await.0.expect("sent"), 6);
             // Closed with bytes unread: the peer resets the connection.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             drop(peer);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let error = write(&stream, bytes(b"more")).await.expect_err("the peer is gone");
+            let error = write(&stream, bytes(b"more")).await.0.expect_err("the peer is gone");
             assert!(!error.maybe_sent);
             let error = error.error;
             assert!(matches!(error.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe), "{error:?}");
@@ -1030,7 +1038,7 @@ mod tests {
             let (other, mut other_peer) = pair().await;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             assert_eq!(received(&mut peer).await, b"kept", "sent on its own socket");
-            assert_eq!(write(&other, bytes(b"mine")).await.expect("sent"), 4);
+            assert_eq!(write(&other, bytes(b"mine")).await.0.expect("sent"), 4);
             assert_eq!(received(&mut other_peer).await, b"mine", "nothing else on the new socket");
         });
     }
@@ -1059,10 +1067,10 @@ mod tests {
                     })
                     .await;
                     drop(moved);
-                    assert_eq!(mine.await.expect("its own write"), 3, "its slot untouched");
+                    assert_eq!(mine.await.0.expect("its own write"), 3, "its slot untouched");
                     assert_eq!(received(&mut own_peer).await, b"own");
                     match polled {
-                        Poll::Ready(Err(e)) => e.maybe_sent,
+                        Poll::Ready((Err(e), _)) => e.maybe_sent,
                         other => panic!("{other:?}"),
                     }
                 })
@@ -1096,7 +1104,7 @@ mod tests {
             let mut writers = Vec::new();
             for (i, stream) in streams.drain(..).enumerate() {
                 writers.push(tokio::spawn(async move {
-                    let result = write_some(&stream, Bytes::from(format!("call {i}"))).await;
+                    let (result, _) = write_some(&stream, Bytes::from(format!("call {i}"))).await;
                     (stream, result)
                 }));
             }
@@ -1115,7 +1123,7 @@ mod tests {
             // The ring is gone: the next writes go one system call each.
             assert!(!ring_in_use());
             let (stream, mut peer) = pair().await;
-            assert_eq!(write(&stream, bytes(b"!")).await.expect("sent"), 1);
+            assert_eq!(write(&stream, bytes(b"!")).await.0.expect("sent"), 1);
             assert_eq!(received(&mut peer).await, b"!");
         });
     }

@@ -47,30 +47,35 @@ pub(crate) fn poll_read(stream: &TcpStream, buf: &mut BytesMut, cx: &mut Context
 /// The longest silence allowed between two reads that brought bytes: [`Silence::heard`]
 /// on each, [`Silence::poll_expired`] while waiting.
 ///
-/// One timer per connection, made at its first wait and kept: it is reset only when the
-/// deadline moves earlier; a deadline pushed later by new bytes is found when the timer
-/// fires early, so bytes arriving cost a clock read, not a timer update.
+/// The silence is counted from the start of the wait that follows the last bytes (the same
+/// pass, a few microseconds later), so a read that brings bytes costs no clock read; a
+/// wait costs one. One timer per connection, made at its first wait and kept: it is reset
+/// only when the deadline moves earlier; a deadline pushed later is found when the timer
+/// fires early.
 #[derive(Debug)]
 pub(crate) struct Silence {
     timeout: Duration,
+    /// When the current wait gives up; stale until `counting`.
     deadline: Instant,
+    /// `deadline` counts from the current wait.
+    counting: bool,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Silence {
     pub(crate) fn new(timeout: Duration) -> Self {
-        Silence { timeout, deadline: Instant::now() + timeout, timer: None }
+        Silence { timeout, deadline: Instant::now(), counting: false, timer: None }
     }
 
-    /// The silence allowed from now on is `timeout`, counted from now.
+    /// The silence allowed from now on is `timeout`, counted from the next wait.
     pub(crate) fn restart(&mut self, timeout: Duration) {
         self.timeout = timeout;
-        self.heard();
+        self.counting = false;
     }
 
-    /// Bytes arrived: the silence starts again.
+    /// Bytes arrived: the silence starts again at the next wait.
     pub(crate) fn heard(&mut self) {
-        self.deadline = Instant::now() + self.timeout;
+        self.counting = false;
     }
 
     /// The silence allowed.
@@ -80,6 +85,10 @@ impl Silence {
 
     /// True once the silence has lasted its timeout; else the task is woken by then.
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.counting {
+            self.deadline = Instant::now() + self.timeout;
+            self.counting = true;
+        }
         let deadline = self.deadline;
         let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.deadline() > deadline {

@@ -308,8 +308,8 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 /// Writes all of `bytes`, the first send at the end of the scheduler's pass
 /// ([`crate::pass::write_some`]) and the rest, if the socket took only part, as [`write_all`].
 async fn write_at_pass_end(stream: &Arc<TcpStream>, bytes: Bytes) -> io::Result<()> {
-    let sent = crate::pass::write_some(stream, bytes.clone()).await?;
-    write_all(stream, &bytes[sent..]).await
+    let (sent, bytes) = crate::pass::write_some(stream, bytes).await;
+    write_all(stream, &bytes[sent?..]).await
 }
 
 /// Resolves when the client closes its side of the connection (or it fails) after the

@@ -102,24 +102,33 @@ impl Conn {
         }
     }
 
-    /// Writes `head` then `body`, each wait for room at most `timeout`. On failure, also
-    /// says how many bytes were written before it: none means the runner provably did not
-    /// get the request.
-    async fn write_request(&mut self, head: Bytes, body: &[u8], timeout: Duration) -> Result<(), (usize, io::Error)> {
+    /// Writes `head` then `body`, each wait for room at most `timeout`, and gives `head`
+    /// back. On failure, also says how many bytes were written before it: none means the
+    /// runner provably did not get the request.
+    async fn write_request(
+        &mut self,
+        head: Bytes,
+        body: &[u8],
+        timeout: Duration,
+    ) -> (Result<(), (usize, io::Error)>, Bytes) {
         let total = head.len() + body.len();
-        let mut written = 0;
+        let (mut written, head) = (0, head);
         // The runner requests of one scheduler pass go out together, at its end (see
         // `pass`): the other calls woken by the same events place theirs first, and a
         // runner woken by the first request finds the rest queued instead of being woken
         // again for each. A request in one buffer is sent by the pass itself.
-        if body.is_empty() {
-            written = crate::pass::write_some(&self.stream, head.clone()).await.map_err(|e| {
+        let head = if body.is_empty() {
+            let (sent, head) = crate::pass::write_some(&self.stream, head).await;
+            match sent {
+                Ok(n) => written = n,
                 // A send the ring may have made counts as written: never sent again.
-                (usize::from(e.maybe_sent), e.error)
-            })?;
+                Err(e) => return (Err((usize::from(e.maybe_sent), e.error)), head),
+            }
+            head
         } else {
             crate::pass::end().await;
-        }
+            head
+        };
         while written < total {
             // One buffer left (the usual case: a small body travels in the head's buffer)
             // is a plain `send`; `writev` costs the kernel more per call.
@@ -131,22 +140,22 @@ impl Conn {
                 self.stream.try_write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)])
             };
             match result {
-                Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+                Ok(0) => return (Err((written, io::ErrorKind::WriteZero.into())), head),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match tokio::time::timeout(timeout, self.stream.writable()).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err((written, e)),
+                        Ok(Err(e)) => return (Err((written, e)), head),
                         Err(_) => {
                             let e = timed_out(format!("the runner took none of the request for {timeout:?}"));
-                            return Err((written, e));
+                            return (Err((written, e)), head);
                         }
                     }
                 }
-                Err(e) => return Err((written, e)),
+                Err(e) => return (Err((written, e)), head),
             }
         }
-        Ok(())
+        (Ok(()), head)
     }
 
     /// Reads more of the response into the buffer; `UnexpectedEof` if the runner closed.
@@ -398,17 +407,12 @@ impl RunnerClient {
 
     /// Writes the request on an idle connection, or on a fresh one when there is none or
     /// every idle one failed before writing a byte (the runner had closed it).
-    async fn send(
-        &self,
-        runner: &RunnerState,
-        head: &Bytes,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Sent, NotPlaced> {
+    async fn send(&self, runner: &RunnerState, head: Bytes, body: &[u8], timeout: Duration) -> Result<Sent, NotPlaced> {
+        let mut head = head;
         while let Some(conn) = runner.checkout() {
-            match write(conn, head.clone(), body, timeout).await {
-                Sent::Unsent(_) => {}
-                sent => return Ok(sent),
+            match write(conn, head, body, timeout).await {
+                (Sent::Unsent(_), back) => head = back,
+                (sent, _) => return Ok(sent),
             }
         }
         let conn = match self.connect(runner).await {
@@ -418,19 +422,21 @@ impl RunnerClient {
                 return Err(e);
             }
         };
-        match write(conn, head.clone(), body, timeout).await {
+        match write(conn, head, body, timeout).await.0 {
             Sent::Unsent(source) => Err(NotPlaced::Unsent { runner: runner.address.clone(), source }),
             sent => Ok(sent),
         }
     }
 }
 
-async fn write(mut conn: Conn, head: Bytes, body: &[u8], timeout: Duration) -> Sent {
-    match conn.write_request(head, body, timeout).await {
+async fn write(mut conn: Conn, head: Bytes, body: &[u8], timeout: Duration) -> (Sent, Bytes) {
+    let (written, head) = conn.write_request(head, body, timeout).await;
+    let sent = match written {
         Ok(()) => Sent::Written(conn),
         Err((0, e)) => Sent::Unsent(e),
         Err((_, e)) => Sent::Partly(e),
-    }
+    };
+    (sent, head)
 }
 
 /// A failure after the call was committed: never sent anywhere else, a 502.
@@ -449,25 +455,9 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         // Count the call on the runner before anything else, so placements racing this
         // one already see it (bounded loads depend on it); dropped again if not placed.
         let in_flight = runner.track();
-        let mut head = Vec::new();
-        let target = call.uri.path_and_query().map_or("/", |p| p.as_str());
-        http1::encode_request_head(
-            &call.method,
-            target,
-            &call.headers,
-            &runner.address,
-            call.body.len() as u64,
-            &mut head,
-        );
         // A small body goes in the same buffer as the head: one write, one segment.
-        let body: &[u8] = if call.body.len() <= BODY_WITH_HEAD {
-            head.extend_from_slice(&call.body);
-            &[]
-        } else {
-            &call.body
-        };
-        let head = Bytes::from(head);
-        let mut conn = match self.send(runner, &head, body, call.timeouts.write).await {
+        let (head, body) = request_head(call, &runner.address);
+        let mut conn = match self.send(runner, head, body, call.timeouts.write).await {
             Ok(Sent::Written(conn)) => conn,
             Ok(Sent::Partly(e) | Sent::Unsent(e)) => {
                 runner.record_commit();
@@ -540,6 +530,34 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         };
         Attempt::Committed(Ok(answer(status, headers, body)))
     }
+}
+
+/// The request head of `call` for the runner at `address`, with the body in the same
+/// buffer when it is small; and the body to send after it (empty then).
+///
+/// Heads are cut from one buffer per thread: each head's bytes are owned (a send at the
+/// end of the pass holds them) and a new buffer is needed only when it runs out, not per
+/// call.
+fn request_head<'a>(call: &'a Forward, address: &str) -> (Bytes, &'a [u8]) {
+    thread_local! {
+        static HEADS: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    /// What a new buffer holds: room for a few hundred heads of a few hundred bytes.
+    const HEADS_BUFFER: usize = 64 * 1024;
+    let with_body = call.body.len() <= BODY_WITH_HEAD;
+    let target = call.uri.path_and_query().map_or("/", |p| p.as_str());
+    let room = 256 + call.headers.len() * 64 + if with_body { call.body.len() } else { 0 };
+    HEADS.with_borrow_mut(|buf| {
+        if buf.capacity() - buf.len() < room {
+            buf.reserve(room.max(HEADS_BUFFER));
+        }
+        http1::encode_request_head(&call.method, target, &call.headers, address, call.body.len() as u64, buf);
+        if with_body {
+            buf.extend_from_slice(&call.body);
+        }
+        let head = buf.split().freeze();
+        (head, if with_body { &[][..] } else { &call.body[..] })
+    })
 }
 
 fn answer(status: StatusCode, headers: HeaderMap, body: RunnerBody) -> Response<RunnerBody> {
