@@ -34,8 +34,10 @@
 //! - [`simulate`]: offline comparison of placers (`placerd simulate`).
 //! - this file wires them together (`serve`); `main.rs` is the command line.
 
-// Denied, not forbidden: `placer::cache` must deserialize compiled placer code (the one
-// `unsafe` block of the crate, which says why it is sound).
+// Denied, not forbidden: a few places must, and each says why it is sound where it does:
+// `placer::cache` deserializes compiled placer code, `placer::contract` lends the call's
+// loads to the store, and `pass` hands the kernel the buffers and sockets it owns
+// (io_uring submissions, and `shutdown` of a socket kept open for good).
 #![deny(unsafe_code)]
 
 pub mod admin;

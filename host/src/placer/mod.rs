@@ -10,12 +10,12 @@
 //! timeout, memory cap) drops the instance and falls back to the native naive order (or
 //! rejects the call when configured so); five faults in a row quarantine the version.
 //!
-//! This module is the bottom of the host: it uses no other module of the crate but the
-//! plain [`crate::backoff`].
+//! This module is near the bottom of the host: it uses no other module of the crate but
+//! the plain [`crate::backoff`] and [`crate::throttle`].
 //!
 //! # Layout
-//! - `contract`: the two contracts a component may implement (0.2, and 0.1 adapted) and
-//!   the host's [`RunnerLoad`].
+//! - `contract`: the contracts a component may implement (0.4, and 0.3, 0.2 and 0.1
+//!   adapted) and the host's [`RunnerLoad`].
 //! - `engine`: what every version shares: engine, [`SandboxLimits`], deadline watchdog,
 //!   [`PlacerObserver`].
 //! - `runtime`: [`PlacerRuntime`]: the linker, the compiled-component cache, loading and
