@@ -24,18 +24,20 @@ pub(crate) fn encode_request_head(
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(HOST) {
-        out.put_slice(b"host: ");
-        out.put_slice(host.as_bytes());
-        out.put_slice(b"\r\n");
-    }
+    let mut has_host = false;
     for (name, value) in headers {
         if name == CONTENT_LENGTH {
             continue;
         }
+        has_host |= name == HOST;
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if !has_host {
+        out.put_slice(b"host: ");
+        out.put_slice(host.as_bytes());
         out.put_slice(b"\r\n");
     }
     let bodiless = matches!(*method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);

@@ -30,6 +30,7 @@ mod tests;
 use std::borrow::Cow;
 use std::io as stdio;
 
+use bytes::{Bytes, BytesMut};
 use hyper::StatusCode;
 use hyper::header::{HeaderName, HeaderValue};
 
@@ -101,6 +102,35 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
         || *name == PROXY_AUTHENTICATE
         || *name == PROXY_AUTHORIZATION
         || name.as_str() == "keep-alive"
+}
+
+/// A body assembled from the pieces it arrived in: one piece is kept as it is (no copy),
+/// more are joined in one buffer of at least the size hint given to [`Joined::push`].
+#[derive(Debug, Default)]
+pub(crate) struct Joined {
+    first: Option<Bytes>,
+    all: Option<BytesMut>,
+}
+
+impl Joined {
+    /// Adds the next piece; `hint`: the whole body's size, if known, for the buffer.
+    pub(crate) fn push(&mut self, piece: Bytes, hint: usize) {
+        match (&mut self.first, &mut self.all) {
+            (None, None) => self.first = Some(piece),
+            (Some(first), None) => {
+                let mut all = BytesMut::with_capacity(hint.max(first.len() + piece.len()));
+                all.extend_from_slice(first);
+                all.extend_from_slice(&piece);
+                self.all = Some(all);
+            }
+            (_, Some(all)) => all.extend_from_slice(&piece),
+        }
+    }
+
+    /// The body so far.
+    pub(crate) fn finish(self) -> Bytes {
+        self.all.map_or_else(|| self.first.unwrap_or_default(), BytesMut::freeze)
+    }
 }
 
 /// True when the comma-separated `value` lists `token` (any case).

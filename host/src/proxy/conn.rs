@@ -78,7 +78,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
             }
         };
         let (method, version, keep_alive) = (head.method.clone(), head.version, head.keep_alive);
-        let body_done = AtomicBool::new(head.framing == BodyFraming::None);
+        let body_done = AtomicBool::new(false);
         let body = RequestBody::new(&conn.stream, &mut conn.buf, head.framing, head.continue_expected, &body_done);
         let call = proxy.serve(head, body);
         let gone = client_gone(&conn.stream, &body_done);
@@ -365,7 +365,7 @@ enum Framing {
 
 impl<'a> RequestBody<'a> {
     /// The body of a request framed as `framing`, read from `stream` after what `buf`
-    /// holds; `done` is set once it is read to its end. `continue_expected`: send
+    /// holds; `done` is set once it is read to its end (at once when there is none). `continue_expected`: send
     /// `100 Continue` before the first wait for bytes.
     pub(crate) fn new(
         stream: &'a TcpStream,
@@ -374,6 +374,7 @@ impl<'a> RequestBody<'a> {
         continue_expected: bool,
         done: &'a AtomicBool,
     ) -> Self {
+        done.store(framing == BodyFraming::None, Ordering::Relaxed);
         let framing = match framing {
             BodyFraming::None => Framing::Done,
             BodyFraming::Length(n) => Framing::Length(n),

@@ -7,13 +7,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 
 use super::budget::Held;
 use super::conn::RequestBody;
-use crate::http1::{BodyFraming, RequestHead};
+use crate::http1::{BodyFraming, Joined, RequestHead};
 use crate::lifecycle::Timing;
 use crate::placer::{Call, CallKind};
 use crate::runner::{Forward, RunnerTimeouts};
@@ -187,8 +187,7 @@ pub(crate) async fn read_body(
         return Err(ClientError::Overloaded);
     }
     // Most bodies arrive in one piece: kept as it is, no copy.
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
+    let mut joined = Joined::default();
     let mut read = 0usize;
     while let Some(data) = body.data().await {
         let data = data.map_err(|e| ClientError::BadBody(e.to_string()))?;
@@ -199,18 +198,9 @@ pub(crate) async fn read_body(
         if !held.grow(read) {
             return Err(ClientError::Overloaded);
         }
-        match (&mut first, &mut joined) {
-            (None, None) => first = Some(data),
-            (Some(_), None) => {
-                let mut buf = BytesMut::with_capacity(declared.max(read));
-                buf.extend_from_slice(&first.take().unwrap_or_default());
-                buf.extend_from_slice(&data);
-                joined = Some(buf);
-            }
-            (_, Some(buf)) => buf.extend_from_slice(&data),
-        }
+        joined.push(data, declared);
     }
-    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
+    Ok(joined.finish())
 }
 
 /// True when a segment of `path` is `.` or `..`, raw or percent-encoded (`%2e`), with
@@ -405,6 +395,8 @@ pub(crate) fn ulid(now: SystemTime, random: u128) -> String {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+
     use super::*;
     use crate::proxy::budget::BodyBudget;
 

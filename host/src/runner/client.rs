@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 
 use super::pool::{DynamicPool, InFlight, RunnerState};
 use super::{Attempt, NotPlaced, RunnerFailed, TryExec};
-use crate::http1::{self, Chunked, Decoded, Framing, MAX_HEAD_BYTES, ResponseHead, Silence, WHOLE_BODY_BYTES};
+use crate::http1::{self, Chunked, Decoded, Framing, Joined, MAX_HEAD_BYTES, ResponseHead, Silence, WHOLE_BODY_BYTES};
 
 /// The header a runner sets on a `503` to say "busy, did not start it".
 pub const BUSY_HEADER: &str = "fn-runner-busy";
@@ -570,25 +570,12 @@ fn answer(status: StatusCode, headers: HeaderMap, body: RunnerBody) -> Response<
 /// Decodes the chunked body bytes `buf` holds already; the body so far, and whether it
 /// ended.
 fn decode_buffered(decoder: &mut Chunked, buf: &mut BytesMut) -> io::Result<(Bytes, bool)> {
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
+    let mut body = Joined::default();
     loop {
-        let data = match decoder.decode(buf)? {
-            Decoded::Data(data) => data,
-            Decoded::NeedMore | Decoded::Done => {
-                let done = matches!(decoder.decode(buf)?, Decoded::Done);
-                let body = joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze);
-                return Ok((body, done));
-            }
-        };
-        match (&mut first, &mut joined) {
-            (None, None) => first = Some(data),
-            (Some(_), None) => {
-                let mut all = BytesMut::from(first.take().unwrap_or_default());
-                all.extend_from_slice(&data);
-                joined = Some(all);
-            }
-            (_, Some(all)) => all.extend_from_slice(&data),
+        match decoder.decode(buf)? {
+            Decoded::Data(data) => body.push(data, 0),
+            Decoded::NeedMore => return Ok((body.finish(), false)),
+            Decoded::Done => return Ok((body.finish(), true)),
         }
     }
 }
