@@ -251,3 +251,17 @@ async fn an_absolute_form_target_s_authority_is_the_host_the_runner_sees() {
     assert!(forwarded.starts_with("get /t/app/a?q=1 http/1.1\r\n"), "origin form: {forwarded}");
     assert!(forwarded.contains("\r\nhost: fns.example:8080\r\n") && !forwarded.contains("other"), "{forwarded}");
 }
+
+#[tokio::test]
+async fn a_405_says_which_methods_are_allowed() {
+    let runner = common::runner(8, "r1").await;
+    let p = common::start(vec![runner.addr.to_string()], "naive", |_| {}).await;
+    let (head, _) = exchange_to_close(p.addr, b"TRACE /t/app/a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 405"), "{head}");
+    let allow = head.lines().find_map(|l| l.strip_prefix("allow: ")).unwrap_or_default();
+    assert!(allow.contains("post"), "{head}");
+    assert!(!allow.contains("trace"), "{head}");
+    let r = common::send(p.addr, "GET", "/invoke/hello", &[], b"").await;
+    assert_eq!(r.status, hyper::StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.header("allow"), "POST");
+}
