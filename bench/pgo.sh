@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds placerd with profile-guided optimisation (PGO), the build docs/performance.md
+# Builds placerd with profile-guided optimisation (PGO), the build docs/performance-history.md
 # measures against nginx and HAProxy beside the plain `cargo build --release`.
 #
 #   bench/pgo.sh                  # prints the path of the optimised binary on stdout

@@ -7,6 +7,9 @@
 #   bench/proxy.sh                         # 10 s per run, 3 rounds, 64 connections, 1 worker,
 #                                          # POST /t/bench/fn-N over KEYS=1000 functions
 #   DURATION=20 ROUNDS=5 WORKERS=2 bench/proxy.sh
+#   WORKERS="1 2" bench/proxy.sh           # each proxy at 1 and at 2 workers in one run
+#                                          # (targets named NAME@W), with the 2-worker ÷
+#                                          # 1-worker requests/s of each
 #   PLACERD_BASELINE=/tmp/placerd-old bench/proxy.sh   # also an older build, side by side
 #   PLACERD=/tmp/placerd-new bench/proxy.sh            # a given binary instead of building
 #   PGO=1 bench/proxy.sh                   # placerd built with profile-guided optimisation
@@ -21,6 +24,8 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WORKERS=${WORKERS:-1}
+read -ra WORKER_COUNTS <<< "$WORKERS"
+MAX_WORKERS=$(printf '%s\n' "${WORKER_COUNTS[@]}" | sort -n | tail -1)
 KEYS=${KEYS:-1000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/placerd-target}"
 
@@ -58,17 +63,17 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$work/backends.pid" ] && kill "$(cat "$work/backends.pid")" 2>/dev/null || true
-  [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
+  for f in "$work"/proxy*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 BACKENDS=(18101 18102 18103 18104)
 mkdir -p "$work/tmp"
-nginx_common="pid PIDFILE; error_log $work/PIDNAME.err warn; daemon on; worker_processes $WORKERS;
+nginx_common="pid PIDFILE; error_log $work/PIDNAME.err warn; daemon on; worker_processes NWORKERS;
 events { worker_connections 4096; }"
 {
-  echo "${nginx_common//PIDFILE/$work/backends.pid}" | sed "s/PIDNAME/backends/"
+  echo "${nginx_common//PIDFILE/$work/backends.pid}" | sed "s/PIDNAME/backends/; s/NWORKERS/$MAX_WORKERS/"
   echo "http { access_log off; client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp; uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
   for port in "${BACKENDS[@]}"; do
     echo "  server { listen 127.0.0.1:$port; keepalive_requests 1000000;"
@@ -77,54 +82,69 @@ events { worker_connections 4096; }"
   done
   echo "}"
 } > "$work/backends.conf"
-{
-  echo "${nginx_common//PIDFILE/$work/proxy.pid}" | sed "s/PIDNAME/proxy/"
-  echo "http { access_log off; client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp; uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
-  echo "  upstream backends { hash \$request_uri consistent;"
-  for port in "${BACKENDS[@]}"; do echo "    server 127.0.0.1:$port;"; done
-  echo "    keepalive 64; }"
-  echo "  server { listen 127.0.0.1:18301; keepalive_requests 1000000;"
-  echo "    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-  echo "}"
-} > "$work/proxy.conf"
-{
-  echo "global"; echo "  nbthread $WORKERS"; echo "  maxconn 4096"
-  echo "defaults"; echo "  mode http"; echo "  timeout connect 1s"; echo "  timeout client 30s"; echo "  timeout server 30s"
-  echo "  option http-keep-alive"; echo "  http-reuse always"
-  echo "frontend fe"; echo "  bind 127.0.0.1:18401"; echo "  default_backend be"
-  echo "backend be"; echo "  balance uri"; echo "  hash-type consistent"
-  for port in "${BACKENDS[@]}"; do echo "  server b$port 127.0.0.1:$port"; done
-} > "$work/haproxy.cfg"
+# Each proxy once per worker count W, on ports offset by 1000 × its place in WORKERS.
+suffix() { if [ ${#WORKER_COUNTS[@]} -gt 1 ]; then echo "@$1"; fi; }
+for k in "${!WORKER_COUNTS[@]}"; do
+  w=${WORKER_COUNTS[$k]} off=$((k * 1000))
+  {
+    echo "${nginx_common//PIDFILE/$work/proxy$w.pid}" | sed "s/PIDNAME/proxy$w/; s/NWORKERS/$w/"
+    echo "http { access_log off; client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp; uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
+    echo "  upstream backends { hash \$request_uri consistent;"
+    for port in "${BACKENDS[@]}"; do echo "    server 127.0.0.1:$port;"; done
+    echo "    keepalive 64; }"
+    echo "  server { listen 127.0.0.1:$((18301 + off)); keepalive_requests 1000000;"
+    echo "    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+    echo "}"
+  } > "$work/proxy$w.conf"
+  {
+    echo "global"; echo "  nbthread $w"; echo "  maxconn 4096"
+    echo "defaults"; echo "  mode http"; echo "  timeout connect 1s"; echo "  timeout client 30s"; echo "  timeout server 30s"
+    echo "  option http-keep-alive"; echo "  http-reuse always"
+    echo "frontend fe"; echo "  bind 127.0.0.1:$((18401 + off))"; echo "  default_backend be"
+    echo "backend be"; echo "  balance uri"; echo "  hash-type consistent"
+    for port in "${BACKENDS[@]}"; do echo "  server b$port 127.0.0.1:$port"; done
+  } > "$work/haproxy$w.cfg"
+done
 
 "$NGINX" -c "$work/backends.conf" -p "$work" -e "$work/backends.err"
-"$NGINX" -c "$work/proxy.conf" -p "$work" -e "$work/proxy.err"
-"$HAPROXY" -f "$work/haproxy.cfg" 2> "$work/haproxy.err" &
-pids+=($!)
 runner_args=()
 for port in "${BACKENDS[@]}"; do runner_args+=(--runner "127.0.0.1:$port"); done
-declare -A PIDS=()
-start_placerd() { # name port placer [extra args]
-  local name=$1 port=$2 placer=$3 bin=$PLACERD
-  shift 3
-  if [ "$name" = placerd-ch-baseline ]; then bin=$PLACERD_BASELINE; fi
-  RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS "$bin" serve --listen "127.0.0.1:$port" \
+declare -A PIDS=() TARGETS=()
+start_placerd() { # name port placer workers [extra args]
+  local name=$1 port=$2 placer=$3 w=$4 bin=$PLACERD
+  shift 4
+  if [[ "$name" == placerd-ch-baseline* ]]; then bin=$PLACERD_BASELINE; fi
+  # TOKIO_WORKER_THREADS too: builds from before `workers` read only that.
+  RUST_LOG=warn PLACERD_WORKERS=$w TOKIO_WORKER_THREADS=$w "$bin" serve --listen "127.0.0.1:$port" \
     --admin-listen "127.0.0.1:$((port + 90))" --default-placer "$placer" --placers-dir "$work/placers-$name" \
     "${runner_args[@]}" "$@" 2> "$work/$name.log" &
   pids+=($!)
   PIDS[$name]=$!
 }
-start_placerd placerd-naive 18201 naive
-start_placerd placerd-consistent-hash 18202 consistent-hash
-# The same placer's algorithm called natively, outside the sandbox: the Wasm cost.
-start_placerd placerd-ch-native 18203 consistent-hash --native-placement
-declare -A TARGETS=([direct]=18101 [placerd-naive]=18201 [placerd-consistent-hash]=18202 [placerd-ch-native]=18203
-  [nginx]=18301 [haproxy]=18401)
-ORDER=(direct placerd-naive placerd-consistent-hash placerd-ch-native nginx haproxy)
-if [ -n "$PLACERD_BASELINE" ]; then
-  start_placerd placerd-ch-baseline 18204 consistent-hash
-  TARGETS[placerd-ch-baseline]=18204
-  ORDER=(direct placerd-naive placerd-consistent-hash placerd-ch-native placerd-ch-baseline nginx haproxy)
-fi
+ORDER=()
+TARGETS[direct]=18101
+for k in "${!WORKER_COUNTS[@]}"; do
+  w=${WORKER_COUNTS[$k]} off=$((k * 1000)) s=$(suffix "${WORKER_COUNTS[$k]}")
+  "$NGINX" -c "$work/proxy$w.conf" -p "$work" -e "$work/proxy$w.err"
+  "$HAPROXY" -f "$work/haproxy$w.cfg" 2> "$work/haproxy$w.err" &
+  pids+=($!)
+  PIDS[haproxy$s]=$!
+  PIDS[nginx$s]="nginx:$work/proxy$w.pid"
+  start_placerd "placerd-naive$s" $((18201 + off)) naive "$w"
+  start_placerd "placerd-consistent-hash$s" $((18202 + off)) consistent-hash "$w"
+  # The same placer's algorithm called natively, outside the sandbox: the Wasm cost.
+  start_placerd "placerd-ch-native$s" $((18203 + off)) consistent-hash "$w" --native-placement
+  TARGETS[placerd-naive$s]=$((18201 + off)) TARGETS[placerd-consistent-hash$s]=$((18202 + off))
+  TARGETS[placerd-ch-native$s]=$((18203 + off)) TARGETS[nginx$s]=$((18301 + off)) TARGETS[haproxy$s]=$((18401 + off))
+  ORDER+=("placerd-naive$s" "placerd-consistent-hash$s" "placerd-ch-native$s")
+  if [ -n "$PLACERD_BASELINE" ]; then
+    start_placerd "placerd-ch-baseline$s" $((18204 + off)) consistent-hash "$w"
+    TARGETS[placerd-ch-baseline$s]=$((18204 + off))
+    ORDER+=("placerd-ch-baseline$s")
+  fi
+  ORDER+=("nginx$s" "haproxy$s")
+done
+ORDER=(direct "${ORDER[@]}")
 if [ -n "$LEAN" ]; then
   backend_addrs=()
   for port in "${BACKENDS[@]}"; do backend_addrs+=("127.0.0.1:$port"); done
@@ -135,9 +155,19 @@ if [ -n "$LEAN" ]; then
   ORDER+=(lean-proxy)
 fi
 if [ -n "${ONLY:-}" ]; then
-  read -ra ORDER <<< "$ONLY"
+  # ONLY names targets without the @W suffix: each is run at every worker count.
+  read -ra only <<< "$ONLY"
+  ORDER=()
+  for k in "${!WORKER_COUNTS[@]}"; do
+    for name in "${only[@]}"; do
+      if [ "$name" = direct ] || [ "$name" = lean-proxy ]; then
+        [ "$k" -eq 0 ] && ORDER+=("$name")
+      else
+        ORDER+=("$name$(suffix "${WORKER_COUNTS[$k]}")")
+      fi
+    done
+  done
 fi
-PIDS[haproxy]=${pids[0]}
 for port in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
 done
@@ -148,7 +178,7 @@ cpu_ticks() {
   local procs=()
   case $1 in
     direct) echo 0 0; return ;;
-    nginx) procs=("$(cat "$work/proxy.pid")" $(pgrep -P "$(cat "$work/proxy.pid")")) ;;
+    nginx*) local pidfile=${PIDS[$1]#nginx:}; procs=("$(cat "$pidfile")" $(pgrep -P "$(cat "$pidfile")")) ;;
     backends) procs=("$(cat "$work/backends.pid")" $(pgrep -P "$(cat "$work/backends.pid")")) ;;
     *) procs=("${PIDS[$1]}") ;;
   esac
@@ -185,7 +215,16 @@ for round in $(seq "$ROUNDS"); do
     idle0=$(idle_ticks)
     child_seconds
     wrk0=$CHILD_SECONDS
+    # placerd's open connections per worker, read halfway through the run.
+    rm -f "$work/spread"
+    if [[ "$name" == placerd* ]]; then
+      (sleep "$(python3 -c "print($DURATION / 2)")"
+       curl -s "http://127.0.0.1:$((${TARGETS[$name]} + 90))/metrics" |
+         awk '/^placerd_worker_connections/ {printf "%s%s", sep, $2; sep = "/"}' > "$work/spread") &
+    fi
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/calls.lua" "http://127.0.0.1:${TARGETS[$name]}")
+    wait
+    spread=$(cat "$work/spread" 2>/dev/null || true)
     child_seconds
     wrk1=$CHILD_SECONDS
     idle1=$(idle_ticks)
@@ -203,14 +242,15 @@ print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}\t{b:.2f}\t{w:.2f}\t{i:.2f}')")
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-    echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t$errors" >> "$results"
-    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)), backends $(echo "$cpu_us" | cut -f4) us, wrk $(echo "$cpu_us" | cut -f5) us, idle $(echo "$cpu_us" | cut -f6) us $errors" >&2
+    echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t${spread:--}\t$errors" >> "$results"
+    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)), backends $(echo "$cpu_us" | cut -f4) us, wrk $(echo "$cpu_us" | cut -f5) us, idle $(echo "$cpu_us" | cut -f6) us${spread:+, connections per worker $spread} $errors" >&2
   done
 done
 
 python3 - "$results" "$DURATION" "$ROUNDS" "$CONNECTIONS" "$WORKERS" "$KEYS" <<'PY'
 import sys, statistics
 path, duration, rounds, conns, workers, keys = sys.argv[1:]
+counts = workers.split()
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit):
@@ -218,45 +258,71 @@ def ms(v):
     return float(v)
 rows = {}
 for line in open(path):
-    name, _, rps, p50, p99, cpu, user, system, backends, wrk, idle, *rest = line.rstrip("\n").split("\t")
+    name, _, rps, p50, p99, cpu, user, system, backends, wrk, idle, spread, *rest = line.rstrip("\n").split("\t")
     r = rows.setdefault(name, {"rps": [], "p50": [], "p99": [], "cpu": [], "user": [], "system": [], "backends": [],
-                               "wrk": [], "idle": [], "errors": []})
+                               "wrk": [], "idle": [], "errors": [], "spread": []})
     r["rps"].append(float(rps)); r["p50"].append(ms(p50)); r["p99"].append(ms(p99)); r["cpu"].append(float(cpu))
     r["user"].append(float(user)); r["system"].append(float(system)); r["backends"].append(float(backends))
     r["wrk"].append(float(wrk)); r["idle"].append(float(idle))
+    if spread != "-":
+        r["spread"].append(spread)
     if rest and rest[0].strip():
         r["errors"].append(rest[0].strip())
-med = {n: {k: statistics.median(v) for k, v in r.items() if k != "errors"} for n, r in rows.items()}
-base = med["nginx"]
-print(f"wrk -t1 -c{conns} -d{duration}s, POST over {keys} functions, {rounds} rounds alternating, {workers} worker(s) per proxy; medians")
-print()
-# The backends' CPU per request behind each target: a proxy that wakes its runners once per
-# request costs them more than one whose requests arrive together. With wrk's own CPU and
-# the machine's idle time they make up its whole budget: the CPUs' time divided by req/s.
-print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | backends CPU/request | wrk CPU/request "
-      "| idle/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for name in ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy", "lean-proxy"]:
-    if name not in med:
-        continue
-    m = med[name]
-    note = " (errors: " + "; ".join(rows[name]["errors"]) + ")" if rows[name]["errors"] else ""
-    us = lambda key: f"{m[key]:.1f} us" if name != "direct" else "-"
-    cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if name != "direct" else "-"
-    print(f"| {name}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
-          f"| {m['backends']:.1f} us | {m['wrk']:.1f} us | {m['idle']:.1f} us | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} |")
+med = {n: {k: statistics.median(v) for k, v in r.items() if k not in ("errors", "spread")} for n, r in rows.items()}
+NAMES = ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy", "lean-proxy"]
 def paired(a, b, label, key="cpu"):
     """a against b round by round: the two ran back to back, so each pair shares the
     machine's phase."""
     if a not in rows or b not in rows:
         return
     pairs = sorted(x / y - 1 for x, y in zip(rows[a][key], rows[b][key]))
-    print(f"{label}: medians {med[a][key]:.1f} us vs {med[b][key]:.1f} us = {(med[a][key] / med[b][key] - 1) * 100:+.1f}%; "
+    unit = " req/s" if key == "rps" else " us"
+    print(f"{label}: medians {med[a][key]:.1f}{unit} vs {med[b][key]:.1f}{unit} = {(med[a][key] / med[b][key] - 1) * 100:+.1f}%; "
           f"paired by round: median {statistics.median(pairs) * 100:+.1f}% "
           f"(min {pairs[0] * 100:+.1f}%, max {pairs[-1] * 100:+.1f}%, {len(pairs)} rounds)")
-print()
-paired("placerd-consistent-hash", "placerd-ch-native", "Wasm placement CPU per request vs native (consistent-hash)")
-# The guest call is user-space work: user time alone is less exposed to the kernel's noise.
-paired("placerd-consistent-hash", "placerd-ch-native", "  user time only", key="user")
-paired("placerd-consistent-hash", "placerd-ch-baseline", "CPU per request vs the baseline build (consistent-hash)")
+for w in counts:
+    s = f"@{w}" if len(counts) > 1 else ""
+    base = med.get("nginx" + s)
+    if base is None:
+        continue
+    print(f"wrk -t1 -c{conns} -d{duration}s, POST over {keys} functions, {rounds} rounds alternating, {w} worker(s) per proxy; medians")
+    print()
+    # The backends' CPU per request behind each target: a proxy that wakes its runners once per
+    # request costs them more than one whose requests arrive together. With wrk's own CPU and
+    # the machine's idle time they make up its whole budget: the CPUs' time divided by req/s.
+    print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | backends CPU/request | wrk CPU/request "
+          "| idle/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx | connections per worker |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for plain in NAMES:
+        name = plain if plain in ("direct", "lean-proxy") else plain + s
+        if name not in med:
+            continue
+        m = med[name]
+        note = " (errors: " + "; ".join(rows[name]["errors"]) + ")" if rows[name]["errors"] else ""
+        us = lambda key: f"{m[key]:.1f} us" if plain != "direct" else "-"
+        cpu_ratio = f"{m['cpu']/base['cpu']:.2f}x" if plain != "direct" else "-"
+        spreads = rows[name]["spread"]
+        spread = statistics.median_low(spreads) if spreads else "-"
+        print(f"| {plain}{note} | {m['rps']:.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {us('cpu')} | {us('user')} | {us('system')} "
+              f"| {m['backends']:.1f} us | {m['wrk']:.1f} us | {m['idle']:.1f} us | {m['rps']/base['rps']:.2f}x | {m['p99']/base['p99']:.2f}x | {cpu_ratio} | {spread} |")
+    print()
+    paired("placerd-consistent-hash" + s, "placerd-ch-native" + s, "Wasm placement CPU per request vs native (consistent-hash)")
+    # The guest call is user-space work: user time alone is less exposed to the kernel's noise.
+    paired("placerd-consistent-hash" + s, "placerd-ch-native" + s, "  user time only", key="user")
+    paired("placerd-consistent-hash" + s, "placerd-ch-baseline" + s, "CPU per request vs the baseline build (consistent-hash)")
+    paired("placerd-consistent-hash" + s, "placerd-ch-baseline" + s, "req/s vs the baseline build (consistent-hash)", key="rps")
+    paired("placerd-consistent-hash" + s, "nginx" + s, "req/s vs nginx (consistent-hash)", key="rps")
+    paired("placerd-consistent-hash" + s, "haproxy" + s, "req/s vs HAProxy (consistent-hash)", key="rps")
+    print()
+if len(counts) > 1:
+    lo, hi = counts[0], counts[-1]
+    print(f"Scaling: req/s at {hi} workers / req/s at {lo}, medians (and the median of round-by-round ratios)")
+    print()
+    print(f"| target | req/s at {lo} | req/s at {hi} | ratio | paired |")
+    print("|---|---:|---:|---:|---:|")
+    for plain in NAMES:
+        a, b = f"{plain}@{hi}", f"{plain}@{lo}"
+        if a in med and b in med:
+            pairs = [x / y for x, y in zip(rows[a]["rps"], rows[b]["rps"])]
+            print(f"| {plain} | {med[b]['rps']:.0f} | {med[a]['rps']:.0f} | {med[a]['rps'] / med[b]['rps']:.2f} | {statistics.median(pairs):.2f} |")
 PY

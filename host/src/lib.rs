@@ -9,12 +9,14 @@
 //! # Layout
 //! Modules use only those listed before them (`docs/architecture.md` draws the graph):
 //! - [`backoff`]: failures in a row → doubling periods (placer quarantine, runner ejection).
+//! - `shard`: values written on every call, one copy per worker (crate-private).
 //! - `pass`: the end of a scheduler pass, when the writes of its tasks go out together
-//!   (crate-private: it hands the kernel what it owns; [`runtime`] installs it).
+//!   (crate-private: it hands the kernel what it owns; each worker's runtime installs it).
 //! - `http1`: the one HTTP/1.1 implementation, both directions (heads, framing, chunked
 //!   coding, hop-by-hop rules, limits), used by the proxy port and the runner client.
 //! - [`watch`]: debounced folder watching (placers folder, runner file).
-//! - [`server`]: the one HTTP/1.1 accept loop with graceful shutdown.
+//! - [`server`]: the admin API's and the reference runner's accept loop, with graceful
+//!   shutdown.
 //! - [`placer`]: the contract types every layer shares ([`placer::Call`],
 //!   [`placer::RunnerSet`], [`placer::RunnerLoad`]), the [`placer::Order`] interface, and
 //!   the Wasm runtime: engine, loading and validating components, warm instances, the
@@ -28,11 +30,13 @@
 //! - [`metrics`]: Prometheus metrics, written by the call path, read by the admin API.
 //! - [`state`]: `state_dir`, where admin-API changes survive a restart.
 //! - [`proxy`]: the client-facing HTTP server: request → call → placement → response.
+//! - [`workers`]: the threads that serve the proxy port, each with its own runtime.
 //! - [`plan`]: a config checked against the world (`--check-config`, start-up) and
 //!   applied to a running placerd (reload on `SIGHUP` or `POST /admin/reload`).
 //! - [`admin`]: the admin API (placers, routes, runners, metrics, health) and its dashboard.
 //! - [`simulate`]: offline comparison of placers (`placerd simulate`).
-//! - this file wires them together (`serve`); `main.rs` is the command line.
+//! - this file wires them together (`serve`) and builds the runtimes; `main.rs` is the
+//!   command line.
 
 // Denied, not forbidden: a few places must, and each says why it is sound where it does:
 // `placer::cache` deserializes compiled placer code, `placer::contract` lends the call's
@@ -54,29 +58,32 @@ pub mod reload;
 pub mod runner;
 pub mod scaffold;
 pub mod server;
+mod shard;
 pub mod simulate;
 pub mod state;
 pub mod throttle;
 pub mod watch;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
 
-/// The tokio runtime for `workers` worker threads. One worker gets a current-thread
-/// runtime: every task runs on the thread that accepted its connection, with no
-/// work-stealing queues or cross-thread wake-ups, and its park is hooked so the writes of
-/// one scheduler pass leave together (`pass`). More get tokio's multi-thread runtime.
+/// The runtime of the threads that do not serve calls: the admin API, runner status
+/// polling, discovery, the placers folder's watcher, signals. One thread: the call path
+/// never runs here (the workers have their own, see [`workers`]).
 ///
 /// # Errors
-/// The runtime could not be built (no threads, no event queue).
-pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if workers <= 1 {
-        let mut builder = tokio::runtime::Builder::new_current_thread();
-        pass::install(&mut builder);
-        builder
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
+/// The runtime could not be built (no event queue).
+pub fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// One worker's runtime: current-thread, so every task runs on the thread that accepted
+/// its connection, with no work-stealing queues or cross-thread wake-ups, and its park
+/// hooked so the writes of one scheduler pass leave together (`pass`).
+fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    pass::install(&mut builder);
     builder.enable_all().build()
 }
 
@@ -90,8 +97,9 @@ use crate::placer::PlacerRuntime;
 use crate::plan::Live;
 use crate::proxy::{Proxy, RouteTable};
 use crate::reload::Registry;
-use crate::server::{serve_connections, serve_http};
+use crate::server::serve_http;
 use crate::state::StateDir;
+use crate::workers::Workers;
 
 /// Runs placerd on `listener` with `config` until `shutdown` resolves, with the admin API
 /// on `config.admin_listen`.
@@ -184,10 +192,10 @@ pub async fn serve_with_admin(
         Proxy::new(config.clone(), pool.clone(), registry, routes, metrics.clone())
             .with_context(|| format!("--record-trace: cannot create {:?}", config.record_trace))?,
     );
-    let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics));
+    let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics.clone()));
     let hangup = reload_on_hangup(live.clone());
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok()).map_or("-".to_string(), |a| a.to_string());
-    tracing::info!(listen = %listener.local_addr()?, admin = %admin_addr, runners = pool.membership().set.len(), default_placer = %config.default_placer, "placerd serving");
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin_addr, workers = config.workers, runners = pool.membership().set.len(), default_placer = %config.default_placer, "placerd serving");
 
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace;
@@ -199,20 +207,14 @@ pub async fn serve_with_admin(
             admin_state.clone().handle(req)
         }))
     });
-    let max_connections = config.max_connections;
-    let serving = proxy.clone();
-    let proxy_task = tokio::spawn(serve_connections(
-        listener,
-        stop.clone().cancelled_owned(),
-        grace,
-        max_connections,
-        move |stream, stopping| proxy::serve_connection(serving.clone(), stream, stopping),
-    ));
+    let listener = listener.into_std().context("listen: cannot hand the listener to the workers")?;
+    let workers = Workers::start(listener, config.workers, config.max_connections, &proxy, &metrics, &stop)
+        .context("starting the workers")?;
     shutdown.await;
     let grace = proxy.config().shutdown_grace;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing calls in flight");
     stop.cancel();
-    let mut finished = proxy_task.await.unwrap_or(false);
+    let mut finished = workers.finished().await;
     if let Some(task) = admin_task {
         finished &= task.await.unwrap_or(false);
     }

@@ -362,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if check_config {
                 return check_config_report(&source, &config, &loaded.warnings);
             }
-            tokio_runtime()?.block_on(async move {
+            control_runtime()?.block_on(async move {
                 let listener =
                     TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
                 placerd::serve(listener, config, shutdown_signal()).await
@@ -381,7 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .render(&mut std::io::stdout())
             .context("writing the man page"),
         Command::Demo { listen, default_placer, admin_listen } => {
-            tokio_runtime()?.block_on(demo(listen, default_placer, admin_listen))
+            control_runtime()?.block_on(demo(listen, default_placer, admin_listen))
         }
         Command::Runner { listen, max_concurrency, name } => tokio_runtime()?.block_on(async move {
             let listener = TcpListener::bind(&listen).await.with_context(|| format!("listen on {listen}"))?;
@@ -551,14 +551,15 @@ fn read_trace_keys(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     trace_keys(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Tokio's runtime: one worker thread per core (`TOKIO_WORKER_THREADS` overrides); with a
-/// single worker, the hooked current-thread runtime ([`placerd::runtime`]).
+/// The proxy's runtime for what does not serve calls (the workers have their own).
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    placerd::control_runtime().context("starting tokio")
+}
+
+/// The reference runner's runtime: tokio's, one thread per core (`TOKIO_WORKER_THREADS`
+/// overrides).
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let workers = std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    placerd::runtime(workers).context("starting tokio")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")
 }
 
 async fn ctrl_c() {

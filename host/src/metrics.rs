@@ -12,13 +12,13 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
 use crate::lifecycle::{CallError, Outcome};
 use crate::placer::{GuestTimer, PlacerObserver};
 use crate::reload::PlacerInfo;
 use crate::runner::{Membership, PoolError};
+use crate::shard::{Counter as CallCounter, Histogram as CallHistogram};
 use crate::throttle;
 
 type Labels = Vec<(String, String)>;
@@ -31,21 +31,21 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: PromRegistry,
-    attempt_count: Histogram,
-    latency: Histogram,
-    rp_error: Counter,
-    rp_empty: Counter,
-    client_cancelled: Counter,
+    attempt_count: CallHistogram,
+    latency: CallHistogram,
+    rp_error: CallCounter,
+    rp_empty: CallCounter,
+    client_cancelled: CallCounter,
     /// Calls failed because a runner kept silent (or took none of the request) past its
     /// deadline.
-    runner_timeouts: Counter,
-    timeout: Counter,
-    placed_ok: Counter,
-    placed_error: Counter,
-    placed_abort: Counter,
-    retry_busy: Counter,
-    retry_error: Counter,
-    guest_seconds: Family<Labels, Histogram>,
+    runner_timeouts: CallCounter,
+    timeout: CallCounter,
+    placed_ok: CallCounter,
+    placed_error: CallCounter,
+    placed_abort: CallCounter,
+    retry_busy: CallCounter,
+    retry_error: CallCounter,
+    guest_seconds: Family<Labels, CallHistogram, fn() -> CallHistogram>,
     faults: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
@@ -57,16 +57,18 @@ pub struct Metrics {
     canary_calls: Family<Labels, Counter>,
     canary_rollbacks: Family<Labels, Counter>,
     placer_info: Family<Labels, Gauge>,
-    requests: Family<Labels, Counter>,
+    requests: Family<Labels, CallCounter>,
     /// Handles into `requests` by status code, so counting a response allocates nothing
     /// after the first of its status.
-    requests_by_status: Box<[std::sync::OnceLock<Counter>]>,
+    requests_by_status: Box<[std::sync::OnceLock<CallCounter>]>,
     runner_in_flight: Family<Labels, Gauge>,
     runner_reported_active: Family<Labels, Gauge>,
     runner_recent_refusals: Family<Labels, Gauge>,
     runner_healthy: Family<Labels, Gauge>,
     runner_ejected: Family<Labels, Gauge>,
     runner_generation: Gauge,
+    /// Open client connections per worker.
+    worker_connections: Family<Labels, Gauge>,
     /// The process metrics, read from `/proc` at each scrape.
     process: ProcessMetrics,
 }
@@ -115,25 +117,26 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = PromRegistry::default();
-        let attempt_count = Histogram::new([0.0, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
-        let latency =
-            Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0, 30000.0, 360000.0]);
-        let guest_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new([1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 5e-3, 1e-2])
+        let attempt_count = CallHistogram::new([0.0, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let latency = CallHistogram::new([
+            1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0, 30000.0, 360000.0,
+        ]);
+        let guest_seconds = Family::<Labels, CallHistogram, fn() -> CallHistogram>::new_with_constructor(|| {
+            CallHistogram::new([1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 5e-3, 1e-2])
         });
         let m = Metrics {
             attempt_count,
             latency,
-            rp_error: Counter::default(),
-            rp_empty: Counter::default(),
-            client_cancelled: Counter::default(),
-            runner_timeouts: Counter::default(),
-            timeout: Counter::default(),
-            placed_ok: Counter::default(),
-            placed_error: Counter::default(),
-            placed_abort: Counter::default(),
-            retry_busy: Counter::default(),
-            retry_error: Counter::default(),
+            rp_error: CallCounter::default(),
+            rp_empty: CallCounter::default(),
+            client_cancelled: CallCounter::default(),
+            runner_timeouts: CallCounter::default(),
+            timeout: CallCounter::default(),
+            placed_ok: CallCounter::default(),
+            placed_error: CallCounter::default(),
+            placed_abort: CallCounter::default(),
+            retry_busy: CallCounter::default(),
+            retry_error: CallCounter::default(),
             guest_seconds,
             faults: Family::default(),
             reloads: Family::default(),
@@ -154,6 +157,7 @@ impl Metrics {
             runner_healthy: Family::default(),
             runner_ejected: Family::default(),
             runner_generation: Gauge::default(),
+            worker_connections: Family::default(),
             process: ProcessMetrics::default(),
             registry: PromRegistry::default(),
         };
@@ -240,6 +244,11 @@ impl Metrics {
             "Generation of the current runner set (grows with every membership change)",
             m.runner_generation.clone(),
         );
+        r.register(
+            "placerd_worker_connections",
+            "Open client connections per worker (how connections spread over the workers)",
+            m.worker_connections.clone(),
+        );
         let build_info = Family::<Labels, Gauge>::default();
         build_info
             .get_or_create(&labels(&[
@@ -300,6 +309,11 @@ impl Metrics {
         }
     }
 
+    /// The gauge of worker `worker`'s open client connections, exposed from now on.
+    pub fn worker_connections(&self, worker: usize) -> Gauge {
+        self.worker_connections.get_or_create(&labels(&[("worker", &worker.to_string())])).clone()
+    }
+
     /// A shadow decision dropped: the queue was full.
     pub fn record_shadow_dropped(&self) {
         self.shadow_dropped.inc();
@@ -332,9 +346,16 @@ impl Metrics {
     pub fn record_outcome<T>(&self, outcome: &Outcome<T>) {
         self.attempt_count.observe(f64::from(outcome.attempts));
         self.latency.observe(outcome.placement_time.as_secs_f64() * 1e3);
-        self.rp_error.inc_by(u64::from(outcome.pool_errors));
-        self.rp_empty.inc_by(u64::from(outcome.empty_passes));
-        self.retry_busy.inc_by(u64::from(outcome.busy));
+        // Counters of what most calls never meet are written only when they do.
+        for (counter, n) in [
+            (&self.rp_error, outcome.pool_errors),
+            (&self.rp_empty, outcome.empty_passes),
+            (&self.retry_busy, outcome.busy),
+        ] {
+            if n > 0 {
+                counter.add(u64::from(n));
+            }
+        }
         let counter = match &outcome.result {
             Ok(_) => &self.placed_ok,
             Err(CallError::Runner(failed)) => {

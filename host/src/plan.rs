@@ -551,6 +551,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     differs("state_dir", format!("{:?}", old.state_dir), format!("{:?}", new.state_dir));
     differs("cache_dir", format!("{:?}", old.cache_dir), format!("{:?}", new.cache_dir));
     differs("max_connections", old.max_connections.to_string(), new.max_connections.to_string());
+    differs("workers", old.workers.to_string(), new.workers.to_string());
     differs("placer_budget_ms", format!("{:?}", old.sandbox.budget), format!("{:?}", new.sandbox.budget));
     differs(
         "placer_memory_limit_bytes",

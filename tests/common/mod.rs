@@ -56,6 +56,9 @@ pub async fn start_with(
         ..Config::default()
     };
     config.sandbox.budget = Duration::from_millis(200); // wall clock; tests share 2 cores
+    // One worker: a test's connections and calls all meet on one thread, as they did before
+    // there were workers; `tests/workers.rs` runs several.
+    config.workers = 1;
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

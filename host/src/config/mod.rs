@@ -94,12 +94,15 @@ pub struct FileConfig {
     /// `body_timeout_ms = 30000`: the whole request body must arrive within it, else 408
     /// and the connection closes.
     pub body_timeout_ms: u64,
-    /// `max_connections = 10000`: open client connections per listener; beyond it new
+    /// `max_connections = 10000`: open client connections, all workers together; beyond it new
     /// connections wait in the listen backlog.
     pub max_connections: u64,
     /// `max_buffered_bytes = 268435456`: request bodies held in memory across all calls; a
     /// call that would pass it gets 503 with `Retry-After`.
     pub max_buffered_bytes: u64,
+    /// `workers = "auto"`: threads serving the proxy port, each with its own event loop;
+    /// `"auto"` is one per core the process may use (as nginx's `worker_processes auto`).
+    pub workers: Workers,
     /// `retry_all_delay_ms = 10`: wait after every runner refused, before asking again.
     pub retry_all_delay_ms: u64,
     /// `placer_timeout_ms = 360000`: how long a sync call may wait to be placed.
@@ -153,6 +156,7 @@ impl Default for FileConfig {
             body_timeout_ms: 30_000,
             max_connections: crate::server::MAX_CONNECTIONS as u64,
             max_buffered_bytes: 256 << 20,
+            workers: Workers::default(),
             retry_all_delay_ms: 10,
             placer_timeout_ms: 360_000,
             detached_placer_timeout_ms: 30_000,
@@ -416,6 +420,72 @@ impl Route {
     }
 }
 
+/// `workers`: `"auto"` or a count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Workers {
+    /// One per core the process may use (its CPU affinity and cgroup quota).
+    #[default]
+    Auto,
+    /// This many.
+    Count(u64),
+}
+
+/// Most workers placerd starts: more threads than this are a typo, not a machine.
+pub const MAX_WORKERS: usize = 1024;
+
+impl Workers {
+    /// The count: `Auto` is the cores the process may use.
+    fn resolve(self) -> Result<usize, ConfigError> {
+        match self {
+            Workers::Auto => Ok(std::thread::available_parallelism().map_or(1, std::num::NonZero::get)),
+            Workers::Count(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_WORKERS).contains(n))
+                .ok_or_else(|| invalid("workers", format!("must be \"auto\" or 1 to {MAX_WORKERS}, got {n}"))),
+        }
+    }
+}
+
+impl Serialize for Workers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Workers::Auto => s.serialize_str("auto"),
+            Workers::Count(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Workers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of workers")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Workers, E> {
+                match v {
+                    "auto" => Ok(Workers::Auto),
+                    // `PLACERD_WORKERS="4"` and a quoted count in the file mean the count.
+                    _ => v
+                        .parse()
+                        .map(Workers::Count)
+                        .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Workers, E> {
+                Ok(Workers::Count(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Workers, E> {
+                u64::try_from(v)
+                    .map(Workers::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 fn all() -> u8 {
     100
 }
@@ -449,8 +519,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
-    /// Open connections per listener.
+    /// Open client connections, all workers together.
     pub max_connections: usize,
+    /// Threads serving the proxy port (`workers`, `"auto"` resolved).
+    pub workers: usize,
     /// Request body bytes held across all calls.
     pub max_buffered_bytes: usize,
     /// Wait after a full pass of refusals.
@@ -725,6 +797,7 @@ impl FileConfig {
                 },
             ),
         );
+        let workers = p.take(self.workers.resolve());
         let memory = p.take(
             usize::try_from(self.placer_memory_limit_bytes)
                 .ok()
@@ -772,6 +845,7 @@ impl FileConfig {
                 body_timeout: body_timeout?,
                 max_connections: max_connections?,
                 max_buffered_bytes: max_buffered_bytes?,
+                workers: workers?,
                 retry_all_delay: retry_all_delay?,
                 placer_timeout: placer_timeout?,
                 detached_placer_timeout: detached_placer_timeout?,
@@ -823,6 +897,25 @@ mod tests {
         assert_eq!(c.detached_placer_timeout, Duration::from_secs(30));
         assert_eq!(c.sandbox.budget, Duration::from_millis(5));
         assert_eq!(c.sandbox.memory_limit_bytes, 16 << 20);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(c.workers, cores, "one worker per core the process may use");
+    }
+
+    #[test]
+    fn workers_is_auto_or_a_count() {
+        assert_eq!(Config::from_toml("workers = 3").expect("valid").workers, 3);
+        assert_eq!(Config::from_toml("workers = \"3\"").expect("valid").workers, 3, "PLACERD_WORKERS=\"3\"");
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(Config::from_toml("workers = \"auto\"").expect("valid").workers, cores);
+        for (bad, says) in [
+            ("workers = 0", "workers: must be \"auto\" or 1 to 1024, got 0"),
+            ("workers = 5000", "got 5000"),
+            ("workers = -1", "\"auto\" or a number of workers"),
+            ("workers = \"many\"", "\"auto\" or a number of workers"),
+        ] {
+            let e = Config::from_toml(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

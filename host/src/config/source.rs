@@ -23,6 +23,9 @@ pub struct Overrides {
     pub default_placer: Option<String>,
 }
 
+/// The variable that set tokio's worker threads before `workers` existed.
+const TOKIO_WORKER_THREADS: &str = "TOKIO_WORKER_THREADS";
+
 /// A config file (or none), the process environment and the flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigSource {
@@ -69,7 +72,18 @@ impl ConfigSource {
             }
             None => toml::Table::new(),
         };
-        let warnings = apply_env(&mut table, vars)?;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut warnings = apply_env(&mut table, vars.iter().cloned())?;
+        // Before `workers`, tokio's own variable chose placerd's threads: it still does
+        // where nothing else sets `workers`, and says what to use instead.
+        if !table.contains_key("workers")
+            && let Some((_, threads)) = vars.iter().find(|(name, _)| name == TOKIO_WORKER_THREADS)
+        {
+            table.insert("workers".into(), toml::Value::String(threads.trim().to_string()));
+            warnings.push(format!(
+                "{TOKIO_WORKER_THREADS}={threads} is read as workers = {threads}; set workers in placerd.toml or PLACERD_WORKERS instead"
+            ));
+        }
         let mut file: FileConfig = table.try_into().map_err(|e: toml::de::Error| {
             ConfigError::Parse(format!("{}: {}", self.describe(), e.to_string().trim_end()))
         })?;
@@ -124,6 +138,22 @@ mod tests {
         assert_eq!(loaded.config.placers_dir, PathBuf::from("b"));
         assert_eq!(loaded.config.runners, ["127.0.0.1:9001"], "--runner replaces the file source");
         assert_eq!(loaded.config.source.as_ref(), Some(&source));
+    }
+
+    #[test]
+    fn tokio_worker_threads_sets_workers_only_where_nothing_else_does() {
+        let source = ConfigSource::default();
+        let tokio = ("TOKIO_WORKER_THREADS".to_string(), "3".to_string());
+        let loaded = source.read_with_env([tokio.clone()]).expect("valid");
+        assert_eq!(loaded.config.workers, 3);
+        assert!(loaded.warnings.iter().any(|w| w.contains("PLACERD_WORKERS")), "{:?}", loaded.warnings);
+        let ours = ("PLACERD_WORKERS".to_string(), "2".to_string());
+        let loaded = source.read_with_env([tokio.clone(), ours]).expect("valid");
+        assert_eq!(loaded.config.workers, 2, "PLACERD_WORKERS wins");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let bad = ("TOKIO_WORKER_THREADS".to_string(), "lots".to_string());
+        let e = source.read_with_env([bad]).expect_err("not a count").to_string();
+        assert!(e.contains("workers"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 
 use super::fault::{FaultPolicy, OnFault};
+use crate::shard::Padded;
 
 /// How long the watchdog stays awake with no guest call before it parks until the next.
 const IDLE: Duration = Duration::from_millis(100);
@@ -161,13 +162,13 @@ struct Watchdog {
 struct WatchState {
     stop: AtomicBool,
     /// Guest calls entered (high 32 bits, wrapping) and in progress (low 32 bits): one
-    /// atomic add per call and one subtract.
-    activity: AtomicU64,
+    /// atomic add per call and one subtract, on the calling worker's copy.
+    activity: Box<[Padded<AtomicU64>]>,
     /// True while the watchdog is parked (or about to be).
     parked: AtomicBool,
     /// Per call in progress: its deadline in nanoseconds since `origin`; 0 for a free
     /// slot, `CLAIMED` for a call whose deadline is not set yet.
-    slots: [AtomicU64; SLOTS],
+    slots: [Padded<AtomicU64>; SLOTS],
     origin: Instant,
     /// Calls in progress that found no free slot: while there are any, the watchdog
     /// advances the epoch at every wake and their own deadline callbacks decide.
@@ -181,6 +182,11 @@ const RUNNING: u64 = ENTERED - 1;
 const CLAIMED: u64 = u64::MAX;
 
 impl WatchState {
+    /// Every worker's copy of `activity` added up.
+    fn activity(&self) -> u64 {
+        self.activity.iter().map(|a| a.0.load(Ordering::SeqCst)).fold(0, u64::wrapping_add)
+    }
+
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(CLAIMED - 1).max(1)
     }
@@ -189,6 +195,8 @@ impl WatchState {
 /// A guest call in progress ([`Shared::awake`]).
 pub(crate) struct Awake<'a> {
     state: &'a WatchState,
+    /// The copy of `activity` it added to.
+    shard: usize,
     /// The slot holding this call's deadline, if one was free.
     slot: Option<usize>,
 }
@@ -197,7 +205,7 @@ impl Awake<'_> {
     /// This call's current phase ends at `deadline`: the watchdog wakes for it then.
     pub(crate) fn until(&self, deadline: Instant) {
         if let Some(slot) = self.slot {
-            self.state.slots[slot].store(self.state.nanos(deadline), Ordering::Release);
+            self.state.slots[slot].0.store(self.state.nanos(deadline), Ordering::Release);
         }
     }
 }
@@ -205,12 +213,12 @@ impl Awake<'_> {
 impl Drop for Awake<'_> {
     fn drop(&mut self) {
         match self.slot {
-            Some(slot) => self.state.slots[slot].store(0, Ordering::Release),
+            Some(slot) => self.state.slots[slot].0.store(0, Ordering::Release),
             None => {
                 self.state.unslotted.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        self.state.activity.fetch_sub(1, Ordering::SeqCst);
+        self.state.activity[self.shard].0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -226,9 +234,9 @@ impl Watchdog {
     fn start(engine: Engine, budget: Duration) -> std::io::Result<Self> {
         let state = Arc::new(WatchState {
             stop: AtomicBool::new(false),
-            activity: AtomicU64::new(0),
+            activity: (0..*crate::shard::SHARDS).map(|_| Padded::default()).collect(),
             parked: AtomicBool::new(false),
-            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            slots: std::array::from_fn(|_| Padded::default()),
             origin: Instant::now(),
             unslotted: AtomicU64::new(0),
             wakes: AtomicU64::new(0),
@@ -244,11 +252,12 @@ impl Watchdog {
 
     fn enter(&self) -> Awake<'_> {
         let state = &*self.state;
-        state.activity.fetch_add(ENTERED + 1, Ordering::SeqCst);
+        let shard = crate::shard::index();
+        state.activity[shard].0.fetch_add(ENTERED + 1, Ordering::SeqCst);
         let first = FIRST_SLOT.with(|f| *f);
         let slot = (0..SLOTS)
             .map(|i| (first + i) % SLOTS)
-            .find(|&i| state.slots[i].compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+            .find(|&i| state.slots[i].0.compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok());
         if slot.is_none() {
             state.unslotted.fetch_add(1, Ordering::SeqCst);
         }
@@ -256,13 +265,13 @@ impl Watchdog {
         if state.parked.load(Ordering::SeqCst) && state.parked.swap(false, Ordering::SeqCst) {
             self.handle.unpark();
         }
-        Awake { state, slot }
+        Awake { state, shard, slot }
     }
 }
 
 /// The watchdog thread's loop.
 fn watch(engine: &Engine, state: &WatchState, period: Duration) {
-    let mut seen = state.activity.load(Ordering::SeqCst);
+    let mut seen = state.activity();
     let mut idle_since = Instant::now();
     while !state.stop.load(Ordering::Relaxed) {
         state.wakes.fetch_add(1, Ordering::Relaxed);
@@ -270,12 +279,12 @@ fn watch(engine: &Engine, state: &WatchState, period: Duration) {
         let now_ns = state.nanos(now);
         let mut earliest = CLAIMED;
         for slot in &state.slots {
-            let deadline = slot.load(Ordering::Acquire);
+            let deadline = slot.0.load(Ordering::Acquire);
             if deadline != 0 && deadline != CLAIMED {
                 earliest = earliest.min(deadline);
             }
         }
-        let activity = state.activity.load(Ordering::SeqCst);
+        let activity = state.activity();
         // A call past its deadline traps at its next epoch check; the others continue.
         // A call without a slot is stopped here, at most one period past its deadline.
         if earliest <= now_ns || state.unslotted.load(Ordering::SeqCst) > 0 {
@@ -287,13 +296,13 @@ fn watch(engine: &Engine, state: &WatchState, period: Duration) {
             // Park, unless a guest entered meanwhile: it either sees `parked` and unparks
             // us, or we see its entry here (both sides use SeqCst).
             state.parked.store(true, Ordering::SeqCst);
-            if state.activity.load(Ordering::SeqCst) == seen {
+            if state.activity() == seen {
                 while state.parked.load(Ordering::SeqCst) && !state.stop.load(Ordering::Relaxed) {
                     std::thread::park();
                 }
             }
             state.parked.store(false, Ordering::SeqCst);
-            (seen, idle_since) = (state.activity.load(Ordering::SeqCst), Instant::now());
+            (seen, idle_since) = (state.activity(), Instant::now());
             continue;
         }
         let until = if earliest > now_ns && earliest != CLAIMED {

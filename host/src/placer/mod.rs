@@ -11,7 +11,8 @@
 //! rejects the call when configured so); five faults in a row quarantine the version.
 //!
 //! This module is near the bottom of the host: it uses no other module of the crate but
-//! the plain [`crate::backoff`] and [`crate::throttle`].
+//! the plain [`crate::backoff`] and [`crate::throttle`], and `shard` for the counters every
+//! call writes.
 //!
 //! # Layout
 //! - `contract`: the contracts a component may implement (0.4, and 0.3, 0.2 and 0.1

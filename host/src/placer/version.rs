@@ -94,17 +94,18 @@ pub struct PlacerVersion {
     /// quarantined and a success has nothing to forget, and a call skips the `faults` lock
     /// and its clock read. Cleared under the lock before a fault is recorded.
     fault_free: AtomicBool,
-    /// `place` calls so far (the fault rate's denominator).
-    calls: AtomicU64,
+    /// `place` calls so far (the fault rate's denominator). This and the other counters
+    /// every call writes keep one copy per worker.
+    calls: crate::shard::Counter,
     /// Of `calls`, the validation samples: the rest were served (quarantined calls, which
     /// do not reach the guest, are in neither).
     pub(super) sampled: AtomicU64,
     /// Of `calls`, those answered with an order the guest gave an earlier call of the key
     /// (contract 0.4, `by-slot-hash`).
-    reused: AtomicU64,
+    reused: crate::shard::Counter,
     /// Guest time of the served calls, nanoseconds: with their number, the average cost
     /// of a call the admin API shows.
-    served_nanos: AtomicU64,
+    served_nanos: crate::shard::Counter,
     /// Faults of served calls (validation samples not counted).
     served_faults: AtomicU64,
     /// Rate limit of the "placer fault" log lines.
@@ -154,10 +155,10 @@ impl PlacerVersion {
             idle: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultState::new(shared.limits.fault_policy)),
             fault_free: AtomicBool::new(true),
-            calls: AtomicU64::new(0),
+            calls: crate::shard::Counter::default(),
             sampled: AtomicU64::new(0),
-            reused: AtomicU64::new(0),
-            served_nanos: AtomicU64::new(0),
+            reused: crate::shard::Counter::default(),
+            served_nanos: crate::shard::Counter::default(),
             served_faults: AtomicU64::new(0),
             fault_log: Throttle::new(FAULT_LOG_LINES, Duration::from_secs(10)),
             instances_created: AtomicU64::new(0),
@@ -237,13 +238,13 @@ impl PlacerVersion {
     /// (validation samples and calls placed by the fallback during quarantine not counted).
     pub fn served_calls(&self) -> u64 {
         let sampled = self.sampled.load(Ordering::Relaxed);
-        self.calls.load(Ordering::Relaxed).saturating_sub(sampled)
+        self.calls.get().saturating_sub(sampled)
     }
 
     /// Calls answered with an order the guest gave an earlier call of the same key, for
     /// the same runner set, without calling it (contract 0.4, `by-slot-hash`).
     pub fn reused_calls(&self) -> u64 {
-        self.reused.load(Ordering::Relaxed)
+        self.reused.get()
     }
 
     /// Faults of the guest on served calls since this version was loaded.
@@ -255,7 +256,7 @@ impl PlacerVersion {
     /// placer costs a call. A call answered with a reused order
     /// ([`PlacerVersion::reused_calls`]) counts with no guest time.
     pub fn place_nanos_avg(&self) -> u64 {
-        self.served_nanos.load(Ordering::Relaxed).checked_div(self.served_calls()).unwrap_or(0)
+        self.served_nanos.get().checked_div(self.served_calls()).unwrap_or(0)
     }
 
     /// True while this version is quarantined after repeated faults.
@@ -328,7 +329,7 @@ impl PlacerVersion {
                 if let Some(timer) = &self.guest_timer {
                     timer(elapsed.as_secs_f64());
                 }
-                self.served_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                self.served_nanos.add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
             }
             match placed {
                 Ok(Placed { mut order, clean, .. }) => {
@@ -362,7 +363,7 @@ impl PlacerVersion {
         loads: &[RunnerLoad],
         now: Instant,
     ) -> GuestResult<Placed> {
-        let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        self.calls.inc();
         let result = self.try_place(call, set, loads, now);
         if result.is_ok() && self.fault_free.load(Ordering::Acquire) {
             return result;
@@ -380,7 +381,7 @@ impl PlacerVersion {
                     if let Some(dropped) = self.fault_log.admit() {
                         tracing::warn!(placer = name, fault = %kind, call_id = %call.id, dropped, "placer fault");
                     }
-                    if let Some(period) = faults.record_fault(Instant::now(), calls) {
+                    if let Some(period) = faults.record_fault(Instant::now(), self.calls.get()) {
                         tracing::error!(
                             placer = name,
                             seconds = period.as_secs_f64(),
@@ -408,7 +409,7 @@ impl PlacerVersion {
         if told && let Some(placed) = warm.guest.reused(hash, loads) {
             // An order the guest gave for this key and set: no guest call, so no deadline
             // to arm and nothing for the watchdog to watch.
-            self.reused.fetch_add(1, Ordering::Relaxed);
+            self.reused.inc();
             self.check_in(warm);
             return Ok(placed);
         }

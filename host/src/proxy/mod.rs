@@ -166,7 +166,7 @@ impl Proxy {
     /// Answers one client request: every failure is an HTTP response.
     pub(crate) async fn serve(&self, head: RequestHead, body: RequestBody<'_>) -> Response<ProxyBody> {
         let mut guard = CancelGuard {
-            metrics: self.metrics.clone(),
+            metrics: &self.metrics,
             method: head.method.clone(),
             started: Instant::now(),
             call_id: None,
@@ -182,7 +182,7 @@ impl Proxy {
         &self,
         mut head: RequestHead,
         mut body: RequestBody<'_>,
-        guard: &mut CancelGuard,
+        guard: &mut CancelGuard<'_>,
     ) -> Response<ProxyBody> {
         // 1. The request becomes a call. Its body stays counted until the call ends.
         let mut held = self.budget.hold();
@@ -359,15 +359,15 @@ impl TryExec<Forward, Arc<RunnerState>> for Counted<'_> {
 /// Logs and counts a 499 if the client goes away before the call is answered (the
 /// connection then drops the call's future, which stops placement: no further runner is
 /// tried).
-struct CancelGuard {
-    metrics: Arc<Metrics>,
+struct CancelGuard<'a> {
+    metrics: &'a Metrics,
     method: Method,
     started: Instant,
     call_id: Option<hyper::header::HeaderValue>,
     done: bool,
 }
 
-impl Drop for CancelGuard {
+impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.metrics.record_cancelled();

@@ -4,8 +4,8 @@
 //!
 //! The calling task drives the runner connection itself: it writes the request (head and
 //! body in one vectored write), reads and parses the response head (`crate::http1`) and,
-//! for a small body of known length, the body, then returns the connection to the runner's
-//! idle list before the client is answered. Larger or unsized bodies stream from the same
+//! for a small body of known length, the body, then returns the connection to its worker's
+//! idle list for the runner (`idle`) before the client is answered. Larger or unsized bodies stream from the same
 //! connection ([`RunnerBody`]), which goes back to the idle list when the body ends. There
 //! is no connection task, no channel between tasks and no hidden retry: a request is only
 //! sent again when not one byte of it was written.
@@ -26,6 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::net::TcpStream;
 
+use super::idle::IdleConns;
 use super::pool::{DynamicPool, InFlight, RunnerState};
 use super::{Attempt, NotPlaced, RunnerFailed, TryExec};
 use crate::http1::{self, Chunked, Decoded, Framing, Joined, MAX_HEAD_BYTES, ResponseHead, Silence, WHOLE_BODY_BYTES};
@@ -203,11 +204,11 @@ impl Conn {
         }
     }
 
-    /// Back to `runner`'s idle list if the response allows another request and nothing
+    /// Back to `idle` for `runner` if the response allows another request and nothing
     /// past it was read; else closed.
-    fn release(self, runner: &RunnerState, keep_alive: bool) {
+    fn release(self, idle: &IdleConns, runner: &Arc<RunnerState>, keep_alive: bool) {
         if keep_alive && self.buf.is_empty() {
-            runner.checkin(self);
+            idle.checkin(runner, self);
         }
     }
 
@@ -242,6 +243,7 @@ enum BodyKind {
 struct Streaming {
     conn: Option<Conn>,
     runner: Arc<RunnerState>,
+    idle: Arc<IdleConns>,
     decoding: Decoding,
     keep_alive: bool,
     /// Body bytes decoded before the client was answered, given first.
@@ -260,7 +262,7 @@ impl Streaming {
     /// The body ended: a reusable connection goes back to the runner.
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
-            conn.release(&self.runner, self.keep_alive);
+            conn.release(&self.idle, &self.runner, self.keep_alive);
         }
     }
 
@@ -358,12 +360,15 @@ impl Body for RunnerBody {
     }
 }
 
-/// Sends calls to the runners of one pool over pooled keep-alive connections.
+/// Sends calls to the runners of one pool over pooled keep-alive connections, each worker
+/// its own.
 #[derive(Debug, Clone)]
 pub struct RunnerClient {
     /// The pool whose runners this client reaches: it decides on ejections, which depend
     /// on how many of its runners are ejected already.
     pool: Arc<DynamicPool>,
+    /// Each worker's idle connections, per runner.
+    idle: Arc<IdleConns>,
     /// TCP connect timeout for runner connections (`connect_timeout_ms`), in µs; a reload
     /// may change it.
     connect_timeout_us: Arc<AtomicU64>,
@@ -382,7 +387,7 @@ enum Sent {
 impl RunnerClient {
     /// A client for the runners of `pool`.
     pub fn new(pool: Arc<DynamicPool>, connect_timeout: Duration) -> Self {
-        let client = RunnerClient { pool, connect_timeout_us: Arc::default() };
+        let client = RunnerClient { pool, idle: Arc::default(), connect_timeout_us: Arc::default() };
         client.set_connect_timeout(connect_timeout);
         client
     }
@@ -407,9 +412,15 @@ impl RunnerClient {
 
     /// Writes the request on an idle connection, or on a fresh one when there is none or
     /// every idle one failed before writing a byte (the runner had closed it).
-    async fn send(&self, runner: &RunnerState, head: Bytes, body: &[u8], timeout: Duration) -> Result<Sent, NotPlaced> {
+    async fn send(
+        &self,
+        runner: &Arc<RunnerState>,
+        head: Bytes,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Sent, NotPlaced> {
         let mut head = head;
-        while let Some(conn) = runner.checkout() {
+        while let Some(conn) = self.idle.checkout(runner) {
             match write(conn, head, body, timeout).await {
                 (Sent::Unsent(_), back) => head = back,
                 (sent, _) => return Ok(sent),
@@ -439,9 +450,10 @@ async fn write(mut conn: Conn, head: Bytes, body: &[u8], timeout: Duration) -> (
     (sent, head)
 }
 
-/// A failure after the call was committed: never sent anywhere else, a 502.
-fn failed(runner: &RunnerState, error: io::Error) -> Attempt<Response<RunnerBody>> {
-    runner.record_error();
+/// A failure after the call was committed (`commit`: the first news of it): never sent
+/// anywhere else, a 502.
+fn failed(runner: &RunnerState, commit: bool, error: io::Error) -> Attempt<Response<RunnerBody>> {
+    runner.failed(commit);
     Attempt::Committed(Err(RunnerFailed { runner: runner.address.clone(), error }))
 }
 
@@ -459,10 +471,7 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         let (head, body) = request_head(call, &runner.address);
         let mut conn = match self.send(runner, head, body, call.timeouts.write).await {
             Ok(Sent::Written(conn)) => conn,
-            Ok(Sent::Partly(e) | Sent::Unsent(e)) => {
-                runner.record_commit();
-                return failed(runner, e);
-            }
+            Ok(Sent::Partly(e) | Sent::Unsent(e)) => return failed(runner, true, e),
             Err(not_placed) => return Attempt::NotPlaced(not_placed),
         };
         // The runner's latency: from its request's last byte to its answer's head. Its
@@ -471,35 +480,30 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         conn.silence.restart(call.timeouts.read);
         let response = match conn.read_head(&call.method).await {
             Ok(head) => head,
-            Err(e) => {
-                runner.record_commit();
-                return failed(runner, e);
-            }
+            Err(e) => return failed(runner, true, e),
         };
         let busy = response.status == StatusCode::SERVICE_UNAVAILABLE
             && response.headers.get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
-        runner.record_answer(!busy);
         if busy {
-            runner.record_refusal();
+            runner.refused();
             // Keep the connection only if the refusal's body came with its head: waiting
             // for the rest would hold up the next runner's try.
             if response.framing.length() == Some(conn.buf.len() as u64) {
                 conn.buf.clear();
-                conn.release(runner, response.keep_alive);
+                conn.release(&self.idle, runner, response.keep_alive);
             }
             return Attempt::NotPlaced(NotPlaced::Busy);
         }
-        runner.record_latency(sent.elapsed());
-        runner.record_commit();
+        runner.served(sent.elapsed());
         let ResponseHead { status, headers, framing, keep_alive } = response;
         let body = match framing.length().filter(|&n| n <= WHOLE_BODY_BYTES as u64) {
             Some(n) => match conn.read_body(n as usize).await {
                 Ok(bytes) => {
-                    conn.release(runner, keep_alive);
+                    conn.release(&self.idle, runner, keep_alive);
                     drop(in_flight);
                     RunnerBody::whole(bytes)
                 }
-                Err(error) => return failed(runner, error),
+                Err(error) => return failed(runner, false, error),
             },
             None => {
                 let mut prefix = None;
@@ -512,10 +516,10 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
                         let mut decoder = Chunked::new();
                         let (bytes, done) = match decode_buffered(&mut decoder, &mut conn.buf) {
                             Ok(decoded) => decoded,
-                            Err(error) => return failed(runner, error),
+                            Err(error) => return failed(runner, false, error),
                         };
                         if done {
-                            conn.release(runner, keep_alive);
+                            conn.release(&self.idle, runner, keep_alive);
                             drop(in_flight);
                             return Attempt::Committed(Ok(answer(status, headers, RunnerBody::whole(bytes))));
                         }
@@ -524,7 +528,14 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
                     }
                     Framing::Empty | Framing::UntilClose => Decoding::UntilClose,
                 };
-                let streaming = Streaming { conn: Some(conn), runner: runner.clone(), decoding, keep_alive, prefix };
+                let streaming = Streaming {
+                    conn: Some(conn),
+                    runner: runner.clone(),
+                    idle: self.idle.clone(),
+                    decoding,
+                    keep_alive,
+                    prefix,
+                };
                 RunnerBody { kind: BodyKind::Streaming(Box::new(streaming)), _in_flight: Some(in_flight) }
             }
         };
@@ -630,6 +641,39 @@ mod tests {
         let body = answer.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(body.len(), size);
         (held, handle.in_flight())
+    }
+
+    #[tokio::test]
+    async fn each_worker_keeps_its_own_idle_connections() {
+        let pool = Arc::new(DynamicPool::new(&[runner(10).await]));
+        let client = RunnerClient::new(pool.clone(), Duration::from_secs(5));
+        let handle = pool.membership().handles[0].clone();
+        let call = Forward {
+            method: Method::GET,
+            uri: Uri::from_static("/call"),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            timeouts: RunnerTimeouts::default(),
+        };
+        let Attempt::Committed(Ok(_)) = client.try_exec(&handle, &call).await else { panic!("no answer") };
+        assert_eq!(client.idle.count(&handle), 1, "kept for this thread's next call");
+        // Another worker: its own runtime on its own thread, its own connection.
+        let (other, other_handle, other_call) = (client.clone(), handle.clone(), call.clone());
+        // Waited for off this runtime's thread, which keeps serving the runner meanwhile.
+        let kept_there = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                assert_eq!(other.idle.count(&other_handle), 0, "none of the first thread's");
+                let Attempt::Committed(Ok(_)) = other.try_exec(&other_handle, &other_call).await else {
+                    panic!("no answer")
+                };
+                other.idle.count(&other_handle)
+            })
+        })
+        .await
+        .expect("joined");
+        assert_eq!(kept_there, 1);
+        assert_eq!(client.idle.count(&handle), 1, "this thread's list is untouched");
     }
 
     #[tokio::test]

@@ -9,10 +9,11 @@
 //!
 //! # Layout
 //! - `pool`: [`DynamicPool`]: the membership (swapped whole by discovery) and each
-//!   runner's live state, connections and ejection.
+//!   runner's live state (what placers and operators see) and ejection.
 //! - `client`: [`RunnerClient`]: TryExec over HTTP/1.1 (the crate's `http1` module) on a
 //!   runner's handle, the connection driven by the calling task, with read and write
 //!   deadlines.
+//! - `idle`: the client's idle keep-alive connections, per worker and runner.
 //! - `discovery`: the runner file and DNS sources.
 //! - `status`: `GET /v1/status` polling.
 //! - `reference`: `placerd runner`, the reference runner.
@@ -24,6 +25,7 @@ use crate::placer::{RunnerLoad, RunnerSet};
 
 pub mod client;
 pub mod discovery;
+mod idle;
 pub mod pool;
 pub mod reference;
 pub mod status;

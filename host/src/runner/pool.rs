@@ -1,10 +1,10 @@
 //! The runner pool: the current membership (from `runners.static`, a runner file or DNS;
-//! see `discovery`) and, per runner, the live state behind its handle: in-flight calls,
-//! reported load, refusals, status health, keep-alive connections and ejection.
+//! see `discovery`) and, per runner, the live state behind its handle: what placers and
+//! operators see of it (in-flight calls, reported load, refusals, errors, latency, status
+//! health) and its ejection. Its connections are the runner client's (`idle`).
 //!
 //! Membership is an immutable [`Membership`] swapped whole. A change gets the next
-//! generation; runners that stay keep their state (in-flight counts, connections,
-//! ejection), so a membership change never resets what the placers see of them. A runner
+//! generation; runners that stay keep their state (in-flight counts, ejection), so a membership change never resets what the placers see of them. A runner
 //! that leaves is marked so: a pass that still holds its handle gets
 //! [`NotPlaced::Closed`](super::NotPlaced::Closed) from the client.
 
@@ -14,15 +14,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::client::Conn;
 use super::{Membership, PoolError, RunnerPool};
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::config::OutlierDetection;
 use crate::placer::{Runner, RunnerLoad, RunnerSet};
 use crate::throttle::Throttle;
 
-/// Idle keep-alive connections kept per runner.
-const MAX_IDLE_CONNECTIONS: usize = 64;
 /// Lines a runner's connect failures may log per [`CONNECT_LOG_WINDOW`].
 const CONNECT_LOG_LINES: u32 = 2;
 const CONNECT_LOG_WINDOW: Duration = Duration::from_secs(10);
@@ -35,7 +32,10 @@ fn ejection_policy(o: &OutlierDetection) -> BackoffPolicy {
     BackoffPolicy { after: o.consecutive_failures, base: o.base_ejection_time, max: o.max_ejection_time }
 }
 
-/// Live state of one runner: what its handle points to.
+/// Live state of one runner: what its handle points to. Every worker writes it (a call
+/// counts itself in flight, then records how the runner answered): a committed call writes
+/// `in_flight` twice and `calls` and `latency_us` once, all in one cache line, and takes
+/// no lock unless the runner has failed since its last answer.
 #[derive(Debug)]
 pub struct RunnerState {
     /// `host:port`.
@@ -56,10 +56,11 @@ pub struct RunnerState {
     latency_us: AtomicU32,
     /// Calls committed to it since it joined (the dashboard's calls per runner).
     calls: AtomicU64,
-    /// Idle HTTP/1.1 connections (some may still be finishing a response).
-    idle: Mutex<Vec<Conn>>,
     /// Connect failures in a row and the ejection period.
     ejection: Mutex<Backoff>,
+    /// True while `ejection` holds failures or an ejection an answer must clear: until
+    /// then an answer reads this and skips the lock.
+    troubled: AtomicBool,
     /// The end of the ejection period in `ejection`, in [`Now::nanos`] (0: none), so that
     /// a placement reads it without the lock.
     ejected_until: AtomicU64,
@@ -79,8 +80,8 @@ impl RunnerState {
             errors: Window::new(ERROR_WINDOW),
             latency_us: AtomicU32::new(0),
             calls: AtomicU64::new(0),
-            idle: Mutex::new(Vec::new()),
             ejection: Mutex::new(Backoff::new(policy)),
+            troubled: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
             connect_log: Throttle::new(CONNECT_LOG_LINES, CONNECT_LOG_WINDOW),
         }
@@ -109,7 +110,10 @@ impl RunnerState {
 
     /// The runner answered. Any answer (a refusal too) forgets connect failures; a
     /// committed call also ends an ejection and starts the doubling over.
-    pub(crate) fn record_answer(&self, committed: bool) {
+    fn record_answer(&self, committed: bool) {
+        if !self.troubled.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut e) = self.ejection.lock() {
             if committed {
                 e.succeed();
@@ -117,7 +121,31 @@ impl RunnerState {
             } else {
                 e.clear_failures();
             }
+            // Still troubled while an ejection may need ending by a committed call.
+            self.troubled.store(e.failures() > 0 || e.until().is_some(), Ordering::Release);
         }
+    }
+
+    /// The runner refused a call as busy: it did not start it.
+    pub(crate) fn refused(&self) {
+        self.record_answer(false);
+        self.refusals.count(Now::read());
+    }
+
+    /// The runner answered a call it took with a response head after `latency`.
+    pub(crate) fn served(&self, latency: Duration) {
+        self.record_answer(true);
+        self.record_latency(latency);
+        self.record_commit();
+    }
+
+    /// A call failed after it was sent (`commit`: the first news of it, so it is counted
+    /// as committed too).
+    pub(crate) fn failed(&self, commit: bool) {
+        if commit {
+            self.record_commit();
+        }
+        self.record_error();
     }
 
     /// Calls in flight on this runner from this host.
@@ -141,48 +169,26 @@ impl RunnerState {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_refusal(&self) {
-        self.refusals.count(Now::read());
-    }
-
     /// A connect failure or a failure after commit.
-    pub(crate) fn record_error(&self) {
+    fn record_error(&self) {
         self.errors.count(Now::read());
     }
 
     /// A committed call's response head came after `latency`: folded into the moving
     /// average with weight 1/8.
-    pub(crate) fn record_latency(&self, latency: Duration) {
+    fn record_latency(&self, latency: Duration) {
         let sample = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX).max(1);
         let old = self.latency_us.load(Ordering::Relaxed);
         let new = if old == 0 { sample } else { (old as u64 * 7 / 8 + sample as u64 / 8).max(1) as u32 };
-        self.latency_us.store(new, Ordering::Relaxed);
+        if new != old {
+            self.latency_us.store(new, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn set_status(&self, ok: bool, active: u32) {
         self.status_ok.store(ok, Ordering::Relaxed);
         if ok {
             self.reported_active.store(active, Ordering::Relaxed);
-        }
-    }
-
-    /// The most recently used idle connection that is still open, dropping closed ones.
-    pub(crate) fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(mut conn) = idle.pop() {
-            if conn.still_open() {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Returns a connection whose last response was read whole.
-    pub(crate) fn checkin(&self, conn: Conn) {
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE_CONNECTIONS
-        {
-            idle.push(conn);
         }
     }
 
@@ -370,6 +376,7 @@ impl DynamicPool {
         state.record_error();
         let now = Instant::now();
         let Ok(mut ejection) = state.ejection.lock() else { return };
+        state.troubled.store(true, Ordering::Release);
         let due = ejection.fail(now);
         let failures = ejection.failures();
         drop(ejection);
