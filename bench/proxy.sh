@@ -217,13 +217,15 @@ for round in $(seq "$ROUNDS"); do
     wrk0=$CHILD_SECONDS
     # placerd's open connections per worker, read halfway through the run.
     rm -f "$work/spread"
+    scrape=
     if [[ "$name" == placerd* ]]; then
       (sleep "$(python3 -c "print($DURATION / 2)")"
        curl -s "http://127.0.0.1:$((${TARGETS[$name]} + 90))/metrics" |
          awk '/^placerd_worker_connections/ {printf "%s%s", sep, $2; sep = "/"}' > "$work/spread") &
+      scrape=$!
     fi
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/calls.lua" "http://127.0.0.1:${TARGETS[$name]}")
-    wait
+    if [ -n "$scrape" ]; then wait "$scrape" || true; fi
     spread=$(cat "$work/spread" 2>/dev/null || true)
     child_seconds
     wrk1=$CHILD_SECONDS
