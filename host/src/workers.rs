@@ -10,8 +10,10 @@
 //! for a new connection is up to the kernel, and under a burst of connects one worker may
 //! accept most of them; so a worker that accepts a connection while another serves fewer
 //! hands it over to the one with the fewest (as HAProxy spreads accepted connections over
-//! its threads). A hand-over costs one cross-thread wake per connection, never per request,
-//! and keeps the spread within one connection of even.
+//! its threads). The pick is taken under a lock shared by the workers, so two accepting at
+//! once see each other's pick. A hand-over costs one cross-thread wake per connection, never
+//! per request, and keeps the connections placed within one of even (a connection stays on
+//! its worker until it closes: closes can leave the spread uneven until new ones arrive).
 //!
 //! Everything else the workers need is shared and read without waiting: the config,
 //! routes and placers (swapped whole), the runner membership and each runner's load, the
@@ -42,6 +44,9 @@ pub struct Workers {
 struct Shared {
     slots: Arc<Semaphore>,
     open: Vec<Gauge>,
+    /// Held while a worker compares the counts and takes its pick, so two workers
+    /// accepting at once both see each other's last pick (once per connection).
+    placing: std::sync::Mutex<()>,
     inboxes: Vec<UnboundedSender<Handed>>,
 }
 
@@ -92,6 +97,7 @@ impl Workers {
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(slots)),
             open: (0..count).map(|i| metrics.worker_connections(i)).collect(),
+            placing: std::sync::Mutex::new(()),
             inboxes,
         });
         listener.set_nonblocking(true)?;
@@ -208,19 +214,23 @@ impl Worker {
     fn place(&self, stream: TcpStream, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let open = &self.shared.open;
-        let mine = open[self.me].get();
-        let (least, fewest) =
-            open.iter().map(Gauge::get).enumerate().min_by_key(|&(_, n)| n).unwrap_or((self.me, mine));
-        if fewest < mine {
-            let slot = Slot::new(permit, &open[least]);
+        let (target, slot) = {
+            let _placing = self.shared.placing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mine = open[self.me].get();
+            let (least, fewest) =
+                open.iter().map(Gauge::get).enumerate().min_by_key(|&(_, n)| n).unwrap_or((self.me, mine));
+            let target = if fewest < mine { least } else { self.me };
+            (target, Slot::new(permit, &open[target]))
+        };
+        if target != self.me {
             match stream.into_std() {
                 // A worker that has stopped drops it (and its slot) unserved.
-                Ok(stream) => drop(self.shared.inboxes[least].send(Handed { stream, slot })),
+                Ok(stream) => drop(self.shared.inboxes[target].send(Handed { stream, slot })),
                 Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
             }
             return;
         }
-        self.serve(stream, Slot::new(permit, &open[self.me]));
+        self.serve(stream, slot);
     }
 
     /// Serves a connection another worker handed over.
