@@ -11,8 +11,9 @@
 //! - `direct`: the same client straight to the runner.
 //!
 //! `proxy - direct` is what placerd adds to a call; `lifecycle - runner-client` is what
-//! placement adds; `place` is the Wasm part of it. Every stage runs one call at a time on a
-//! current-thread runtime, so these are latencies of an idle system, not throughput
+//! placement adds; `place` is the Wasm part of it. Every stage runs one call at a time (the
+//! client on a current-thread runtime, placerd with one worker), so these are latencies of
+//! an idle system, not throughput
 //! (`bench/proxy.sh` measures that).
 
 use std::net::SocketAddr;
@@ -139,7 +140,8 @@ fn path(c: &mut Criterion) {
         })
     });
 
-    // placerd itself, in-process, on the same runtime as the client.
+    // placerd itself, in-process: its admin side on this runtime, its one worker (the
+    // proxy port) on a thread of its own, as in production.
     let placers_dir = tempfile::tempdir().expect("tempdir");
     let (proxy_addr, _stop) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -148,6 +150,7 @@ fn path(c: &mut Criterion) {
             runners: addresses.clone(),
             default_placer: "consistent-hash".into(),
             placers_dir: placers_dir.path().to_path_buf(),
+            workers: 1,
             ..Config::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
