@@ -101,9 +101,15 @@ impl Workers {
             inboxes,
         });
         listener.set_nonblocking(true)?;
+        // Every runtime and descriptor first: a worker that cannot start stops none that
+        // started. If a thread cannot be spawned, those spawned before it are stopped.
+        let stop = stop.child_token();
+        let mut prepared = Vec::with_capacity(count);
+        for inbox in receivers {
+            prepared.push((crate::worker_runtime()?, listener.try_clone()?, inbox));
+        }
         let mut done = Vec::with_capacity(count);
-        for (me, inbox) in receivers.into_iter().enumerate() {
-            let runtime = crate::worker_runtime()?;
+        for (me, (runtime, listener, inbox)) in prepared.into_iter().enumerate() {
             let worker = Worker {
                 me,
                 shared: shared.clone(),
@@ -112,15 +118,18 @@ impl Workers {
                 tracker: TaskTracker::new(),
                 stopping: CancellationToken::new(),
             };
-            let listener = listener.try_clone()?;
             let (finished, finish) = oneshot::channel();
-            std::thread::Builder::new().name(format!("worker-{me}")).spawn(move || {
+            let spawned = std::thread::Builder::new().name(format!("worker-{me}")).spawn(move || {
                 crate::shard::enter(me);
                 let clean = runtime.block_on(worker.run(listener, inbox));
                 // Connections still open past the grace period end with the runtime.
                 drop(runtime);
                 let _ = finished.send(clean);
-            })?;
+            });
+            if let Err(e) = spawned {
+                stop.cancel();
+                return Err(e);
+            }
             done.push(finish);
         }
         Ok(Workers { done })
