@@ -274,6 +274,7 @@ impl Admin {
             "max_body_bytes": config.max_body_bytes,
             "body_timeout_ms": ms(config.body_timeout),
             "max_connections": config.max_connections,
+            "workers": config.workers,
             "max_buffered_bytes": config.max_buffered_bytes,
             "retry_all_delay_ms": ms(config.retry_all_delay),
             "placer_timeout_ms": ms(config.placer_timeout),
