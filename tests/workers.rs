@@ -248,8 +248,8 @@ async fn the_binary_reloads_every_worker_and_drains_them_all_on_sigterm() {
     let mut child = logged.child;
     let mut clients = clients(addr, WORKERS).await;
     assert_eq!(spread(&metrics(admin).await), [1, 1, 1], "one connection per worker");
-    let config = send(admin, "GET", "/admin/config", &[], b"").await.json();
-    assert_eq!(config["workers"], WORKERS, "{config}");
+    let in_force = send(admin, "GET", "/admin/config", &[], b"").await.json();
+    assert_eq!(in_force["workers"], WORKERS, "{in_force}");
     for client in &mut clients {
         assert_eq!(client.call("/t/w/big", b"0123456789").await.status, StatusCode::OK);
     }
