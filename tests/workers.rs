@@ -284,11 +284,5 @@ async fn the_binary_reloads_every_worker_and_drains_them_all_on_sigterm() {
 /// count.
 async fn clients_after_close(addr: SocketAddr) -> Vec<Client> {
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut clients = Vec::new();
-    for i in 0..WORKERS {
-        let mut client = Client::connect(addr).await;
-        assert_eq!(client.call(&format!("/t/w/again-{i}"), b"x").await.status, StatusCode::OK);
-        clients.push(client);
-    }
-    clients
+    clients(addr, WORKERS).await
 }

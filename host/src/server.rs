@@ -1,10 +1,9 @@
-//! The one accept loop, shared by the proxy, the admin API and the reference runner: accept
-//! (at most `max_connections` open at once; beyond that, new connections wait in the
-//! kernel's backlog), set `TCP_NODELAY`, serve each connection, and on stop let each
-//! connection close when idle and finish the request in flight within a grace period.
-//!
-//! How a connection is served is the caller's: [`serve_http`] serves it with hyper (the
-//! admin API, the reference runner); the proxy port has an HTTP/1.1 server of its own.
+//! The accept loop of the admin API and the reference runner: accept (at most
+//! `max_connections` open at once; beyond that, new connections wait in the kernel's
+//! backlog), set `TCP_NODELAY`, serve each connection with hyper ([`serve_http`]), and on
+//! stop let each connection close when idle and finish the request in flight within a
+//! grace period. The proxy port has its own workers (`crate::workers`) and HTTP/1.1
+//! server; it takes its timeouts' defaults from here.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -31,7 +30,8 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// writes, as nginx's `send_timeout`) before it closes the connection.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Default `max_connections`: open connections per listener.
+/// Default `max_connections`: open client connections (all workers together), and the
+/// admin listener's own limit.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
 /// Accepts connections on `listener` and serves each with `serve` until `stop` resolves.

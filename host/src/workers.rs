@@ -169,7 +169,7 @@ impl Worker {
                 return true;
             }
         };
-        let stop = self.stop.clone();
+        let stop = &self.stop;
         let mut permit = None;
         loop {
             // A free connection slot first: while none is, connections queue in the

@@ -623,9 +623,9 @@ mod tests {
         address
     }
 
-    /// The runner's in-flight count while the call's answer is held, and once its body
-    /// has been read.
-    async fn in_flight_while_held(size: usize) -> (u32, u32) {
+    /// A client of a pool of one [`runner`] answering `size` bytes, the runner's handle,
+    /// and a `GET /call` for it.
+    async fn client_of(size: usize) -> (RunnerClient, Arc<RunnerState>, Forward) {
         let pool = Arc::new(DynamicPool::new(&[runner(size).await]));
         let client = RunnerClient::new(pool.clone(), Duration::from_secs(5));
         let handle = pool.membership().handles[0].clone();
@@ -636,6 +636,13 @@ mod tests {
             body: Bytes::new(),
             timeouts: RunnerTimeouts::default(),
         };
+        (client, handle, call)
+    }
+
+    /// The runner's in-flight count while the call's answer is held, and once its body
+    /// has been read.
+    async fn in_flight_while_held(size: usize) -> (u32, u32) {
+        let (client, handle, call) = client_of(size).await;
         let Attempt::Committed(Ok(answer)) = client.try_exec(&handle, &call).await else { panic!("no answer") };
         let held = handle.in_flight();
         let body = answer.into_body().collect().await.expect("body").to_bytes();
@@ -645,16 +652,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_worker_keeps_its_own_idle_connections() {
-        let pool = Arc::new(DynamicPool::new(&[runner(10).await]));
-        let client = RunnerClient::new(pool.clone(), Duration::from_secs(5));
-        let handle = pool.membership().handles[0].clone();
-        let call = Forward {
-            method: Method::GET,
-            uri: Uri::from_static("/call"),
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-            timeouts: RunnerTimeouts::default(),
-        };
+        let (client, handle, call) = client_of(10).await;
         let Attempt::Committed(Ok(_)) = client.try_exec(&handle, &call).await else { panic!("no answer") };
         assert_eq!(client.idle.count(&handle), 1, "kept for this thread's next call");
         // Another worker: its own runtime on its own thread, its own connection.
