@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use placerd::placer::{
     BUILTINS, Call, CallKind, Contract, FaultKind, FaultPolicy, LoadError, OnFault, PlaceError, PlacedBy,
-    PlacerRuntime, PlacerSource, PlacerVersion, RunnerLoad, RunnerSet, SandboxLimits, builtin, fallback_order,
+    PlacerRuntime, PlacerSource, PlacerVersion, Recycle, RunnerLoad, RunnerSet, SandboxLimits, builtin, fallback_order,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -273,17 +273,131 @@ fn bad_indices_are_cleaned() {
 #[test]
 fn memory_growth_is_refused_at_the_cap() {
     let rt = runtime(SandboxLimits { memory_limit_bytes: 4 << 20, ..no_quarantine() });
+    // 8 MiB in one call, past the 4 MiB cap: a fault on every instance, fresh or not.
+    let bytes = vec![("bytes".to_string(), (8u32 << 20).to_string())];
+    let version = rt.load("eats-memory", PlacerSource::Builtin, &fixture("eats-memory"), bytes).expect("load");
+    let (runners, loads) = (set(1, 3), idle(3));
+    for seq in 0..10 {
+        let placed = version.place(&call(seq, "k"), &runners, &loads).expect("fallback");
+        assert_eq!(placed.by, PlacedBy::Fallback(FaultKind::MemoryCap), "call {seq}");
+    }
+    assert_eq!(version.recycles(), 0, "a fault is not a recycle");
+    assert!(version.check().is_err_and(|e| e.to_string().contains("memory")));
+}
+
+#[test]
+fn one_call_past_the_cap_still_faults_and_quarantines() {
+    let rt = runtime(roomy());
+    let bytes = vec![("bytes".to_string(), (32u32 << 20).to_string())];
+    let version = rt.load("eats-memory", PlacerSource::Builtin, &fixture("eats-memory"), bytes).expect("load");
+    let (runners, loads) = (set(1, 3), idle(3));
+    for seq in 0..5 {
+        let placed = version.place(&call(seq, "k"), &runners, &loads).expect("fallback");
+        assert_eq!(placed.by, PlacedBy::Fallback(FaultKind::MemoryCap), "call {seq}");
+    }
+    assert!(version.quarantined(), "five faults in a row quarantine");
+    let placed = version.place(&call(5, "k"), &runners, &loads).expect("fallback");
+    assert_eq!(placed.by, PlacedBy::Fallback(FaultKind::Quarantined));
+}
+
+/// A placer that keeps 256 KiB of every call (as a language runtime keeps its garbage
+/// until it collects, or forever): past 75% of the cap its instance is retired for a fresh
+/// one, and no call faults. With recycling off, the same placer faults.
+#[test]
+fn a_growing_instance_is_recycled_before_the_cap_and_no_call_faults() {
+    let rt = runtime(roomy());
     let version = load(&rt, "eats-memory", &fixture("eats-memory"));
     let (runners, loads) = (set(1, 3), idle(3));
-    let faults: Vec<u64> = (0..40)
+    for seq in 0..2_000 {
+        let placed = version.place(&call(seq, "k"), &runners, &loads).expect("placed");
+        assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 }, "call {seq}");
+        assert_eq!(placed.order, [0, 1, 2]);
+    }
+    // 16 MiB cap, mark at 12 MiB, 256 KiB a call: an instance serves about 45 calls.
+    assert!(version.recycles() >= 30, "{} recycles in 2,000 calls", version.recycles());
+    assert!(version.instance_memory_bytes() <= 16 << 20);
+    assert_eq!(version.served_faults(), 0);
+
+    let off =
+        runtime(SandboxLimits { recycle: Recycle { memory_percent: 100, ..Recycle::default() }, ..no_quarantine() });
+    let version = load(&off, "eats-memory", &fixture("eats-memory"));
+    let faults = (0..200)
         .filter(|&seq| {
-            let placed = version.place(&call(seq, "k"), &runners, &loads).expect("fallback");
-            placed.by == PlacedBy::Fallback(FaultKind::MemoryCap)
+            version.place(&call(seq, "k"), &runners, &loads).expect("fallback").by != PlacedBy::Guest { cleaned: 0 }
         })
-        .collect();
-    // 256 KiB a call on top of the guest's ~1.1 MiB start: the cap is hit every ~11 calls.
-    assert!(faults.len() >= 3, "faults at {faults:?}");
-    assert!(version.check().is_err_and(|e| e.to_string().contains("memory")));
+        .count();
+    assert!(faults >= 2, "without recycling the leak faults: {faults} faults in 200 calls");
+    assert_eq!(version.recycles(), 0);
+}
+
+#[test]
+fn recycling_under_concurrent_calls_loses_no_call() {
+    let rt = runtime(roomy());
+    let version = load(&rt, "eats-memory", &fixture("eats-memory"));
+    let runners = set(1, 5);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (version, runners) = (&version, &runners);
+            s.spawn(move || {
+                for seq in 0..1_000 {
+                    let placed =
+                        version.place(&call(seq, &format!("fn-{t}-{seq}")), runners, &idle(5)).expect("placed");
+                    assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 }, "thread {t} call {seq}");
+                    assert_eq!(placed.order, [0, 1, 2, 3, 4]);
+                }
+            });
+        }
+    });
+    assert!(version.recycles() >= 60, "{} recycles in 4,000 calls", version.recycles());
+    assert_eq!(version.served_faults(), 0);
+    assert_eq!(version.served_calls(), 4_000);
+}
+
+#[test]
+fn instances_are_recycled_after_a_number_of_calls_or_seconds() {
+    let by_calls = runtime(SandboxLimits { recycle: Recycle { calls: 100, ..Recycle::default() }, ..roomy() });
+    let version = load(&by_calls, "naive", builtin("naive").expect("embedded"));
+    let (runners, loads) = (set(1, 4), idle(4));
+    let seq = std::cell::Cell::new(0);
+    let place = |n: u64| {
+        for _ in 0..n {
+            let placed = version.place(&call(seq.get(), "k"), &runners, &loads).expect("placed");
+            assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+            seq.set(seq.get() + 1);
+        }
+    };
+    // The first instance serves on past its 100 calls until its replacement is built (off
+    // the call path); the replacement is swapped in at the first call after that, with
+    // no call served yet.
+    while version.recycles() == 0 {
+        assert!(seq.get() < 100_000, "no recycle in {} calls", seq.get());
+        place(1);
+    }
+    assert!(seq.get() >= 100, "recycled after {} calls", seq.get());
+    // Then a spare is built ahead of need: each instance serves exactly its 100 calls.
+    for round in 2..=4 {
+        std::thread::sleep(Duration::from_millis(100));
+        place(99);
+        assert_eq!(version.recycles(), round - 1, "before the 100th call of instance {round}");
+        place(1);
+        assert_eq!(version.recycles(), round, "at the 100th call of instance {round}");
+    }
+    assert_eq!(version.late_recycles(), 0);
+
+    let by_age = runtime(SandboxLimits {
+        recycle: Recycle { age: Some(Duration::from_millis(50)), ..Recycle::default() },
+        ..roomy()
+    });
+    let version = load(&by_age, "naive", builtin("naive").expect("embedded"));
+    let started = std::time::Instant::now();
+    let mut seq = 0;
+    while started.elapsed() < Duration::from_millis(400) {
+        let placed = version.place(&call(seq, "k"), &runners, &loads).expect("placed");
+        assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(version.recycles() >= 3, "{} recycles in 400 ms at 50 ms each", version.recycles());
 }
 
 #[test]

@@ -704,6 +704,19 @@ fn check(
             bench.calls,
             bench.timeouts
         );
+        if bench.recycles > 0 {
+            outln!(
+                "recycled {} instances in {} calls (one per {} calls, {} late); a replacement took {} to build, \
+                 off the call path",
+                bench.recycles,
+                bench.placed,
+                bench.placed as u64 / bench.recycles,
+                bench.late_recycles,
+                duration(bench.replacement)
+            );
+        } else {
+            outln!("recycled no instance in {} calls", bench.placed);
+        }
     }
     Ok(())
 }

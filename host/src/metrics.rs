@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry as PromRegistry;
 
 use crate::lifecycle::{CallError, Outcome};
-use crate::placer::{GuestTimer, PlacerObserver};
+use crate::placer::{GuestTimer, PlacerObserver, RecycleReason};
 use crate::reload::PlacerInfo;
 use crate::runner::{Membership, PoolError};
 use crate::shard::{Counter as CallCounter, Histogram as CallHistogram};
@@ -47,6 +47,7 @@ pub struct Metrics {
     retry_error: CallCounter,
     guest_seconds: Family<Labels, CallHistogram, fn() -> CallHistogram>,
     faults: Family<Labels, Counter>,
+    recycles: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
     shadow_calls: Family<Labels, Counter>,
@@ -139,6 +140,7 @@ impl Metrics {
             retry_error: CallCounter::default(),
             guest_seconds,
             faults: Family::default(),
+            recycles: Family::default(),
             reloads: Family::default(),
             config_reloads: Family::default(),
             shadow_calls: Family::default(),
@@ -189,6 +191,11 @@ impl Metrics {
         );
         r.register("placerd_placer_guest_seconds", "Time in a placer's place call", m.guest_seconds.clone());
         r.register("placerd_placer_faults", "Placer faults by kind", m.faults.clone());
+        r.register(
+            "placerd_placer_recycles",
+            "Placer instances retired for fresh ones, by reason (memory, calls, age)",
+            m.recycles.clone(),
+        );
         r.register("placerd_placer_loads", "Placer loads (start, folder, admin API) by result", m.reloads.clone());
         r.register(
             "placerd_config_reloads",
@@ -274,6 +281,9 @@ impl Metrics {
     pub fn register_placer(&self, placer: &str) {
         for kind in crate::placer::FaultKind::KINDS {
             drop(self.faults.get_or_create(&labels(&[("placer", placer), ("kind", kind)])));
+        }
+        for reason in [RecycleReason::Memory, RecycleReason::Calls, RecycleReason::Age] {
+            drop(self.recycles.get_or_create(&labels(&[("placer", placer), ("reason", reason.as_str())])));
         }
         for result in ["ok", "error"] {
             drop(self.reloads.get_or_create(&labels(&[("placer", placer), ("result", result)])));
@@ -547,6 +557,10 @@ impl PlacerObserver for Metrics {
 
     fn reload(&self, placer: &str, ok: bool) {
         self.record_reload(placer, ok);
+    }
+
+    fn recycled(&self, placer: &str, reason: RecycleReason) {
+        self.recycles.get_or_create(&labels(&[("placer", placer), ("reason", reason.as_str())])).inc();
     }
 }
 

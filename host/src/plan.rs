@@ -559,6 +559,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         new.sandbox.memory_limit_bytes.to_string(),
     );
     differs("on_placer_fault", format!("{:?}", old.sandbox.on_fault), format!("{:?}", new.sandbox.on_fault));
+    differs("placer_recycle_*", format!("{:?}", old.sandbox.recycle), format!("{:?}", new.sandbox.recycle));
     differs("status_interval_ms", format!("{:?}", old.status_interval), format!("{:?}", new.status_interval));
     differs(
         "runners.outlier_detection",

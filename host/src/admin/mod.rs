@@ -283,6 +283,9 @@ impl Admin {
             "shutdown_grace_ms": ms(config.shutdown_grace),
             "placer_budget_ms": ms(config.sandbox.budget),
             "placer_memory_limit_bytes": config.sandbox.memory_limit_bytes,
+            "placer_recycle_memory_percent": config.sandbox.recycle.memory_percent,
+            "placer_recycle_calls": config.sandbox.recycle.calls,
+            "placer_recycle_seconds": config.sandbox.recycle.age.map_or(0, |age| age.as_secs()),
         });
         json(StatusCode::OK, body.to_string())
     }

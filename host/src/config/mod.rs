@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::placer::{OnFault, SandboxLimits};
+use crate::placer::{OnFault, Recycle, SandboxLimits};
 
 /// A configuration error, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,14 @@ pub struct FileConfig {
     pub placer_budget_ms: u64,
     /// `placer_memory_limit_bytes = 16777216`: memory cap per placer instance.
     pub placer_memory_limit_bytes: u64,
+    /// `placer_recycle_memory_percent = 75`: an instance whose memory passes this share of
+    /// the cap is retired for a fresh one, built ahead of need (100: never).
+    pub placer_recycle_memory_percent: u64,
+    /// `placer_recycle_calls = 0`: retire an instance after this many calls (0: never).
+    pub placer_recycle_calls: u64,
+    /// `placer_recycle_seconds = 0`: retire an instance this long after it was built (0:
+    /// never).
+    pub placer_recycle_seconds: u64,
     /// `on_placer_fault = "fallback"` or `"reject"`.
     pub on_placer_fault: String,
     /// `status_interval_ms = 1000`: runner status polling period.
@@ -162,6 +170,9 @@ impl Default for FileConfig {
             detached_placer_timeout_ms: 30_000,
             placer_budget_ms: 5,
             placer_memory_limit_bytes: 16 << 20,
+            placer_recycle_memory_percent: 75,
+            placer_recycle_calls: 0,
+            placer_recycle_seconds: 0,
             on_placer_fault: "fallback".into(),
             status_interval_ms: 1_000,
             connect_timeout_ms: 1_000,
@@ -804,6 +815,14 @@ impl FileConfig {
                 .filter(|m| *m >= 2 << 20)
                 .ok_or_else(|| invalid("placer_memory_limit_bytes", "must be at least 2097152 (2 MiB)")),
         );
+        let recycle_percent = p.take(
+            u8::try_from(self.placer_recycle_memory_percent).ok().filter(|n| (10..=100).contains(n)).ok_or_else(|| {
+                invalid(
+                    "placer_recycle_memory_percent",
+                    format!("must be from 10 to 100 (100: never), got {}", self.placer_recycle_memory_percent),
+                )
+            }),
+        );
         let listen = p.take(addr("listen", &self.listen));
         let admin_listen = p.take(addr("admin_listen", &self.admin_listen));
         let admin_token_file = (!self.admin_token_file.is_empty()).then(|| PathBuf::from(&self.admin_token_file));
@@ -860,6 +879,12 @@ impl FileConfig {
                     budget: budget?,
                     memory_limit_bytes: memory?,
                     on_fault: on_fault?,
+                    recycle: Recycle {
+                        memory_percent: recycle_percent?,
+                        calls: self.placer_recycle_calls,
+                        age: (self.placer_recycle_seconds > 0)
+                            .then(|| Duration::from_secs(self.placer_recycle_seconds)),
+                    },
                     ..SandboxLimits::default()
                 },
                 runners,

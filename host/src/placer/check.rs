@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::engine::thread_cpu_time;
 use super::error::LoadError;
 use super::fault::FaultKind;
 use super::version::{PlacedBy, PlacerVersion};
@@ -224,12 +225,6 @@ const REPEATED_KEYS: usize = 1024;
 /// Tries of a sample call that keeps timing out without using its budget of CPU.
 const SAMPLE_TRIES: u32 = 8;
 
-/// CPU time this thread has used.
-fn thread_cpu_time() -> Duration {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(now.tv_sec.unsigned_abs(), now.tv_nsec.clamp(0, 999_999_999) as u32)
-}
-
 /// What `placerd check --bench` measured: `place` through the sandbox, one call at a time.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
@@ -252,6 +247,15 @@ pub struct BenchReport {
     /// Calls that ran past the budget and were left out of the timing (the budget is
     /// wall-clock time: a busy machine can preempt a guest past it).
     pub timeouts: usize,
+    /// Calls the bench placed in all, warm-up and repeated keys included.
+    pub placed: usize,
+    /// Instances retired for fresh ones during the bench (`placer_recycle_*`).
+    pub recycles: u64,
+    /// Of `recycles`, those whose replacement was not ready in time (the call waited for
+    /// a fresh instance).
+    pub late_recycles: u64,
+    /// Average time to build a replacement (off the call path), if one was built.
+    pub replacement: Duration,
 }
 
 impl PlacerVersion {
@@ -277,6 +281,8 @@ impl PlacerVersion {
         let mut times = Vec::with_capacity(calls);
         let mut repeated_times = Vec::with_capacity(repeated.len());
         let mut timeouts = 0;
+        let (recycles, late_recycles) = (self.recycles(), self.late_recycles());
+        let mut placed = 0;
         for round in 0..4 {
             let (these, mut timed) = match round {
                 0 => (&samples[..calls], None),
@@ -288,6 +294,7 @@ impl PlacerVersion {
                 }
                 _ => (&repeated[..], Some(&mut repeated_times)),
             };
+            placed += these.len();
             for (i, call) in these.iter().enumerate() {
                 let started = Instant::now();
                 let placed = self.place(call, &set, &loads[i % loads.len()]).map_err(|e| LoadError::Validation {
@@ -335,6 +342,10 @@ impl PlacerVersion {
             reuses_orders: self.reuses_orders(),
             repeated_p50: at(&repeated_times, 0.5).unwrap_or_default(),
             timeouts,
+            placed,
+            recycles: self.recycles() - recycles,
+            late_recycles: self.late_recycles() - late_recycles,
+            replacement: Duration::from_nanos(self.replacement_nanos_avg()),
         })
     }
 }

@@ -31,6 +31,55 @@ pub struct SandboxLimits {
     pub on_fault: OnFault,
     /// Quarantine thresholds.
     pub fault_policy: FaultPolicy,
+    /// When an instance is retired for a fresh one.
+    pub recycle: Recycle,
+}
+
+/// When a warm instance is retired and a fresh one, built ahead of need off the call path,
+/// takes its place. A language runtime with a collector (Python, JavaScript) grows its
+/// heap with the garbage of every call until it collects, and some grow it to whatever the
+/// cap allows: retired at a mark below the cap, such an instance never faults on memory,
+/// and its heap stays small enough that a collection fits the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recycle {
+    /// `placer_recycle_memory_percent` (default 75): retire an instance whose memory has
+    /// passed this share of `placer_memory_limit_bytes` (or, for a placer whose fresh
+    /// instance already holds more than that, half way from a fresh instance's memory to
+    /// the cap). 100 turns it off.
+    pub memory_percent: u8,
+    /// `placer_recycle_calls` (default 0, off): retire an instance after this many calls.
+    pub calls: u64,
+    /// `placer_recycle_seconds` (default 0, off): retire an instance this long after it
+    /// was built.
+    pub age: Option<Duration>,
+}
+
+impl Default for Recycle {
+    fn default() -> Self {
+        Recycle { memory_percent: 75, calls: 0, age: None }
+    }
+}
+
+/// Why an instance was retired (the `reason` label of `placerd_placer_recycles_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecycleReason {
+    /// Its memory passed the mark.
+    Memory,
+    /// It placed `placer_recycle_calls` calls.
+    Calls,
+    /// It is older than `placer_recycle_seconds`.
+    Age,
+}
+
+impl RecycleReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecycleReason::Memory => "memory",
+            RecycleReason::Calls => "calls",
+            RecycleReason::Age => "age",
+        }
+    }
 }
 
 impl Default for SandboxLimits {
@@ -41,6 +90,7 @@ impl Default for SandboxLimits {
             max_idle_instances: 16,
             on_fault: OnFault::Fallback,
             fault_policy: FaultPolicy::default(),
+            recycle: Recycle::default(),
         }
     }
 }
@@ -63,6 +113,17 @@ impl SandboxLimits {
     pub(crate) fn instantiate_time(&self) -> Duration {
         (self.budget * 10).max(MIN_SETUP)
     }
+
+    /// The memory past which an instance that held `fresh` bytes when it was built is
+    /// retired (`usize::MAX`: never).
+    pub(crate) fn recycle_mark(&self, fresh: usize) -> usize {
+        if self.recycle.memory_percent >= 100 {
+            return usize::MAX;
+        }
+        let cap = self.memory_limit_bytes;
+        let mark = cap / 100 * usize::from(self.recycle.memory_percent);
+        mark.max(fresh + cap.saturating_sub(fresh) / 2)
+    }
 }
 
 /// The least time instantiating an instance and its `configure` get, whatever the budget.
@@ -79,6 +140,8 @@ pub trait PlacerObserver: Send + Sync + std::fmt::Debug {
     fn fault(&self, _placer: &str, _kind: &str) {}
     /// A load of `placer` succeeded or failed.
     fn reload(&self, _placer: &str, _ok: bool) {}
+    /// An instance of `placer` was retired for a fresh one.
+    fn recycled(&self, _placer: &str, _reason: RecycleReason) {}
 }
 
 /// Records the time of one guest `place` call, in seconds ([`PlacerObserver::guest_timer`]).
@@ -100,7 +163,13 @@ pub(crate) struct Shared {
     pub(crate) observer: Arc<dyn PlacerObserver>,
     /// Advances the epoch when a guest call is past its deadline.
     watchdog: Watchdog,
+    /// Work taken off the call path (building a replacement instance, dropping a retired
+    /// one), done in order by the `placer-recycle` thread.
+    background: std::sync::mpsc::Sender<Job>,
 }
+
+/// A piece of work for the `placer-recycle` thread.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,7 +185,21 @@ impl Shared {
         observer: Arc<dyn PlacerObserver>,
     ) -> std::io::Result<Self> {
         let watchdog = Watchdog::start(engine.clone(), limits.budget)?;
-        Ok(Shared { engine, limits, observer, watchdog })
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        // Ends when the last sender goes with this `Shared`: not joined, since the last
+        // job may be what drops it.
+        std::thread::Builder::new().name("placer-recycle".into()).spawn(move || {
+            for job in queue {
+                job();
+            }
+        })?;
+        Ok(Shared { engine, limits, observer, watchdog, background: jobs })
+    }
+
+    /// Runs `job` on the `placer-recycle` thread, after the jobs before it.
+    pub(crate) fn background(&self, job: Job) {
+        // The thread lives as long as this sender: a send cannot fail.
+        let _ = self.background.send(job);
     }
 
     /// Marks a guest call (or instantiation) in progress until the guard drops, waking
@@ -307,6 +390,11 @@ fn watch(engine: &Engine, state: &WatchState, period: Duration) {
         }
         let until = if earliest > now_ns && earliest != CLAIMED {
             Duration::from_nanos(earliest - now_ns).min(period)
+        } else if earliest <= now_ns {
+            // A call past its deadline is given more time in steps while its thread is
+            // found off the CPU (`HostState::overran`): its store looks again at each
+            // epoch change, twice per step.
+            grace(period) / 2
         } else {
             period
         };
@@ -323,6 +411,19 @@ impl Drop for Watchdog {
             let _ = thread.join();
         }
     }
+}
+
+/// How much longer a call past its deadline is given each time its thread is found to
+/// have spent less than half of the last step on the CPU: half the budget, at most 1 ms.
+pub(crate) fn grace(budget: Duration) -> Duration {
+    (budget / 2).min(Duration::from_millis(1))
+}
+
+/// CPU time this thread has used (a system call: about 250 ns here, so read only once a
+/// call is past its deadline, never per call).
+pub(crate) fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(now.tv_sec.unsigned_abs(), now.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// Lower-case hex of `bytes`.

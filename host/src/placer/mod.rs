@@ -47,7 +47,7 @@ pub use cache::default_cache_dir;
 pub use check::{BenchReport, CheckReport, sample_calls, sample_runners};
 pub use contract::{Call, CallKind, Contract, LoadColumn, Runner, RunnerLoad, slot_hash};
 pub(crate) use engine::hex;
-pub use engine::{GuestTimer, PlacerObserver, SandboxLimits};
+pub use engine::{GuestTimer, PlacerObserver, Recycle, RecycleReason, SandboxLimits};
 pub use error::{LoadError, PlaceError};
 pub use fault::{FaultKind, FaultPolicy, OnFault};
 pub use native::NativePlacer;

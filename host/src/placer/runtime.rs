@@ -220,7 +220,7 @@ impl PlacerRuntime {
         );
         let version = PlacerVersion::new(name, source, sha256, config, pre, self.shared.clone());
         version.warm_up()?;
-        Ok(Arc::new(version))
+        Ok(version)
     }
 
     fn cached(&self, sha256: &str) -> Option<Component> {

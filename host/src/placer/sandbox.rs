@@ -184,8 +184,14 @@ pub(crate) struct HostState {
     /// The loads of the call being placed, for `loads` and `load` (contracts 0.3 and 0.4);
     /// empty between calls.
     pub(crate) view: LoadView,
-    /// When the guest call in progress must end (its phase's budget from its start).
+    /// When the guest call in progress must end (its phase's budget from its start),
+    /// unless its thread was not on the CPU for it ([`HostState::overran`]).
     pub(crate) deadline: std::time::Instant,
+    /// The latest the guest call in progress may end, however little CPU it had.
+    pub(crate) ceiling: std::time::Instant,
+    /// Once the call is past `deadline`: the thread's CPU time and the time when it was
+    /// last looked at.
+    pub(crate) overrun: Option<(std::time::Duration, std::time::Instant)>,
 }
 
 impl HostState {
@@ -212,11 +218,42 @@ impl HostState {
             details: CallText::default(),
             view: LoadView::default(),
             deadline: std::time::Instant::now(),
+            ceiling: std::time::Instant::now(),
+            overrun: None,
         }
     }
 }
 
 impl HostState {
+    /// Gives the next guest call until `deadline`, and at most until `ceiling`.
+    pub(crate) fn arm(&mut self, deadline: std::time::Instant, ceiling: std::time::Instant) {
+        self.deadline = deadline;
+        self.ceiling = ceiling;
+        self.overrun = None;
+    }
+
+    /// Whether the guest call in progress, at `now` past its deadline, is stopped. The
+    /// budget is CPU time, but reading a thread's CPU clock costs a system call, so the
+    /// deadline is wall time and the CPU clock is read only once it has passed: a call
+    /// whose thread was preempted (a busy machine) is given [`super::engine::grace`] more,
+    /// and again while its thread spent less than half of that time on the CPU, up to
+    /// `ceiling`. A call that kept the CPU through its grace (a loop) is stopped: a
+    /// millisecond past its budget, where the watchdog looks every half millisecond.
+    pub(crate) fn overran(&mut self, now: std::time::Instant, budget: std::time::Duration) -> bool {
+        if now >= self.ceiling {
+            return true;
+        }
+        let cpu = super::engine::thread_cpu_time();
+        if let Some((since, at)) = self.overrun
+            && cpu.saturating_sub(since) * 2 >= now.saturating_duration_since(at)
+        {
+            return true;
+        }
+        self.overrun = Some((cpu, now));
+        self.deadline = now + super::engine::grace(budget);
+        false
+    }
+
     /// Seeds the guest's `wasi:random` for the next guest call.
     pub(crate) fn seed(&self, seed: u64) {
         self.random.0.store(seed, Ordering::Relaxed);
@@ -509,6 +546,36 @@ impl tokio::io::AsyncWrite for LineWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past its deadline, a call whose thread was off the CPU (asleep here, as a preempted
+    /// thread is) is given more time; one that kept the CPU through its grace is stopped;
+    /// none outlives its ceiling.
+    #[test]
+    fn past_the_deadline_a_call_is_judged_by_its_threads_cpu_time() {
+        use std::time::{Duration, Instant};
+        let budget = Duration::from_millis(20);
+        let mut state = HostState::new(1 << 20, Arc::new(GuestLog::new("t".into())));
+        let spin = |d: Duration| {
+            let started = Instant::now();
+            while started.elapsed() < d {
+                std::hint::spin_loop();
+            }
+        };
+        let now = Instant::now();
+        state.arm(now, now + Duration::from_secs(10));
+        assert!(!state.overran(Instant::now(), budget), "the first look gives a grace");
+        assert!(state.deadline > Instant::now());
+        std::thread::sleep(budget);
+        assert!(!state.overran(Instant::now(), budget), "off the CPU through its grace: more time");
+        spin(budget);
+        assert!(state.overran(Instant::now(), budget), "on the CPU through its grace: stopped");
+
+        let now = Instant::now();
+        state.arm(now, now + budget);
+        assert!(state.overrun.is_none(), "a new call starts with no overrun");
+        std::thread::sleep(budget);
+        assert!(state.overran(Instant::now(), budget), "past the ceiling, whatever the CPU");
+    }
 
     #[test]
     fn memory_limiter_counts_all_memories_together() {

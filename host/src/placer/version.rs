@@ -2,14 +2,14 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use thread_local::ThreadLocal;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::contract::{Contract, Guest, Placed, Pre, slot_hash};
-use super::engine::{Awake, GuestTimer, Shared};
+use super::engine::{Awake, GuestTimer, RecycleReason, Shared};
 use super::error::{LoadError, PlaceError, printable};
 use super::fault::{FaultKind, FaultState, OnFault};
 use super::order::{fallback_order, sanitize};
@@ -61,11 +61,21 @@ struct Warm {
     generation: Option<u64>,
     /// The version's [`PlacerVersion::forgets`] when `generation` was told.
     forgets: u64,
+    /// Calls placed on it.
+    calls: u64,
+    /// When it was built.
+    born: Instant,
+    /// Its memory past which it is retired ([`super::SandboxLimits::recycle_mark`]).
+    mark: usize,
+    /// Due for retirement, and a replacement asked for: it serves until one is ready.
+    replacing: bool,
 }
 
 /// A compiled placer with its config: immutable once built. A reload builds a new version
 /// and swaps it in; calls keep the `Arc` of the version they started with.
 pub struct PlacerVersion {
+    /// This version, for the jobs it gives the `placer-recycle` thread.
+    me: Weak<PlacerVersion>,
     name: Arc<str>,
     /// `NAME/SHA256-PREFIX`, sent as `Fn-Placer` on every response: built once here.
     label: String,
@@ -114,6 +124,15 @@ pub struct PlacerVersion {
     instances_created: AtomicU64,
     /// `set-runners` calls so far: once per instance per runner generation.
     set_runners_calls: AtomicU64,
+    /// Instances retired for fresh ones ([`super::Recycle`]).
+    recycles: AtomicU64,
+    /// Of `recycles`, those whose instance ran out of memory before its replacement was
+    /// ready: its call was placed again on a fresh instance built then, on the call path.
+    late_recycles: AtomicU64,
+    /// Time spent building replacements (instantiate, `configure`, `set-runners`),
+    /// nanoseconds, and how many were built.
+    replacement_nanos: AtomicU64,
+    replacements: AtomicU64,
 }
 
 impl std::fmt::Debug for PlacerVersion {
@@ -137,9 +156,10 @@ impl PlacerVersion {
         config: Vec<(String, String)>,
         pre: Pre,
         shared: Arc<Shared>,
-    ) -> Self {
+    ) -> Arc<Self> {
         let name: Arc<str> = name.into();
-        PlacerVersion {
+        Arc::new_cyclic(|me| PlacerVersion {
+            me: me.clone(),
             log: Arc::new(GuestLog::new(name.clone())),
             local: ThreadLocal::new(),
             forgets: AtomicU64::new(0),
@@ -163,8 +183,12 @@ impl PlacerVersion {
             fault_log: Throttle::new(FAULT_LOG_LINES, Duration::from_secs(10)),
             instances_created: AtomicU64::new(0),
             set_runners_calls: AtomicU64::new(0),
+            recycles: AtomicU64::new(0),
+            late_recycles: AtomicU64::new(0),
+            replacement_nanos: AtomicU64::new(0),
+            replacements: AtomicU64::new(0),
             shared,
-        }
+        })
     }
 
     /// The placer's name (`NAME` of `NAME.wasm`, or the built-in's name).
@@ -217,6 +241,26 @@ impl PlacerVersion {
         self.set_runners_calls.load(Ordering::Relaxed)
     }
 
+    /// Instances retired for fresh ones so far ([`super::Recycle`]).
+    pub fn recycles(&self) -> u64 {
+        self.recycles.load(Ordering::Relaxed)
+    }
+
+    /// Of [`PlacerVersion::recycles`], those whose replacement was not ready in time: the
+    /// instance ran out of memory first, and its call waited for a fresh instance.
+    pub fn late_recycles(&self) -> u64 {
+        self.late_recycles.load(Ordering::Relaxed)
+    }
+
+    /// Average time to build a replacement instance off the call path (instantiate,
+    /// `configure`, `set-runners`), nanoseconds (0 before the first).
+    pub fn replacement_nanos_avg(&self) -> u64 {
+        self.replacement_nanos
+            .load(Ordering::Relaxed)
+            .checked_div(self.replacements.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
     /// The largest linear memory (all memories together) of this version's warm
     /// instances, in bytes, as of their last call (a linear memory never shrinks).
     pub fn instance_memory_bytes(&self) -> usize {
@@ -230,7 +274,7 @@ impl PlacerVersion {
             return false;
         };
         let reuses = warm.guest.reuses_orders();
-        self.check_in(warm);
+        self.check_in(warm, None);
         reuses
     }
 
@@ -280,7 +324,7 @@ impl PlacerVersion {
             self.shared.clone(),
         );
         version.warm_up()?;
-        Ok(Arc::new(version))
+        Ok(version)
     }
 
     /// Builds the first instance (running `configure`) and keeps it warm in the shared
@@ -410,30 +454,89 @@ impl PlacerVersion {
             // An order the guest gave for this key and set: no guest call, so no deadline
             // to arm and nothing for the watchdog to watch.
             self.reused.inc();
-            self.check_in(warm);
+            self.check_in(warm, Some(set));
             return Ok(placed);
         }
         let awake = self.shared.awake();
         if !told {
-            arm(&mut warm.store, &awake, now + self.shared.limits.set_runners_time());
-            warm.store.data().seed(set.generation);
-            let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
-            self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
-            told.map_err(|e| classify(&warm.store, &e))?;
-            (warm.generation, warm.forgets) = (Some(set.generation), forgets);
+            self.tell(&mut warm, set, forgets, &awake, now)?;
             now = Instant::now();
         }
-        arm(&mut warm.store, &awake, now + self.shared.limits.place_time());
+        arm(&mut warm.store, &awake, now, self.shared.limits.place_time());
         warm.store.data().seed(call.random);
         // On error the instance is dropped here, never returned to the pool.
-        let order = warm.guest.place(&mut warm.store, call, hash, loads).map_err(|e| classify(&warm.store, &e))?;
-        self.check_in(warm);
+        let order = match warm.guest.place(&mut warm.store, call, hash, loads) {
+            Ok(order) => order,
+            Err(e) => {
+                let kind = classify(&warm.store, &e);
+                if kind != FaultKind::MemoryCap || !warm.replacing {
+                    return Err(kind);
+                }
+                // Garbage, not this call: the instance was past its recycle mark and ran
+                // out before its replacement was ready. The call is placed again on a
+                // fresh instance, built now if none is ready.
+                drop(awake);
+                return self.place_on_fresh(call, set, loads);
+            }
+        };
+        warm.calls += 1;
+        self.check_in(warm, Some(set));
         Ok(order)
+    }
+
+    /// Places `call` on a fresh instance, in place of one retired late (it ran out of
+    /// memory past its recycle mark).
+    fn place_on_fresh(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Placed> {
+        self.retired(RecycleReason::Memory);
+        self.late_recycles.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(placer = &*self.name, "instance ran out of memory before its replacement was ready");
+        let mut warm = match self.take_spare() {
+            Some(warm) => warm,
+            None => self.instantiate()?,
+        };
+        let forgets = self.forgets.load(Ordering::Relaxed);
+        let awake = self.shared.awake();
+        let now = Instant::now();
+        if warm.generation != Some(set.generation) || warm.forgets != forgets {
+            self.tell(&mut warm, set, forgets, &awake, now)?;
+        }
+        arm(&mut warm.store, &awake, Instant::now(), self.shared.limits.place_time());
+        warm.store.data().seed(call.random);
+        let order = warm
+            .guest
+            .place(&mut warm.store, call, slot_hash(&call.slot_key), loads)
+            .map_err(|e| classify(&warm.store, &e))?;
+        warm.calls += 1;
+        self.check_in(warm, Some(set));
+        Ok(order)
+    }
+
+    /// Tells `warm` the runner set `set` (`set-runners`), as of `forgets`.
+    fn tell(&self, warm: &mut Warm, set: &RunnerSet, forgets: u64, awake: &Awake<'_>, now: Instant) -> GuestResult<()> {
+        arm(&mut warm.store, awake, now, self.shared.limits.set_runners_time());
+        warm.store.data().seed(set.generation);
+        let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
+        self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
+        told.map_err(|e| classify(&warm.store, &e))?;
+        (warm.generation, warm.forgets) = (Some(set.generation), forgets);
+        Ok(())
     }
 
     /// A warm instance: this thread's, else one from the shared pool.
     fn check_out(&self) -> Option<Warm> {
         self.take_local().or_else(|| self.idle.lock().ok().and_then(|mut idle| idle.pop()))
+    }
+
+    /// An instance from the shared pool that is not due for retirement (one that is goes
+    /// now).
+    fn take_spare(&self) -> Option<Warm> {
+        loop {
+            let warm = self.idle.lock().ok()?.pop()?;
+            match self.due(&warm) {
+                None => return Some(warm),
+                Some(reason) => self.retire(warm, reason),
+            }
+        }
     }
 
     /// Makes every idle instance forget the runner set it was told: a check's synthetic
@@ -444,11 +547,29 @@ impl PlacerVersion {
     }
 
     /// Puts `warm` back: in this thread's slot if it is empty, else in the shared pool
-    /// while it holds fewer than `max_idle_instances`.
-    fn check_in(&self, warm: Warm) {
+    /// while it holds fewer than `max_idle_instances`. An instance due for retirement is
+    /// swapped for a spare if one is ready (and another spare is built), and otherwise
+    /// asks for one (built and told `set`) and serves until it is: after a version's first
+    /// recycle a spare waits in the pool, so an instance is retired at its mark.
+    fn check_in(&self, mut warm: Warm, set: Option<&RunnerSet>) {
         let used = warm.store.data().limiter.used();
         if used > self.memory_high.load(Ordering::Relaxed) {
             self.memory_high.fetch_max(used, Ordering::Relaxed);
+        }
+        if let Some(reason) = self.due(&warm) {
+            match self.take_spare() {
+                Some(spare) => {
+                    self.retire(warm, reason);
+                    warm = spare;
+                    // Another spare, so the next instance due is swapped at once too.
+                    self.build_replacement(set);
+                }
+                None if !warm.replacing => {
+                    warm.replacing = true;
+                    self.build_replacement(set);
+                }
+                None => {}
+            }
         }
         let warm = match self.local.get_or_default().try_borrow_mut() {
             Ok(mut slot) if slot.is_none() => {
@@ -458,6 +579,69 @@ impl PlacerVersion {
             _ => warm,
         };
         self.pool(warm);
+    }
+
+    /// Why `warm` should be retired, if it should.
+    fn due(&self, warm: &Warm) -> Option<RecycleReason> {
+        let recycle = &self.shared.limits.recycle;
+        if warm.store.data().limiter.used() > warm.mark {
+            Some(RecycleReason::Memory)
+        } else if recycle.calls > 0 && warm.calls >= recycle.calls {
+            Some(RecycleReason::Calls)
+        } else if recycle.age.is_some_and(|age| warm.born.elapsed() >= age) {
+            Some(RecycleReason::Age)
+        } else {
+            None
+        }
+    }
+
+    /// Retires `warm`: counted, and dropped off the call path (a language runtime's store
+    /// holds megabytes to unmap).
+    fn retire(&self, warm: Warm, reason: RecycleReason) {
+        self.retired(reason);
+        self.shared.background(Box::new(move || drop(warm)));
+    }
+
+    /// Counts an instance retired for `reason`.
+    fn retired(&self, reason: RecycleReason) {
+        self.recycles.fetch_add(1, Ordering::Relaxed);
+        self.shared.observer.recycled(&self.name, reason);
+    }
+
+    /// Builds a fresh instance into the shared pool on the `placer-recycle` thread, told
+    /// `set` when given, so the call that takes it does not wait for either.
+    fn build_replacement(&self, set: Option<&RunnerSet>) {
+        let Some(version) = self.me.upgrade() else {
+            return;
+        };
+        let set = set.cloned();
+        self.shared.background(Box::new(move || {
+            // A version no longer published (swapped out, its last calls done) needs none.
+            if Arc::strong_count(&version) == 1 {
+                return;
+            }
+            let started = Instant::now();
+            let built = version.instantiate().and_then(|mut warm| {
+                if let Some(set) = &set {
+                    let forgets = version.forgets.load(Ordering::Relaxed);
+                    let awake = version.shared.awake();
+                    version.tell(&mut warm, set, forgets, &awake, Instant::now())?;
+                }
+                Ok(warm)
+            });
+            match built {
+                Ok(warm) => {
+                    let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    version.replacement_nanos.fetch_add(took, Ordering::Relaxed);
+                    version.replacements.fetch_add(1, Ordering::Relaxed);
+                    version.pool(warm);
+                }
+                Err(fault) => {
+                    // The instance due for retirement keeps serving; the next call asks again.
+                    tracing::warn!(placer = &*version.name, %fault, "could not build a replacement placer instance");
+                }
+            }
+        }));
     }
 
     /// Puts `warm` in the shared pool while it holds fewer than `max_idle_instances`.
@@ -477,33 +661,52 @@ impl PlacerVersion {
             Store::new(&self.shared.engine, HostState::new(self.shared.limits.memory_limit_bytes, self.log.clone()));
         store.limiter(|state| &mut state.limiter);
         // The watchdog advances the epoch when some call is past its deadline, or at most
-        // once per budget: each store stops only if its own call is past its own.
-        store.epoch_deadline_callback(|store| {
-            Ok(if Instant::now() >= store.data().deadline {
+        // once per budget: each store stops only if its own call is past its own, and its
+        // thread spent that time on the CPU (`HostState::overran`).
+        let budget = self.shared.limits.budget;
+        store.epoch_deadline_callback(move |mut store| {
+            let now = Instant::now();
+            let state = store.data_mut();
+            Ok(if now >= state.deadline && state.overran(now, budget) {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Continue(1)
             })
         });
         // Set before instantiating: the epoch has long advanced past the default deadline.
-        arm(&mut store, &awake, Instant::now() + self.shared.limits.instantiate_time());
+        arm(&mut store, &awake, Instant::now(), self.shared.limits.instantiate_time());
         self.instances_created.fetch_add(1, Ordering::Relaxed);
         let guest = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
             FaultKind::Trap(msg) => FaultKind::Instantiate(msg),
             kind => kind,
         })?;
         match guest.configure(&mut store, &self.config) {
-            Ok(Ok(())) => Ok(Warm { store, guest, generation: None, forgets: 0 }),
+            Ok(Ok(())) => {
+                let mark = self.shared.limits.recycle_mark(store.data().limiter.used());
+                Ok(Warm {
+                    store,
+                    guest,
+                    generation: None,
+                    forgets: 0,
+                    calls: 0,
+                    born: Instant::now(),
+                    mark,
+                    replacing: false,
+                })
+            }
             Ok(Err(message)) => Err(FaultKind::Configure(printable(&message, MAX_GUEST_TEXT).into_owned())),
             Err(e) => Err(classify(&store, &e)),
         }
     }
 }
 
-/// Gives the guest call about to run on `store` until `deadline`: its store stops it at
-/// the first epoch change past that, and the watchdog wakes then to make one.
-fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, deadline: Instant) {
-    store.data_mut().deadline = deadline;
+/// Gives the guest call about to run on `store`, starting at `start`, `phase` of wall time
+/// (more if its thread is preempted, at most ten times that: [`HostState::overran`]): its
+/// store stops it at the first epoch change past that, and the watchdog wakes then to make
+/// one.
+fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, start: Instant, phase: Duration) {
+    let deadline = start + phase;
+    store.data_mut().arm(deadline, deadline + phase * 9);
     store.set_epoch_deadline(1);
     awake.until(deadline);
 }

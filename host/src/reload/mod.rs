@@ -58,6 +58,15 @@ pub struct PlacerInfo {
     pub place_ns_avg: u64,
     /// The contract version the running component implements (`0.4.0`); empty if none.
     pub contract: String,
+    /// Instances of the running version retired for fresh ones (`placer_recycle_*`).
+    pub recycles: u64,
+    /// Of `recycles`, those whose replacement was not ready before the instance ran out
+    /// of memory: that call waited for a fresh instance.
+    pub late_recycles: u64,
+    /// Average time to build a replacement instance off the call path, nanoseconds.
+    pub replacement_ns_avg: u64,
+    /// The largest linear memory of an instance, bytes.
+    pub instance_memory_bytes: usize,
 }
 
 /// Name → running version, swapped whole on every change.
@@ -196,6 +205,10 @@ impl Registry {
                 quarantined: v.quarantined(),
                 place_ns_avg: v.place_nanos_avg(),
                 contract: v.contract().version().to_string(),
+                recycles: v.recycles(),
+                late_recycles: v.late_recycles(),
+                replacement_ns_avg: v.replacement_nanos_avg(),
+                instance_memory_bytes: v.instance_memory_bytes(),
             })
             .collect();
         for (name, error) in errors.iter().filter(|(name, _)| !current.contains_key(*name)) {
@@ -211,6 +224,10 @@ impl Registry {
                 quarantined: false,
                 place_ns_avg: 0,
                 contract: String::new(),
+                recycles: 0,
+                late_recycles: 0,
+                replacement_ns_avg: 0,
+                instance_memory_bytes: 0,
             });
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
