@@ -98,8 +98,7 @@ def main():
         with open(config, "w") as f:
             f.write(f'cache_dir = "{os.path.join(tmp, "cache")}"\n'
                     f'placers_dir = "{placers}"\n'
-                    'default_placer = "big"\n'
-                    'placer_memory_limit_bytes = 134217728\n')
+                    'default_placer = "big"\n')
 
         def start():
             port, admin = free_port(), free_port()

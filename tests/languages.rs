@@ -90,7 +90,7 @@ fn componentize_js() -> PathBuf {
 }
 
 /// Builds the Python placer in `project` (module `app`) with componentize-py, as its
-/// README says, against the repository's 0.2 contract, into `out/NAME.wasm`.
+/// README says, against the repository's current contract, into `out/NAME.wasm`.
 fn build_python(project: &Path, out: &Path, name: &str) -> Vec<u8> {
     let wasm = out.join(format!("{name}.wasm"));
     run(
@@ -98,7 +98,7 @@ fn build_python(project: &Path, out: &Path, name: &str) -> Vec<u8> {
             .current_dir(repo().join(project))
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .arg("-d")
-            .arg(repo().join("wit/v0.2"))
+            .arg(repo().join("wit"))
             .args(["-w", "placer", "componentize", "app", "-o"])
             .arg(&wasm),
         &format!("building {}", project.display()),
@@ -107,14 +107,14 @@ fn build_python(project: &Path, out: &Path, name: &str) -> Vec<u8> {
 }
 
 /// Builds the JavaScript placer `project/source` with componentize-js, as its README
-/// says, against the repository's 0.2 contract, into `out/NAME.wasm`.
+/// says, against the repository's current contract, into `out/NAME.wasm`.
 fn build_js(project: &Path, source: &str, out: &Path, name: &str) -> Vec<u8> {
     let wasm = out.join(format!("{name}.wasm"));
     run(
         Command::new(componentize_js())
             .current_dir(repo().join(project))
             .arg("--wit")
-            .arg(repo().join("wit/v0.2"))
+            .arg(repo().join("wit"))
             .args(["--world-name", "placer", "-d", "http", "fetch-event", "-o"])
             .arg(&wasm)
             .arg(source),
@@ -166,11 +166,9 @@ async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart
     let configure = |c: &mut placerd::config::Config| {
         c.placers_dir = folder.path().to_path_buf();
         c.cache_dir = Some(cache.path().to_path_buf());
-        // JavaScript's runtime needs more than the default 16 MiB (docs/writing-placers.md).
-        c.sandbox.memory_limit_bytes = 128 << 20;
-        // The budget is wall time and the other test of this file compiles beside this
-        // one: a preempted call would be a fault, and every fault here fails the test.
-        c.sandbox.budget = std::time::Duration::from_millis(25);
+        // The default limits (16 MiB, 5 ms) for all four: JavaScript's growing heap is
+        // recycled below the cap, and a call preempted by the other test of this file
+        // compiling beside it is judged by its CPU time.
         let route = |app: &str, placer: &str| placerd::config::Route {
             app: Some(app.into()),
             placer: placer.into(),
@@ -304,11 +302,80 @@ fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_ch
     )
     .expect("PATH");
     run(Command::new("npm").current_dir(&js).args(["run", "--silent", "build"]).env("PATH", path), "npm run build");
-    // As its README says: JavaScript with the 128 MiB memory cap.
-    orders.push(check(&js.join("my-js.wasm"), &["--memory-limit-bytes", "134217728"]));
+    // As its README says: at the default limits, like the others.
+    orders.push(check(&js.join("my-js.wasm"), &[]));
 
     // The three templates are one algorithm: they order the sample calls alike.
     let lines = |text: &str| text.lines().filter(|l| l.contains("seq=")).map(str::to_string).collect::<Vec<_>>();
     assert_eq!(lines(&orders[0]), lines(&orders[1]), "Rust and Python templates disagree");
     assert_eq!(lines(&orders[0]), lines(&orders[2]), "Rust and JavaScript templates disagree");
+}
+
+/// Places `calls` calls on `version` from two threads (as two workers do), with loads
+/// that change from call to call, and returns the calls not placed by the guest.
+fn serve(version: &placerd::placer::PlacerVersion, calls: u64) -> u64 {
+    use placerd::placer::{Call, CallKind, PlacedBy, RunnerLoad, RunnerSet};
+    let set = RunnerSet::from_addresses(1, (0..4).map(|i| format!("10.0.0.{i}:8080")));
+    let not_by_guest = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for thread in 0..2u64 {
+            let (set, not_by_guest) = (&set, &not_by_guest);
+            s.spawn(move || {
+                for seq in (thread..calls).step_by(2) {
+                    let call = Call {
+                        id: format!("call-{seq}"),
+                        app_id: "app".into(),
+                        fn_id: format!("fn-{}", seq % 1000),
+                        kind: CallKind::Sync,
+                        slot_key: format!("fn-{}", seq % 1000),
+                        seq,
+                        random: seq.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                        extensions: Vec::new(),
+                    };
+                    let loads: Vec<RunnerLoad> = (0..4u32)
+                        .map(|i| RunnerLoad {
+                            in_flight: (seq as u32).wrapping_add(i * 7) % 13,
+                            healthy: (seq + u64::from(i)) % 97 != 0,
+                            ..RunnerLoad::default()
+                        })
+                        .collect();
+                    let placed = version.place(&call, set, &loads).expect("fallback policy");
+                    if !matches!(placed.by, PlacedBy::Guest { .. }) {
+                        not_by_guest.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    not_by_guest.into_inner()
+}
+
+/// The examples in both garbage-collected languages serve 200,000 calls each at the
+/// default limits (16 MiB, 5 ms) without a fault: the JavaScript runtime's heap grows with
+/// every call until it reaches the cap, and its instances are recycled before it does.
+#[test]
+fn python_and_javascript_placers_serve_200000_calls_at_the_default_limits_without_a_fault() {
+    use placerd::placer::{PlacerRuntime, PlacerSource, SandboxLimits};
+    let built = tempfile::tempdir().expect("tempdir");
+    let placers = [
+        ("bounded", build_python(Path::new("examples/python-placer"), built.path(), "bounded")),
+        ("p2c", build_js(Path::new("examples/js-placer"), "placer.js", built.path(), "p2c")),
+    ];
+    let runtime = PlacerRuntime::new(SandboxLimits::default()).expect("runtime");
+    for (name, bytes) in placers {
+        let version = runtime.load(name, PlacerSource::Admin, &bytes, Vec::new()).expect("loads");
+        let started = Instant::now();
+        let faults = serve(&version, 200_000);
+        eprintln!(
+            "{name}: 200,000 calls in {:?}, {} recycles ({} late), replacement {} µs, memory {} KiB",
+            started.elapsed(),
+            version.recycles(),
+            version.late_recycles(),
+            version.replacement_nanos_avg() / 1000,
+            version.instance_memory_bytes() / 1024
+        );
+        assert_eq!(faults, 0, "{name}: calls placed by the fallback");
+        assert_eq!(version.served_faults(), 0, "{name}");
+        assert!(version.instance_memory_bytes() <= 16 << 20, "{name}");
+    }
 }

@@ -1,43 +1,39 @@
-"""A placer in Python: rendezvous hashing with bounded loads.
+"""A placer in Python: consistent hashing with bounded loads.
 
 Each function keeps to its own runner (its warm containers stay useful) until that runner
 carries more than `max_load_factor` times the average calls in flight; then the call goes
-to the function's next runner with room. A function's runners are ranked by rendezvous
-(highest random weight) hashing, so adding or removing a runner moves only the functions
-whose first choice it is; the load bound is the one of "Consistent Hashing with Bounded
-Loads" (Mirrokni, Thorup and Zadimoghaddam). Unhealthy runners go last.
+to the next runner round the ring with room, as in "Consistent Hashing with Bounded
+Loads" (Mirrokni, Thorup and Zadimoghaddam). A function's place on the ring is its jump
+consistent hash (Lamping and Veach), as in the built-in consistent-hash: adding a runner
+moves only the functions that now go to it. The answer is the runner chosen and "then the
+ring from the function's place", which the host expands (skipping unhealthy runners while
+any is healthy): the work per call does not grow with the set, but for one sum.
 
 Build (from this folder, with componentize-py 0.25.1):
 
-    componentize-py -d ../../wit/v0.2 -w placer componentize app -o python_placer.wasm
+    componentize-py -d ../../wit -w placer componentize app -o python_placer.wasm
 """
 
 import wit_world
 from componentize_py_types import Err
+from wit_world.imports.types import Continuation_Ring, Continuation_Stop, LoadColumn, Order, Reuse
 
-# Columns of `loads`, in the order of the contract's `load-column` enum.
-IN_FLIGHT, REPORTED_ACTIVE, RECENT_REFUSALS, HEALTHY = 0, 1, 2, 3
+# The columns `place` reads, in one `loads` call: n values of each, one after the other.
+COLUMNS = [LoadColumn.IN_FLIGHT, LoadColumn.HEALTHY]
 MASK = (1 << 64) - 1
 
 
-def mix(x):
-    """SplitMix64's finaliser: a well-spread 64-bit hash of an integer."""
-    x = (x + 0x9E3779B97F4A7C15) & MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
-    return x ^ (x >> 31)
-
-
-def text_hash(text):
-    """FNV-1a over the UTF-8 bytes, then mixed."""
-    h = 0xCBF29CE484222325
-    for b in text.encode():
-        h = ((h ^ b) * 0x100000001B3) & MASK
-    return mix(h)
+def jump(key, buckets):
+    """Jump consistent hash: the bucket in [0, buckets) of a 64-bit key."""
+    b, j = -1, 0
+    while j < buckets:
+        b = j
+        key = (key * 2862933555777941757 + 1) & MASK
+        j = int((b + 1) * ((1 << 31) / ((key >> 33) + 1)))
+    return b
 
 
 factor = 1.25
-runner_hashes = []  # one per runner, from its address: stable across set changes
 n = 0
 
 
@@ -55,24 +51,23 @@ class WitWorld(wit_world.WitWorld):
                 raise Err(f"max_load_factor: must be at least 1.0, got {value}")
 
     def set_runners(self, generation, runners):
-        global runner_hashes, n
+        global n
         n = len(runners)
-        runner_hashes = [text_hash(r.address) for r in runners]
+        # The order depends on the loads, not on the function's slot hash alone.
+        return Reuse.NEVER
 
-    def place(self, call, loads):
-        if n == 0 or len(loads) < (HEALTHY + 1) * n:
-            return []
-        in_flight = loads[IN_FLIGHT * n:(IN_FLIGHT + 1) * n]
-        healthy = loads[HEALTHY * n:(HEALTHY + 1) * n]
-        # The function's runners, best first: highest weight of (function, runner).
-        key = call.slot_hash
-        weights = [((key ^ h) * 0x9E3779B97F4A7C15) & MASK for h in runner_hashes]
-        ranked = sorted(range(n), key=weights.__getitem__, reverse=True)
+    def place(self, call):
+        loads = wit_world.loads(COLUMNS)
+        if n == 0 or len(loads) < len(COLUMNS) * n:
+            return Order([], Continuation_Stop())
+        in_flight, healthy = loads[:n], loads[n:2 * n]
+        start = jump(call.slot_hash, n)
         # The bound: factor x the average, counting this call, at least 1.
         bound = max(1.0, factor * (sum(in_flight) + 1) / n)
-        room = [i for i in ranked if healthy[i] and in_flight[i] + 1 <= bound]
-        # Over the bound or unhealthy: still tried, after every runner with room; healthy
-        # ones first.
-        full = [i for i in ranked if healthy[i] and in_flight[i] + 1 > bound]
-        sick = [i for i in ranked if not healthy[i]]
-        return room + full + sick
+        # Round the ring from the function's place to the first healthy runner with room.
+        for step in range(n):
+            i = (start + step) % n
+            if healthy[i] and in_flight[i] + 1 <= bound:
+                return Order([i], Continuation_Ring(start))
+        # None has room: the ring as it is.
+        return Order([], Continuation_Ring(start))

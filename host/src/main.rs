@@ -180,7 +180,7 @@ enum Command {
         #[arg(long, value_name = "PLACERD.TOML")]
         config_file: Option<PathBuf>,
         /// Memory cap per placer instance, in bytes (placer_memory_limit_bytes; default
-        /// 16 MiB, or the config file's). A JavaScript placer needs 134217728.
+        /// 16 MiB, or the config file's).
         #[arg(long)]
         memory_limit_bytes: Option<usize>,
     },

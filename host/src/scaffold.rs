@@ -1,17 +1,13 @@
 //! `placerd new NAME --lang rust|python|js`: a placer project in `./NAME` that builds with
 //! one command and passes `placerd check` as it is. Every project carries its own copy of
 //! the contract (`wit/placer.wit`); a Rust one also carries the `placerd-placer` SDK
-//! (`placerd-placer/`), so it builds outside this repository. Rust projects are built
-//! against the current contract (0.3); Python and JavaScript ones against 0.2, whose
-//! `place(call, loads) -> list<u32>` maps onto plain lists in those languages, and which
-//! placerd keeps loading: a Python placer's ~250 µs per call dwarfs what 0.3 saves.
+//! (`placerd-placer/`), so it builds outside this repository. Projects of all three
+//! languages are built against the current contract (`wit/placer.wit`, 0.4).
 
 use std::path::{Path, PathBuf};
 
-/// The contract Rust projects are built against.
+/// The contract every project is built against.
 const WIT: &str = include_str!("../../wit/placer.wit");
-/// The contract Python and JavaScript projects are built against.
-const WIT_V02: &str = include_str!("../../wit/v0.2/placer.wit");
 /// The SDK, vendored into Rust projects.
 const SDK: &str = include_str!("../../guest-placers/sdk/src/lib.rs");
 const SDK_MANIFEST: &str = r#"[package]
@@ -105,7 +101,7 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<PathBuf, String> {
     let crate_name = name.replace('-', "_");
     let type_name = type_name(name);
     let mut all = files(lang);
-    all.push(("wit/placer.wit", if lang == Lang::Rust { WIT } else { WIT_V02 }));
+    all.push(("wit/placer.wit", WIT));
     for (path, template) in all {
         let text = if path == "placerd-placer/src/lib.rs" {
             // The SDK finds the contract beside it, not in this repository's layout.
@@ -130,13 +126,10 @@ pub fn artifact(lang: Lang, name: &str) -> String {
     }
 }
 
-/// The command that checks what a project in `lang` builds: a JavaScript runtime needs a
-/// 128 MiB memory cap (`placer_memory_limit_bytes`), more than the default 16 MiB.
+/// The command that checks what a project in `lang` builds (every language fits the
+/// default limits: a JavaScript runtime's growing heap is recycled below the cap).
 pub fn check_command(lang: Lang, name: &str) -> String {
-    match lang {
-        Lang::Rust | Lang::Python => format!("placerd check {}", artifact(lang, name)),
-        Lang::Js => format!("placerd check {} --memory-limit-bytes 134217728", artifact(lang, name)),
-    }
+    format!("placerd check {}", artifact(lang, name))
 }
 
 /// The command that builds a project in `lang`, for the message after `placerd new`.

@@ -1,16 +1,17 @@
 """{{name}}: a placerd placer in Python.
 
-`place` gets one call and the live load of every runner and returns the order to try
-them in. Change the algorithm below.
+`place` gets one call, reads the live load of the runners (the columns it needs, with
+`wit_world.loads`) and returns the order to try them in. Change the algorithm below.
 
 Build: componentize-py -d wit -w placer componentize app -o {{name}}.wasm
 """
 
 import wit_world
 from componentize_py_types import Err
+from wit_world.imports.types import Continuation_Stop, LoadColumn, Order, Reuse
 
-# Columns of `loads`, in the order of the contract's `load-column` enum.
-IN_FLIGHT, REPORTED_ACTIVE, RECENT_REFUSALS, HEALTHY = 0, 1, 2, 3
+# The columns `place` reads, in one `loads` call: n values of each, one after the other.
+COLUMNS = [LoadColumn.IN_FLIGHT, LoadColumn.HEALTHY]
 
 n = 0
 
@@ -23,12 +24,15 @@ class WitWorld(wit_world.WitWorld):
     def set_runners(self, generation, runners):
         global n
         n = len(runners)
+        # The order depends on the loads, not on the call's slot hash alone.
+        return Reuse.NEVER
 
-    def place(self, call, loads):
-        if n == 0 or len(loads) < (HEALTHY + 1) * n:
-            return []
-        in_flight = loads[IN_FLIGHT * n:(IN_FLIGHT + 1) * n]
-        healthy = loads[HEALTHY * n:(HEALTHY + 1) * n]
+    def place(self, call):
+        loads = wit_world.loads(COLUMNS)
+        if n == 0 or len(loads) < len(COLUMNS) * n:
+            return Order([], Continuation_Stop())
+        in_flight, healthy = loads[:n], loads[n:2 * n]
         start = call.slot_hash % n
         # Healthy first, then fewest in flight; ties broken per function.
-        return sorted(range(n), key=lambda i: (not healthy[i], in_flight[i], (i - start) % n))
+        runners = sorted(range(n), key=lambda i: (not healthy[i], in_flight[i], (i - start) % n))
+        return Order(runners, Continuation_Stop())
