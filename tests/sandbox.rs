@@ -451,18 +451,22 @@ fn wasm_least_loaded_gives_the_native_order() {
 }
 
 #[test]
-fn components_built_for_contracts_0_1_and_0_2_load_and_place_like_their_0_4_twin() {
+fn components_built_for_contract_0_1_load_and_place_like_their_0_4_twin_and_retired_contracts_are_refused() {
     let rt = runtime(roomy());
     let v01 = load(&rt, "naive-v01", &fixture("naive-v01"));
-    let v02 = load(&rt, "naive-v02", &fixture("naive-v02"));
+    // 0.2 (and 0.3) are retired: refused at load, with what to do.
+    let refused = rt.load("naive-v02", PlacerSource::Builtin, &fixture("naive-v02"), Vec::new()).expect_err("retired");
+    let text = refused.to_string();
+    assert!(
+        text.contains("placerd:placer@0.2.0") && text.contains("no longer loads") && text.contains("wit/placer.wit"),
+        "{text}"
+    );
     let current = load(&rt, "naive", builtin("naive").expect("embedded"));
     assert_eq!(v01.contract(), Contract::V0_1);
-    assert_eq!(v02.contract(), Contract::V0_2);
     assert_eq!(current.contract(), Contract::V0_4);
     v01.check().unwrap_or_else(|e| panic!("{e}"));
-    v02.check().unwrap_or_else(|e| panic!("{e}"));
     // Membership changes (set-runners) and changing health (the per-call loads) reach
-    // all three alike; the 0.4 built-in answers with a ring the host expands.
+    // both alike; the 0.4 built-in answers with a ring the host expands.
     for generation in 1..4u64 {
         let n = 3 + generation as usize;
         let runners = set(generation, n);
@@ -478,20 +482,18 @@ fn components_built_for_contracts_0_1_and_0_2_load_and_place_like_their_0_4_twin
             let c = call(seq, "k");
             let expected = current.place(&c, &runners, &loads).expect("placed");
             assert_eq!(expected.by, PlacedBy::Guest { cleaned: 0 });
-            for legacy in [&v01, &v02] {
-                let placed = legacy.place(&c, &runners, &loads).expect("placed");
-                assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
-                assert_eq!(placed.order, expected.order, "{}: generation {generation}, seq {seq}", legacy.name());
-            }
+            let placed = v01.place(&c, &runners, &loads).expect("placed");
+            assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+            assert_eq!(placed.order, expected.order, "generation {generation}, seq {seq}");
         }
     }
 }
 
 #[test]
-fn a_0_3_placer_reads_loads_through_its_imports_and_the_host_expands_its_ring() {
+fn a_placer_reads_loads_through_its_imports_and_the_host_expands_its_ring() {
     let rt = runtime(roomy());
     let placer = load(&rt, "ring-after", &fixture("ring-after"));
-    assert_eq!(placer.contract(), Contract::V0_3);
+    assert_eq!(placer.contract(), Contract::V0_4);
     placer.check().unwrap_or_else(|e| panic!("{e}"));
     for n in [1usize, 4, 9] {
         let runners = set(n as u64, n);
@@ -570,10 +572,10 @@ fn a_0_4_placer_that_allows_reuse_is_asked_once_per_key_and_runner_set() {
 }
 
 #[test]
-fn a_0_2_placer_reads_the_calls_text_through_current_call_and_only_during_place() {
+fn a_placer_reads_the_calls_text_through_current_call_and_only_during_place() {
     let rt = runtime(roomy());
     let placer = load(&rt, "call-details", &fixture("call-details"));
-    assert_eq!(placer.contract(), Contract::V0_2);
+    assert_eq!(placer.contract(), Contract::V0_4);
     let runners = set(1, 4);
     for (k, key) in ["app/a", "app/b", "another/key"].into_iter().enumerate() {
         let mut c = call(k as u64, key);

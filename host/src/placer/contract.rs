@@ -1,21 +1,21 @@
 //! The placer contracts a component may implement, and how the host calls each.
 //!
-//! - `placerd:placer@0.4.0` (`wit/placer.wit`): 0.3, and `set-runners` answers whether
-//!   the host may reuse an order. A placer that answers `by-slot-hash` is asked once per
+//! - `placerd:placer@0.4.0` (`wit/placer.wit`), the current contract: `set-runners`
+//!   answers whether the host may reuse an order. A placer that answers `by-slot-hash` is asked once per
 //!   key and runner set; later calls of the key get the order it gave, without entering
 //!   the sandbox ([`Reused`]). The built-ins implement it.
-//! - `placerd:placer@0.3.0` (`wit/v0.3/placer.wit`): `place` gets the call's numbers only
-//!   and reads the loads it wants through imports (`loads`, `load`), while it runs; its
-//!   order may be a prefix with a continuation (the ring from an index), which the host
-//!   expands. A hash placer crosses the boundary with a few numbers each way, whatever the
-//!   size of the set.
-//! - `placerd:placer@0.2.0` (`wit/v0.2/placer.wit`): the call's numbers and every load
-//!   column in one `list<u32>`, lowered with one copy; a full order back.
-//! - `placerd:placer@0.1.0` (`wit/v0.1/placer.wit`): one `runner-load` record per runner,
-//!   lowered field by field.
+//!   `place` gets the call's numbers only and reads the loads it wants through imports
+//!   (`loads`, `load`), while it runs; its order may be a prefix with a continuation (the
+//!   ring from an index), which the host expands. A hash placer crosses the boundary with
+//!   a few numbers each way, whatever the size of the set.
+//! - `placerd:placer@0.1.0` (`wit/v0.1/placer.wit`), the first published contract: one
+//!   `runner-load` record per runner, lowered field by field. Components built for it
+//!   exist outside this repository; they keep loading and placing unchanged, the host
+//!   adapting the call.
 //!
-//! Components built for 0.1, 0.2 and 0.3 keep loading and placing: the host recognises the
-//! contract when it loads a component and adapts the call. The host has its own view of a
+//! Two contracts, the first published and the current one, and no more: 0.2 and 0.3
+//! lived for days and only this repository's scaffolds used them. A component built for
+//! either is refused at load with what to do ([`Contract::of`]). The host has its own view of a
 //! call ([`Call`], everything any contract may ask for) and of a runner's load
 //! ([`RunnerLoad`]); a [`Guest`] converts them to what its component expects and keeps the
 //! buffers it converts into, so a warm instance allocates nothing per call for them.
@@ -32,23 +32,6 @@ use super::sandbox::HostState;
 pub(crate) mod v04 {
     #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
     wasmtime::component::bindgen!({ world: "placer", path: "../wit" });
-}
-
-/// Bindings of `placerd:placer@0.3.0`. Its types are 0.4's (0.4 only adds `reuse`), so
-/// both place through the same code.
-pub(crate) mod v03 {
-    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
-    wasmtime::component::bindgen!({
-        world: "placer",
-        path: "../wit/v0.3",
-        with: { "placerd:placer/types": super::v04::placerd::placer::types },
-    });
-}
-
-/// Bindings of `placerd:placer@0.2.0`.
-pub(crate) mod v02 {
-    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
-    wasmtime::component::bindgen!({ world: "placer", path: "../wit/v0.2" });
 }
 
 /// Bindings of `placerd:placer@0.1.0`.
@@ -84,7 +67,7 @@ pub struct Call {
 /// SipHash-2-4 keys of Fn's consistent-hash placer: `k0 = 0`, `k1` = "LaryBoat".
 const SLOT_HASH_KEYS: (u64, u64) = (0, 0x4c61_7279_426f_6174);
 
-/// The `slot-hash` of contracts 0.2 and later: SipHash-2-4 of the affinity key with Fn's keys.
+/// The `slot-hash` of contract 0.4: SipHash-2-4 of the affinity key with Fn's keys.
 pub fn slot_hash(slot_key: &str) -> u64 {
     use std::hash::Hasher;
     let mut hasher = siphasher::sip::SipHasher24::new_with_keys(SLOT_HASH_KEYS.0, SLOT_HASH_KEYS.1);
@@ -103,9 +86,9 @@ pub struct RunnerLoad {
     pub recent_refusals: u32,
     /// False while status polling fails, it is ejected or it has left the pool.
     pub healthy: bool,
-    /// Moving average of its response-head latency in µs (0.2 only); 0 if unknown.
+    /// Moving average of its response-head latency in µs (not in 0.1); 0 if unknown.
     pub latency_us: u32,
-    /// Connect failures and failures after commit in the last ten seconds (0.2 only).
+    /// Connect failures and failures after commit in the last ten seconds (not in 0.1).
     pub recent_errors: u32,
 }
 
@@ -114,41 +97,43 @@ pub struct RunnerLoad {
 pub enum Contract {
     /// `placerd:placer@0.1.0`.
     V0_1,
-    /// `placerd:placer@0.2.0`.
-    V0_2,
-    /// `placerd:placer@0.3.0`.
-    V0_3,
     /// `placerd:placer@0.4.0`.
     V0_4,
 }
 
 impl Contract {
-    /// The contract's package version, e.g. `0.2.0`.
+    /// The contract's package version, e.g. `0.4.0`.
     pub fn version(self) -> &'static str {
         match self {
             Contract::V0_1 => "0.1.0",
-            Contract::V0_2 => "0.2.0",
-            Contract::V0_3 => "0.3.0",
             Contract::V0_4 => "0.4.0",
         }
     }
 
     /// The contract `component` says it implements: the version of the `types` interface
-    /// it imports, 0.1, 0.2 or 0.3; else the current one, 0.4 (a component of none of them
-    /// then fails 0.4's type check, which names what differs).
-    pub(crate) fn of(component: &Component) -> Self {
+    /// it imports, 0.1; else the current one, 0.4 (a component of neither then fails 0.4's
+    /// type check, which names what differs).
+    ///
+    /// # Errors
+    /// The component was built for a retired contract (0.2 or 0.3): what to rebuild it
+    /// against.
+    pub(crate) fn of(component: &Component) -> Result<Self, String> {
         let engine = component.engine();
         let mut contract = Contract::V0_4;
         for (name, _) in component.component_type().imports(engine) {
             if name.starts_with("placerd:placer/types@0.1.") {
                 contract = Contract::V0_1;
-            } else if name.starts_with("placerd:placer/types@0.2.") {
-                contract = Contract::V0_2;
-            } else if name.starts_with("placerd:placer/types@0.3.") {
-                contract = Contract::V0_3;
+            } else if let Some(version) = ["0.2", "0.3"]
+                .into_iter()
+                .find(|v| name.strip_prefix("placerd:placer/types@").is_some_and(|rest| rest.starts_with(v)))
+            {
+                return Err(format!(
+                    "it is built for placerd:placer@{version}.0, a contract placerd no longer loads: rebuild it \
+                     against wit/placer.wit (placerd:placer@0.4.0; `placerd new` scaffolds a project for it)"
+                ));
             }
         }
-        contract
+        Ok(contract)
     }
 }
 
@@ -159,16 +144,6 @@ pub(crate) enum Pre {
     /// for it; other components pay nothing for the text.
     V04 {
         pre: v04::PlacerPre<HostState>,
-        text: bool,
-    },
-    /// `text` as for 0.4.
-    V03 {
-        pre: v03::PlacerPre<HostState>,
-        text: bool,
-    },
-    /// `text` as for 0.4.
-    V02 {
-        pre: v02::PlacerPre<HostState>,
         text: bool,
     },
     V01(v01::PlacerPre<HostState>),
@@ -184,8 +159,6 @@ impl Pre {
         let text = component.component_type().imports(component.engine()).any(|(name, _)| name == "current-call");
         Ok(match contract {
             Contract::V0_4 => Pre::V04 { pre: v04::PlacerPre::new(instance_pre)?, text },
-            Contract::V0_3 => Pre::V03 { pre: v03::PlacerPre::new(instance_pre)?, text },
-            Contract::V0_2 => Pre::V02 { pre: v02::PlacerPre::new(instance_pre)?, text },
             Contract::V0_1 => Pre::V01(v01::PlacerPre::new(instance_pre)?),
         })
     }
@@ -194,8 +167,6 @@ impl Pre {
     pub(crate) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Guest> {
         Ok(match self {
             Pre::V04 { pre, text } => Guest::V04 { placer: pre.instantiate(store)?, text: *text, reused: None },
-            Pre::V03 { pre, text } => Guest::V03 { placer: pre.instantiate(store)?, text: *text },
-            Pre::V02 { pre, text } => Guest::V02 { placer: pre.instantiate(store)?, loads: Vec::new(), text: *text },
             Pre::V01(pre) => Guest::V01 { placer: pre.instantiate(store)?, loads: Vec::new() },
         })
     }
@@ -221,15 +192,6 @@ pub(crate) enum Guest {
         text: bool,
         reused: Option<Reused>,
     },
-    V03 {
-        placer: v03::Placer,
-        text: bool,
-    },
-    V02 {
-        placer: v02::Placer,
-        loads: Vec<u32>,
-        text: bool,
-    },
     V01 {
         placer: v01::Placer,
         loads: Vec<v01::placerd::placer::types::RunnerLoad>,
@@ -245,8 +207,6 @@ impl Guest {
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
             Guest::V04 { placer, .. } => placer.call_configure(store, config),
-            Guest::V03 { placer, .. } => placer.call_configure(store, config),
-            Guest::V02 { placer, .. } => placer.call_configure(store, config),
             Guest::V01 { placer, .. } => placer.call_configure(store, config),
         }
     }
@@ -264,17 +224,6 @@ impl Guest {
                 let reuse = placer.call_set_runners(store, generation, runners)?;
                 *reused = (reuse == Reuse::BySlotHash).then(Reused::default);
                 Ok(())
-            }
-            Guest::V03 { placer, .. } => placer.call_set_runners(store, generation, runners),
-            Guest::V02 { placer, .. } => {
-                let runners: Vec<v02::placerd::placer::types::Runner> = runners
-                    .iter()
-                    .map(|r| v02::placerd::placer::types::Runner {
-                        address: r.address.clone(),
-                        labels: r.labels.clone(),
-                    })
-                    .collect();
-                placer.call_set_runners(store, generation, &runners)
             }
             Guest::V01 { placer, .. } => {
                 let runners: Vec<v01::placerd::placer::types::Runner> = runners
@@ -326,32 +275,6 @@ impl Guest {
                 }
                 Ok(expanded(order, loads))
             }
-            Guest::V03 { placer, text } => {
-                let order = place_numbers(store, call, slot_hash, loads, *text, |store, numbers| {
-                    placer.call_place(store, numbers)
-                })?;
-                Ok(expanded(order, loads))
-            }
-            Guest::V02 { placer, loads: columns, text } => {
-                fill_columns(columns, loads);
-                if *text {
-                    store.data_mut().details.copy_from(call);
-                }
-                let numbers = v02::placerd::placer::types::Call {
-                    seq: call.seq,
-                    random: call.random,
-                    kind: match call.kind {
-                        CallKind::Sync => v02::placerd::placer::types::CallKind::Sync,
-                        CallKind::Detached => v02::placerd::placer::types::CallKind::Detached,
-                    },
-                    slot_hash,
-                };
-                let order = placer.call_place(&mut *store, numbers, columns);
-                if *text {
-                    store.data_mut().details.clear();
-                }
-                Ok(Placed { order: order?, clean: false, reused: false })
-            }
             Guest::V01 { placer, loads: rows } => {
                 rows.clear();
                 rows.extend(loads.iter().map(|l| v01::placerd::placer::types::RunnerLoad {
@@ -366,7 +289,7 @@ impl Guest {
     }
 }
 
-/// Runs `place` of a 0.3 or 0.4 guest: the call's numbers in, its text and loads readable
+/// Runs `place` of a 0.4 guest: the call's numbers in, its text and loads readable
 /// through the imports while it runs.
 fn place_numbers(
     store: &mut Store<HostState>,
@@ -390,7 +313,7 @@ fn place_numbers(
     order
 }
 
-/// A 0.3 or 0.4 order as indices for `loads`' set.
+/// A 0.4 order as indices for `loads`' set.
 fn expanded(order: Order, loads: &[RunnerLoad]) -> Placed {
     // A bare continuation expands to a valid order: no cleaning to do.
     let clean = order.runners.is_empty();
@@ -443,23 +366,9 @@ impl Hasher for SlotHashHasher {
     }
 }
 
-/// The 0.2 load view: each column of `loads` (in `load-column` order), one after another.
-fn fill_columns(columns: &mut Vec<u32>, loads: &[RunnerLoad]) {
-    columns.clear();
-    columns.reserve(loads.len() * 6);
-    // A pass per column: each is a plain gather the compiler unrolls, with no stores to
-    // clear the buffer first.
-    columns.extend(loads.iter().map(|l| l.in_flight));
-    columns.extend(loads.iter().map(|l| l.reported_active));
-    columns.extend(loads.iter().map(|l| l.recent_refusals));
-    columns.extend(loads.iter().map(|l| u32::from(l.healthy)));
-    columns.extend(loads.iter().map(|l| l.latency_us));
-    columns.extend(loads.iter().map(|l| l.recent_errors));
-}
-
-/// The loads of the call a 0.3 or 0.4 guest is placing, which its `loads` and `load`
+/// The loads of the call a 0.4 guest is placing, which its `loads` and `load`
 /// imports read; empty outside `place`. It points at the caller's loads instead of holding
-/// a copy: copying them would cost the host what 0.3 saves the guest (12 KiB at 512
+/// a copy: copying them would cost the host what 0.4's imports save the guest (12 KiB at 512
 /// runners).
 #[derive(Debug)]
 pub(crate) struct LoadView {
@@ -527,7 +436,7 @@ impl LoadView {
     }
 }
 
-/// A store whose guest may read `loads` (0.3's and 0.4's imports) until this is dropped.
+/// A store whose guest may read `loads` (0.4's imports) until this is dropped.
 struct Viewing<'a> {
     store: &'a mut Store<HostState>,
 }
@@ -546,7 +455,7 @@ impl Drop for Viewing<'_> {
     }
 }
 
-/// A 0.3 or 0.4 order as indices: the listed runners, then the continuation's. Out-of-range and
+/// A 0.4 order as indices: the listed runners, then the continuation's. Out-of-range and
 /// repeated listed indices are left for the host's cleaning, as in other contracts; the
 /// continuation skips the listed runners, so it adds no repeats of its own.
 fn expand(order: Order, loads: &[RunnerLoad]) -> Vec<u32> {
@@ -583,7 +492,7 @@ fn expand(order: Order, loads: &[RunnerLoad]) -> Vec<u32> {
     out
 }
 
-/// The text of the call a 0.2 guest is placing, kept in buffers that live as long as the
+/// The text of the call a 0.4 guest is placing, kept in buffers that live as long as the
 /// instance so that filling them allocates only when a call's text outgrows them.
 #[derive(Debug, Default)]
 pub(crate) struct CallText {
@@ -657,8 +566,8 @@ mod tests {
     }
 
     proptest! {
-        /// The ring a 0.3 consistent-hash answers with expands to the full order the
-        /// algorithm computes natively (and 0.2 sent), for any health of the set.
+        /// The ring a consistent-hash answers with expands to the full order the
+        /// algorithm computes natively, for any health of the set.
         #[test]
         fn a_ring_expands_to_consistent_hashings_order(healthy in prop::collection::vec(any::<bool>(), 1..40), hash: u64) {
             use consistent_hash::order::{Config, Load, jump, order};

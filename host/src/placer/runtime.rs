@@ -10,7 +10,7 @@ use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine};
 
 use super::cache::DiskCache;
-use super::contract::{Contract, Pre, v01, v02, v03, v04};
+use super::contract::{Contract, Pre, v01, v04};
 use super::engine::{NoObserver, PlacerObserver, SandboxLimits, Shared, hex};
 use super::error::{LoadError, what_is};
 use super::sandbox::HostState;
@@ -77,14 +77,9 @@ impl PlacerRuntime {
         super::sandbox::replace_blocking_wasi(&mut linker).map_err(LoadError::Engine)?;
         v04::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(LoadError::Engine)?;
-        // 0.3, 0.2 and 0.1 components import the same `log` (0.3 and 0.2 the same
-        // `current-call`, 0.3 the same `loads` and `load`): the later definitions replace
-        // the earlier ones and behave the same.
+        // 0.1 components import the same `log`: its definition replaces 0.4's and behaves
+        // the same.
         linker.allow_shadowing(true);
-        v03::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
-            .map_err(LoadError::Engine)?;
-        v02::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
-            .map_err(LoadError::Engine)?;
         v01::Placer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(LoadError::Engine)?;
         linker.allow_shadowing(false);
@@ -205,7 +200,8 @@ impl PlacerRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|source| LoadError::Imports { placer: placer.clone(), source })?;
-        let contract = Contract::of(&component);
+        let contract =
+            Contract::of(&component).map_err(|detail| LoadError::WrongWorld { placer: placer.clone(), detail })?;
         let pre = Pre::new(instance_pre, contract).map_err(|source| LoadError::WrongTypes {
             placer: placer.clone(),
             contract,

@@ -30,7 +30,7 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::StreamError as WitStreamError
 use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-use super::contract::{CallText, LoadColumn, LoadView, v01, v02, v03, v04};
+use super::contract::{CallText, LoadColumn, LoadView, v01, v04};
 use super::error::printable;
 use crate::throttle::Throttle;
 
@@ -178,10 +178,10 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     log: Arc<GuestLog>,
-    /// The call being placed, for `current-call` (contracts 0.2 and later); empty between
+    /// The call being placed, for `current-call` (contract 0.4); empty between
     /// calls.
     pub(crate) details: CallText,
-    /// The loads of the call being placed, for `loads` and `load` (contracts 0.3 and 0.4);
+    /// The loads of the call being placed, for `loads` and `load` (contract 0.4);
     /// empty between calls.
     pub(crate) view: LoadView,
     /// When the guest call in progress must end (its phase's budget from its start),
@@ -268,7 +268,6 @@ impl WasiView for HostState {
 
 // The `types` interfaces have no functions; the bindings still want them implemented.
 impl v04::placerd::placer::types::Host for HostState {}
-impl v02::placerd::placer::types::Host for HostState {}
 impl v01::placerd::placer::types::Host for HostState {}
 
 impl v04::PlacerImports for HostState {
@@ -286,44 +285,6 @@ impl v04::PlacerImports for HostState {
 
     fn load(&mut self, runner: u32, column: LoadColumn) -> u32 {
         self.view.value(runner, column)
-    }
-}
-
-/// The same imports for 0.3 components (their types are 0.4's).
-impl v03::PlacerImports for HostState {
-    fn log(&mut self, level: u8, message: String) {
-        v04::PlacerImports::log(self, level, message);
-    }
-
-    fn current_call(&mut self) -> v04::placerd::placer::types::CallDetails {
-        v04::PlacerImports::current_call(self)
-    }
-
-    fn loads(&mut self, columns: Vec<LoadColumn>) -> Vec<u32> {
-        v04::PlacerImports::loads(self, columns)
-    }
-
-    fn load(&mut self, runner: u32, column: LoadColumn) -> u32 {
-        v04::PlacerImports::load(self, runner, column)
-    }
-}
-
-/// The same imports for 0.2 components (the records are the same; only their Rust types
-/// differ).
-impl v02::PlacerImports for HostState {
-    fn log(&mut self, level: u8, message: String) {
-        v04::PlacerImports::log(self, level, message);
-    }
-
-    fn current_call(&mut self) -> v02::placerd::placer::types::CallDetails {
-        let d = self.details.details();
-        v02::placerd::placer::types::CallDetails {
-            id: d.id,
-            app_id: d.app_id,
-            fn_id: d.fn_id,
-            slot_key: d.slot_key,
-            extensions: d.extensions,
-        }
     }
 }
 

@@ -210,8 +210,6 @@ impl PlacerVersion {
     pub fn contract(&self) -> Contract {
         match self.pre {
             Pre::V04 { .. } => Contract::V0_4,
-            Pre::V03 { .. } => Contract::V0_3,
-            Pre::V02 { .. } => Contract::V0_2,
             Pre::V01(_) => Contract::V0_1,
         }
     }
