@@ -15,6 +15,10 @@
 #   PGO=1 bench/proxy.sh                   # placerd built with profile-guided optimisation
 #                                          # (bench/pgo.sh) instead of `cargo build --release`
 #   LEAN=1 bench/proxy.sh                  # also bench/lean-proxy, the hyper floor (1 thread)
+#   PLACER_FILES="/tmp/p2c.wasm /tmp/bounded.wasm" bench/proxy.sh
+#                                          # also placerd with each of these placers (from its
+#                                          # placers_dir) as the default placer, target
+#                                          # placerd-NAME; their faults and recycles are printed
 #   ONLY="placerd-consistent-hash placerd-ch-native nginx" ROUNDS=10 bench/proxy.sh
 #                                          # just these targets (nginx is the reference): Wasm
 #                                          # against native in more rounds, paired round by round
@@ -142,6 +146,17 @@ for k in "${!WORKER_COUNTS[@]}"; do
     TARGETS[placerd-ch-baseline$s]=$((18204 + off))
     ORDER+=("placerd-ch-baseline$s")
   fi
+  p=0
+  for file in ${PLACER_FILES:-}; do
+    placer=$(basename "$file" .wasm)
+    mkdir -p "$work/placers-placerd-$placer$s"
+    cp "$file" "$work/placers-placerd-$placer$s/"
+    # Admin ports are 90 above: clear of nginx (18301) and HAProxy (18401).
+    start_placerd "placerd-$placer$s" $((18250 + p + off)) "$placer" "$w"
+    TARGETS[placerd-$placer$s]=$((18250 + p + off))
+    ORDER+=("placerd-$placer$s")
+    p=$((p + 1))
+  done
   ORDER+=("nginx$s" "haproxy$s")
 done
 ORDER=(direct "${ORDER[@]}")
@@ -169,7 +184,9 @@ if [ -n "${ONLY:-}" ]; then
   done
 fi
 for port in "${TARGETS[@]}"; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
+  # Up to a minute: a placer from PLACER_FILES compiles first (seconds for a Python or
+  # JavaScript runtime, unless cache_dir has it).
+  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
 done
 
 # CPU time of a target's processes, "user system" in clock ticks: placerd and HAProxy are
@@ -249,6 +266,18 @@ print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}\t{b:.2f}\t{w:.2f}\t{i:.2f}')")
   done
 done
 
+# The placers of PLACER_FILES: faults (calls placed by the fallback) and recycles over
+# every round.
+for name in "${ORDER[@]}"; do
+  [ -n "${PLACER_FILES:-}" ] || break
+  placer=${name#placerd-}
+  placer=${placer%@*}
+  case " ${PLACER_FILES} " in *"/$placer.wasm "*|*" $placer.wasm "*) ;; *) continue ;; esac
+  metrics=$(curl -s "http://127.0.0.1:$((${TARGETS[$name]} + 90))/metrics")
+  sum() { echo "$metrics" | awk -v m="$1" -v p="placer=\"$placer\"" 'index($0, m "{") == 1 && index($0, p) {n += $2} END {print n + 0}'; }
+  echo "$name: placer $placer faults $(sum placerd_placer_faults_total), recycles $(sum placerd_placer_recycles_total), calls placed by it $(curl -s "http://127.0.0.1:$((${TARGETS[$name]} + 90))/admin/placers" | python3 -c "import json, sys; print(sum(p['calls'] for p in json.load(sys.stdin) if p['name'] == '$placer'))")" >> "$work/placer-faults"
+done
+
 python3 - "$results" "$DURATION" "$ROUNDS" "$CONNECTIONS" "$WORKERS" "$KEYS" <<'PY'
 import sys, statistics
 path, duration, rounds, conns, workers, keys = sys.argv[1:]
@@ -272,6 +301,7 @@ for line in open(path):
         r["errors"].append(rest[0].strip())
 med = {n: {k: statistics.median(v) for k, v in r.items() if k not in ("errors", "spread")} for n, r in rows.items()}
 NAMES = ["direct", "placerd-naive", "placerd-consistent-hash", "placerd-ch-native", "placerd-ch-baseline", "nginx", "haproxy", "lean-proxy"]
+NAMES[4:4] = sorted({n.split("@")[0] for n in rows} - set(NAMES))
 def paired(a, b, label, key="cpu"):
     """a against b round by round: the two ran back to back, so each pair shares the
     machine's phase."""
@@ -328,3 +358,4 @@ if len(counts) > 1:
             pairs = [x / y for x, y in zip(rows[a]["rps"], rows[b]["rps"])]
             print(f"| {plain} | {med[b]['rps']:.0f} | {med[a]['rps']:.0f} | {med[a]['rps'] / med[b]['rps']:.2f} | {statistics.median(pairs):.2f} |")
 PY
+if [ -f "$work/placer-faults" ]; then echo; cat "$work/placer-faults"; fi
