@@ -2,7 +2,7 @@
 //! `max_connections` open at once; beyond that, new connections wait in the kernel's
 //! backlog), set `TCP_NODELAY`, serve each connection with hyper ([`serve_http`]), and on
 //! stop let each connection close when idle and finish the request in flight within a
-//! grace period. The proxy port has its own workers (`crate::workers`) and HTTP/1.1
+//! grace period. The proxy port has its own workers (`workers.rs`) and HTTP/1.1
 //! server; it takes its timeouts' defaults from here.
 
 use std::error::Error as StdError;
