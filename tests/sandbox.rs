@@ -353,6 +353,34 @@ fn recycling_under_concurrent_calls_loses_no_call() {
     assert_eq!(version.served_calls(), 4_000);
 }
 
+/// A version loads with one instance ready per worker: the first calls of three threads
+/// at once build none on their call path.
+#[test]
+fn a_version_has_an_instance_ready_for_each_workers_first_call() {
+    let rt = runtime(SandboxLimits { warm_instances: 3, ..roomy() });
+    let version = load(&rt, "naive", builtin("naive").expect("embedded"));
+    let started = std::time::Instant::now();
+    while version.instances_created() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(10), "{} instances built", version.instances_created());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Wait for the last one to reach the pool (counted as it starts building).
+    std::thread::sleep(Duration::from_millis(200));
+    let runners = set(1, 4);
+    let barrier = std::sync::Barrier::new(3);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (version, runners, barrier) = (&version, &runners, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let placed = version.place(&call(t, "k"), runners, &idle(4)).expect("placed");
+                assert_eq!(placed.by, PlacedBy::Guest { cleaned: 0 });
+            });
+        }
+    });
+    assert_eq!(version.instances_created(), 3, "a first call built its own instance");
+}
+
 #[test]
 fn instances_are_recycled_after_a_number_of_calls_or_seconds() {
     let by_calls = runtime(SandboxLimits { recycle: Recycle { calls: 100, ..Recycle::default() }, ..roomy() });

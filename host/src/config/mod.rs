@@ -879,6 +879,8 @@ impl FileConfig {
                     budget: budget?,
                     memory_limit_bytes: memory?,
                     on_fault: on_fault?,
+                    // One ready for each worker's first call.
+                    warm_instances: workers.unwrap_or(1),
                     recycle: Recycle {
                         memory_percent: recycle_percent?,
                         calls: self.placer_recycle_calls,

@@ -27,6 +27,10 @@ pub struct SandboxLimits {
     /// Warm instances kept per placer version; more are built on demand under
     /// concurrency and dropped when returned.
     pub max_idle_instances: usize,
+    /// Instances a version has ready when it is loaded: one is built as it loads, the
+    /// others right after on the `placer-recycle` thread, so the first call of each
+    /// worker does not build its own (the proxy sets this to `workers`).
+    pub warm_instances: usize,
     /// `on_placer_fault`.
     pub on_fault: OnFault,
     /// Quarantine thresholds.
@@ -88,6 +92,7 @@ impl Default for SandboxLimits {
             budget: Duration::from_millis(5),
             memory_limit_bytes: 16 << 20,
             max_idle_instances: 16,
+            warm_instances: 1,
             on_fault: OnFault::Fallback,
             fault_policy: FaultPolicy::default(),
             recycle: Recycle::default(),

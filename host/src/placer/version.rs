@@ -129,8 +129,9 @@ pub struct PlacerVersion {
     /// Of `recycles`, those whose instance ran out of memory before its replacement was
     /// ready: its call was placed again on a fresh instance built then, on the call path.
     late_recycles: AtomicU64,
-    /// Time spent building replacements (instantiate, `configure`, `set-runners`),
-    /// nanoseconds, and how many were built.
+    /// Time spent building instances off the call path (replacements, and the warm ones
+    /// past the first: instantiate, `configure`, `set-runners`), nanoseconds, and how many
+    /// were built.
     replacement_nanos: AtomicU64,
     replacements: AtomicU64,
 }
@@ -250,8 +251,9 @@ impl PlacerVersion {
         self.late_recycles.load(Ordering::Relaxed)
     }
 
-    /// Average time to build a replacement instance off the call path (instantiate,
-    /// `configure`, `set-runners`), nanoseconds (0 before the first).
+    /// Average time to build an instance off the call path (a replacement, or a warm one
+    /// past the first: instantiate, `configure`, `set-runners`), nanoseconds (0 before the
+    /// first).
     pub fn replacement_nanos_avg(&self) -> u64 {
         self.replacement_nanos
             .load(Ordering::Relaxed)
@@ -326,13 +328,17 @@ impl PlacerVersion {
     }
 
     /// Builds the first instance (running `configure`) and keeps it warm in the shared
-    /// pool: the loading thread is seldom one that places.
+    /// pool: the loading thread is seldom one that places. The other `warm_instances` are
+    /// built after, off the loading thread.
     pub(crate) fn warm_up(&self) -> Result<(), LoadError> {
         let warm = self.instantiate().map_err(|fault| match fault {
             FaultKind::Configure(message) => LoadError::Configure { placer: self.name.to_string(), message },
             fault => LoadError::Instantiate { placer: self.name.to_string(), fault },
         })?;
         self.pool(warm);
+        for _ in 1..self.shared.limits.warm_instances.min(self.shared.limits.max_idle_instances) {
+            self.build_spare(None);
+        }
         Ok(())
     }
 
@@ -560,11 +566,11 @@ impl PlacerVersion {
                     self.retire(warm, reason);
                     warm = spare;
                     // Another spare, so the next instance due is swapped at once too.
-                    self.build_replacement(set);
+                    self.build_spare(set);
                 }
                 None if !warm.replacing => {
                     warm.replacing = true;
-                    self.build_replacement(set);
+                    self.build_spare(set);
                 }
                 None => {}
             }
@@ -608,7 +614,7 @@ impl PlacerVersion {
 
     /// Builds a fresh instance into the shared pool on the `placer-recycle` thread, told
     /// `set` when given, so the call that takes it does not wait for either.
-    fn build_replacement(&self, set: Option<&RunnerSet>) {
+    fn build_spare(&self, set: Option<&RunnerSet>) {
         let Some(version) = self.me.upgrade() else {
             return;
         };
