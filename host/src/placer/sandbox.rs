@@ -189,6 +189,9 @@ pub(crate) struct HostState {
     pub(crate) deadline: std::time::Instant,
     /// The latest the guest call in progress may end, however little CPU it had.
     pub(crate) ceiling: std::time::Instant,
+    /// When the guest call in progress started, and the CPU time it may use.
+    start: std::time::Instant,
+    phase: std::time::Duration,
     /// Once the call is past `deadline`: the thread's CPU time and the time when it was
     /// last looked at.
     pub(crate) overrun: Option<(std::time::Duration, std::time::Instant)>,
@@ -219,6 +222,8 @@ impl HostState {
             view: LoadView::default(),
             deadline: std::time::Instant::now(),
             ceiling: std::time::Instant::now(),
+            start: std::time::Instant::now(),
+            phase: std::time::Duration::ZERO,
             overrun: None,
         }
     }
@@ -226,31 +231,44 @@ impl HostState {
 
 impl HostState {
     /// Gives the next guest call until `deadline`, and at most until `ceiling`.
-    pub(crate) fn arm(&mut self, deadline: std::time::Instant, ceiling: std::time::Instant) {
+    pub(crate) fn arm(&mut self, start: std::time::Instant, deadline: std::time::Instant, ceiling: std::time::Instant) {
+        self.start = start;
+        self.phase = deadline.saturating_duration_since(start);
         self.deadline = deadline;
         self.ceiling = ceiling;
         self.overrun = None;
     }
 
-    /// Whether the guest call in progress, at `now` past its deadline, is stopped. The
-    /// budget is CPU time, but reading a thread's CPU clock costs a system call, so the
-    /// deadline is wall time and the CPU clock is read only once it has passed: a call
-    /// whose thread was preempted (a busy machine) is given [`super::engine::grace`] more,
-    /// and again while its thread spent less than half of that time on the CPU, up to
-    /// `ceiling`. A call that kept the CPU through its grace (a loop) is stopped: a
-    /// millisecond past its budget, where the watchdog looks every half millisecond.
+    /// Whether the guest call in progress, at `now` past its deadline, is stopped.
+    ///
+    /// The budget is CPU time, but reading a thread's CPU clock costs a system call, so
+    /// the deadline is wall time and the CPU clock is read only once it has passed. From
+    /// then on the call gets [`super::engine::grace`] at a time while the CPU time it has
+    /// used is under its phase (the budget) plus one grace. What it used before the
+    /// deadline was not measured: it is taken to be its share of the CPU since (a thread
+    /// that had all of it then is taken to have had all of it before; one preempted half
+    /// the time, half). So a loop on an idle machine is stopped a grace past its budget, a
+    /// call on a machine where it gets half a core runs to twice the wall time, and one
+    /// that is preempted throughout goes on, up to `ceiling`.
     pub(crate) fn overran(&mut self, now: std::time::Instant, budget: std::time::Duration) -> bool {
         if now >= self.ceiling {
             return true;
         }
+        let grace = super::engine::grace(budget);
         let cpu = super::engine::thread_cpu_time();
-        if let Some((since, at)) = self.overrun
-            && cpu.saturating_sub(since) * 2 >= now.saturating_duration_since(at)
-        {
+        let Some((first_cpu, first_look)) = self.overrun else {
+            self.overrun = Some((cpu, now));
+            self.deadline = now + grace;
+            return false;
+        };
+        let ran = cpu.saturating_sub(first_cpu).as_secs_f64();
+        let share = (ran / now.saturating_duration_since(first_look).as_secs_f64().max(1e-9)).min(1.0);
+        let before = first_look.saturating_duration_since(self.start).as_secs_f64() * share;
+        let allowed = (self.phase + grace).as_secs_f64();
+        if before + ran >= allowed {
             return true;
         }
-        self.overrun = Some((cpu, now));
-        self.deadline = now + super::engine::grace(budget);
+        self.deadline = now + grace;
         false
     }
 
@@ -515,6 +533,7 @@ mod tests {
     fn past_the_deadline_a_call_is_judged_by_its_threads_cpu_time() {
         use std::time::{Duration, Instant};
         let budget = Duration::from_millis(20);
+        let grace = crate::placer::engine::grace(budget);
         let mut state = HostState::new(1 << 20, Arc::new(GuestLog::new("t".into())));
         let spin = |d: Duration| {
             let started = Instant::now();
@@ -522,20 +541,37 @@ mod tests {
                 std::hint::spin_loop();
             }
         };
-        let now = Instant::now();
-        state.arm(now, now + Duration::from_secs(10));
+        // A call that ran its budget of wall time on the CPU, then loops: stopped about a
+        // grace later.
+        let started = Instant::now();
+        spin(budget);
+        state.arm(started, started + budget, started + budget * 10);
         assert!(!state.overran(Instant::now(), budget), "the first look gives a grace");
         assert!(state.deadline > Instant::now());
-        std::thread::sleep(budget);
-        assert!(!state.overran(Instant::now(), budget), "off the CPU through its grace: more time");
-        spin(budget);
-        assert!(state.overran(Instant::now(), budget), "on the CPU through its grace: stopped");
+        let looked = Instant::now();
+        while !state.overran(Instant::now(), budget) {
+            spin(Duration::from_micros(100));
+            assert!(looked.elapsed() < budget, "a loop on the CPU was not stopped");
+        }
+        assert!(looked.elapsed() >= grace / 2, "stopped before its grace: {:?}", looked.elapsed());
 
+        // A call whose thread is off the CPU (asleep here, as a preempted thread is) after
+        // its deadline gets more time, and more.
+        let started = Instant::now();
+        std::thread::sleep(budget);
+        state.arm(started, started + budget, started + budget * 10);
+        assert!(!state.overran(Instant::now(), budget));
+        for _ in 0..3 {
+            std::thread::sleep(budget);
+            assert!(!state.overran(Instant::now(), budget), "off the CPU: more time");
+        }
+
+        // Past the ceiling, whatever the CPU.
         let now = Instant::now();
-        state.arm(now, now + budget);
+        state.arm(now, now, now + budget);
         assert!(state.overrun.is_none(), "a new call starts with no overrun");
         std::thread::sleep(budget);
-        assert!(state.overran(Instant::now(), budget), "past the ceiling, whatever the CPU");
+        assert!(state.overran(Instant::now(), budget), "past the ceiling");
     }
 
     #[test]

@@ -473,12 +473,15 @@ impl PlacerVersion {
             Ok(order) => order,
             Err(e) => {
                 let kind = classify(&warm.store, &e);
-                if kind != FaultKind::MemoryCap || !warm.replacing {
+                let recycling = self.shared.limits.recycle.memory_percent < 100;
+                if kind != FaultKind::MemoryCap || !recycling || (warm.calls == 0 && !warm.replacing) {
                     return Err(kind);
                 }
-                // Garbage, not this call: the instance was past its recycle mark and ran
-                // out before its replacement was ready. The call is placed again on a
-                // fresh instance, built now if none is ready.
+                // Garbage of earlier calls, maybe, not this call's need: the instance ran
+                // out before its replacement was ready (past its recycle mark, or grown
+                // past the mark and the cap in one step). The call is placed again on a
+                // fresh instance, built now if no spare is ready; if it runs out there too,
+                // that is this call's fault.
                 drop(awake);
                 return self.place_on_fresh(call, set, loads);
             }
@@ -489,7 +492,7 @@ impl PlacerVersion {
     }
 
     /// Places `call` on a fresh instance, in place of one retired late (it ran out of
-    /// memory past its recycle mark).
+    /// memory after serving calls).
     fn place_on_fresh(&self, call: &Call, set: &RunnerSet, loads: &[RunnerLoad]) -> GuestResult<Placed> {
         self.retired(RecycleReason::Memory);
         self.late_recycles.fetch_add(1, Ordering::Relaxed);
@@ -710,7 +713,7 @@ impl PlacerVersion {
 /// one.
 fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, start: Instant, phase: Duration) {
     let deadline = start + phase;
-    store.data_mut().arm(deadline, deadline + phase * 9);
+    store.data_mut().arm(start, deadline, deadline + phase * 9);
     store.set_epoch_deadline(1);
     awake.until(deadline);
 }
