@@ -31,6 +31,15 @@ fn toolchains() -> PathBuf {
 /// One toolchain install at a time (the tests of this file share the cache).
 static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Held for the whole of each test of this file: they build components and compile them
+/// (seconds of CPU on every core, in bursts), and the calls they serve at the default
+/// 5 ms budget should not share the machine with another test's bursts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn run(command: &mut Command, what: &str) {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
     assert!(
@@ -147,7 +156,10 @@ async fn placements(addr: std::net::SocketAddr, app: &str, fns: usize, calls: us
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard is held across awaits on purpose: the other tests wait on their own threads.
+#[allow(clippy::await_holding_lock)]
 async fn python_and_javascript_placers_serve_from_the_placers_folder_and_restart_from_the_cache() {
+    let _alone = one_at_a_time();
     let built = tempfile::tempdir().expect("tempdir");
     let out = built.path();
     let python = build_python(Path::new("examples/python-placer"), out, "bounded");
@@ -249,6 +261,7 @@ fn check(wasm: &Path, args: &[&str]) -> String {
 
 #[test]
 fn scaffolded_projects_of_all_three_languages_build_with_one_command_and_pass_check() {
+    let _alone = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let new = |name: &str, lang: &str| {
         let out = common::placerd_command()
@@ -356,6 +369,7 @@ fn serve(version: &placerd::placer::PlacerVersion, calls: u64) -> Vec<String> {
 /// every call until it reaches the cap, and its instances are recycled before it does.
 #[test]
 fn python_and_javascript_placers_serve_200000_calls_at_the_default_limits_without_a_fault() {
+    let _alone = one_at_a_time();
     use placerd::placer::{PlacerRuntime, PlacerSource, SandboxLimits};
     let built = tempfile::tempdir().expect("tempdir");
     let placers = [
