@@ -192,6 +192,9 @@ pub(crate) struct HostState {
     /// When the guest call in progress started, and the CPU time it may use.
     start: std::time::Instant,
     phase: std::time::Duration,
+    /// The thread's CPU time when the call started, if it was read then (it costs a
+    /// system call, so only for calls that are costly anyway: [`HostState::arm`]).
+    cpu_start: Option<std::time::Duration>,
     /// Once the call is past `deadline`: the thread's CPU time and the time when it was
     /// last looked at.
     pub(crate) overrun: Option<(std::time::Duration, std::time::Instant)>,
@@ -224,32 +227,43 @@ impl HostState {
             ceiling: std::time::Instant::now(),
             start: std::time::Instant::now(),
             phase: std::time::Duration::ZERO,
+            cpu_start: None,
             overrun: None,
         }
     }
 }
 
 impl HostState {
-    /// Gives the next guest call until `deadline`, and at most until `ceiling`.
-    pub(crate) fn arm(&mut self, start: std::time::Instant, deadline: std::time::Instant, ceiling: std::time::Instant) {
+    /// Gives the next guest call until `deadline`, and at most until `ceiling`. With
+    /// `exact`, the thread's CPU clock is read now, so an overrun is judged by the CPU time
+    /// the call used rather than an estimate of it ([`HostState::overran`]).
+    pub(crate) fn arm(
+        &mut self,
+        start: std::time::Instant,
+        deadline: std::time::Instant,
+        ceiling: std::time::Instant,
+        exact: bool,
+    ) {
         self.start = start;
         self.phase = deadline.saturating_duration_since(start);
         self.deadline = deadline;
         self.ceiling = ceiling;
+        self.cpu_start = exact.then(super::engine::thread_cpu_time);
         self.overrun = None;
     }
 
     /// Whether the guest call in progress, at `now` past its deadline, is stopped.
     ///
     /// The budget is CPU time, but reading a thread's CPU clock costs a system call, so
-    /// the deadline is wall time and the CPU clock is read only once it has passed. From
-    /// then on the call gets [`super::engine::grace`] at a time while the CPU time it has
-    /// used is under its phase (the budget) plus one grace. What it used before the
-    /// deadline was not measured: it is taken to be its share of the CPU since (a thread
-    /// that had all of it then is taken to have had all of it before; one preempted half
-    /// the time, half). So a loop on an idle machine is stopped a grace past its budget, a
-    /// call on a machine where it gets half a core runs to twice the wall time, and one
-    /// that is preempted throughout goes on, up to `ceiling`.
+    /// the deadline is wall time and the CPU clock is read once it has passed (and at the
+    /// start of calls [`HostState::arm`] was told are costly). From then on the call gets
+    /// [`super::engine::grace`] at a time while the CPU time it has used is under its phase
+    /// (the budget) plus one grace. What it used before the deadline is measured when the
+    /// clock was read at its start; otherwise it is taken to be its share of the CPU since
+    /// (a thread that had all of it then is taken to have had all of it before; one
+    /// preempted half the time, half). So a loop on an idle machine is stopped a grace past
+    /// its budget, a call on a machine where it gets half a core runs to twice the wall
+    /// time, and one that is preempted throughout goes on, up to `ceiling`.
     pub(crate) fn overran(&mut self, now: std::time::Instant, budget: std::time::Duration) -> bool {
         if now >= self.ceiling {
             return true;
@@ -262,8 +276,13 @@ impl HostState {
             return false;
         };
         let ran = cpu.saturating_sub(first_cpu).as_secs_f64();
-        let share = (ran / now.saturating_duration_since(first_look).as_secs_f64().max(1e-9)).min(1.0);
-        let before = first_look.saturating_duration_since(self.start).as_secs_f64() * share;
+        let before = match self.cpu_start {
+            Some(start_cpu) => first_cpu.saturating_sub(start_cpu).as_secs_f64(),
+            None => {
+                let since = now.saturating_duration_since(first_look).as_secs_f64().max(1e-9);
+                first_look.saturating_duration_since(self.start).as_secs_f64() * (ran / since).min(1.0)
+            }
+        };
         let allowed = (self.phase + grace).as_secs_f64();
         if before + ran >= allowed {
             return true;
@@ -545,7 +564,7 @@ mod tests {
         // grace later.
         let started = Instant::now();
         spin(budget);
-        state.arm(started, started + budget, started + budget * 10);
+        state.arm(started, started + budget, started + budget * 10, false);
         assert!(!state.overran(Instant::now(), budget), "the first look gives a grace");
         assert!(state.deadline > Instant::now());
         let looked = Instant::now();
@@ -559,16 +578,29 @@ mod tests {
         // its deadline gets more time, and more.
         let started = Instant::now();
         std::thread::sleep(budget);
-        state.arm(started, started + budget, started + budget * 10);
+        state.arm(started, started + budget, started + budget * 10, false);
         assert!(!state.overran(Instant::now(), budget));
         for _ in 0..3 {
             std::thread::sleep(budget);
             assert!(!state.overran(Instant::now(), budget), "off the CPU: more time");
         }
 
+        // A call off the CPU until its deadline that then runs: with its CPU clock read at
+        // its start, it gets its whole budget of CPU time (judged by the estimate, it
+        // would be taken to have had the CPU all along and stopped a grace later).
+        let started = Instant::now();
+        state.arm(started, started + budget, started + budget * 10, true);
+        std::thread::sleep(budget);
+        assert!(!state.overran(Instant::now(), budget));
+        let looked = Instant::now();
+        while !state.overran(Instant::now(), budget) {
+            spin(Duration::from_micros(100));
+        }
+        assert!(looked.elapsed() >= budget, "stopped before its budget of CPU: {:?}", looked.elapsed());
+
         // Past the ceiling, whatever the CPU.
         let now = Instant::now();
-        state.arm(now, now, now + budget);
+        state.arm(now, now, now + budget, false);
         assert!(state.overrun.is_none(), "a new call starts with no overrun");
         std::thread::sleep(budget);
         assert!(state.overran(Instant::now(), budget), "past the ceiling");

@@ -134,7 +134,16 @@ pub struct PlacerVersion {
     /// were built.
     replacement_nanos: AtomicU64,
     replacements: AtomicU64,
+    /// Set once its calls average [`COSTLY_CALL`] or more: then each call reads its
+    /// thread's CPU clock at its start, so an overrun is judged by the CPU time it used
+    /// (a system call of a quarter microsecond, a few percent of such a call, and half of
+    /// a built-in's call).
+    costly: AtomicBool,
 }
+
+/// The average guest time per call from which a version's calls read their thread's CPU
+/// clock at their start ([`PlacerVersion::costly`]).
+const COSTLY_CALL: Duration = Duration::from_micros(4);
 
 impl std::fmt::Debug for PlacerVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,6 +197,7 @@ impl PlacerVersion {
             late_recycles: AtomicU64::new(0),
             replacement_nanos: AtomicU64::new(0),
             replacements: AtomicU64::new(0),
+            costly: AtomicBool::new(false),
             shared,
         })
     }
@@ -378,6 +388,10 @@ impl PlacerVersion {
                     timer(elapsed.as_secs_f64());
                 }
                 self.served_nanos.add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+                if elapsed >= COSTLY_CALL && !self.costly.load(Ordering::Relaxed) {
+                    let average = Duration::from_nanos(self.place_nanos_avg());
+                    self.costly.store(average >= COSTLY_CALL, Ordering::Relaxed);
+                }
             }
             match placed {
                 Ok(Placed { mut order, clean, .. }) => {
@@ -466,7 +480,7 @@ impl PlacerVersion {
             self.tell(&mut warm, set, forgets, &awake, now)?;
             now = Instant::now();
         }
-        arm(&mut warm.store, &awake, now, self.shared.limits.place_time());
+        arm(&mut warm.store, &awake, now, self.shared.limits.place_time(), self.costly.load(Ordering::Relaxed));
         warm.store.data().seed(call.random);
         // On error the instance is dropped here, never returned to the pool.
         let order = match warm.guest.place(&mut warm.store, call, hash, loads) {
@@ -507,7 +521,7 @@ impl PlacerVersion {
         if warm.generation != Some(set.generation) || warm.forgets != forgets {
             self.tell(&mut warm, set, forgets, &awake, now)?;
         }
-        arm(&mut warm.store, &awake, Instant::now(), self.shared.limits.place_time());
+        arm(&mut warm.store, &awake, Instant::now(), self.shared.limits.place_time(), true);
         warm.store.data().seed(call.random);
         let order = warm
             .guest
@@ -520,7 +534,7 @@ impl PlacerVersion {
 
     /// Tells `warm` the runner set `set` (`set-runners`), as of `forgets`.
     fn tell(&self, warm: &mut Warm, set: &RunnerSet, forgets: u64, awake: &Awake<'_>, now: Instant) -> GuestResult<()> {
-        arm(&mut warm.store, awake, now, self.shared.limits.set_runners_time());
+        arm(&mut warm.store, awake, now, self.shared.limits.set_runners_time(), true);
         warm.store.data().seed(set.generation);
         let told = warm.guest.set_runners(&mut warm.store, set.generation, &set.runners);
         self.set_runners_calls.fetch_add(1, Ordering::Relaxed);
@@ -681,7 +695,7 @@ impl PlacerVersion {
             })
         });
         // Set before instantiating: the epoch has long advanced past the default deadline.
-        arm(&mut store, &awake, Instant::now(), self.shared.limits.instantiate_time());
+        arm(&mut store, &awake, Instant::now(), self.shared.limits.instantiate_time(), true);
         self.instances_created.fetch_add(1, Ordering::Relaxed);
         let guest = self.pre.instantiate(&mut store).map_err(|e| match classify(&store, &e) {
             FaultKind::Trap(msg) => FaultKind::Instantiate(msg),
@@ -710,10 +724,11 @@ impl PlacerVersion {
 /// Gives the guest call about to run on `store`, starting at `start`, `phase` of wall time
 /// (more if its thread is preempted, at most ten times that: [`HostState::overran`]): its
 /// store stops it at the first epoch change past that, and the watchdog wakes then to make
-/// one.
-fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, start: Instant, phase: Duration) {
+/// one. `exact`: read the thread's CPU clock now, to judge an overrun by the CPU time used
+/// (for calls costly enough that a system call does not matter).
+fn arm(store: &mut Store<HostState>, awake: &Awake<'_>, start: Instant, phase: Duration, exact: bool) {
     let deadline = start + phase;
-    store.data_mut().arm(start, deadline, deadline + phase * 9);
+    store.data_mut().arm(start, deadline, deadline + phase * 9, exact);
     store.set_epoch_deadline(1);
     awake.until(deadline);
 }
