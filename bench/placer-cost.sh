@@ -26,6 +26,7 @@
 #                                                           # recycled at 75% of the cap)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 RUNNERS=${RUNNERS:-4 64 512}
 read -ra SIZES <<< "$RUNNERS"
 MEMORY_LIMIT=${MEMORY_LIMIT:-16777216}
@@ -40,14 +41,7 @@ RUST_EMPTY_TARGET=${RUST_EMPTY_TARGET:-/tmp/placerd-bench-rust-empty}
 missing=()
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3 python3-venv)
 command -v npm >/dev/null || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} from Debian's packages" >&2
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "need root: run  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
+install_packages "${missing[@]}"
 
 venv="$PLACER_TOOLCHAINS/componentize-py-$COMPONENTIZE_PY"
 PY="$venv/bin/componentize-py"

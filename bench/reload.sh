@@ -9,16 +9,13 @@
 #   DURATION=60 RELOAD_EVERY=1 PLACERD=target/debug/placerd bench/reload.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DURATION=${DURATION:-20}
 RELOAD_EVERY=${RELOAD_EVERY:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/placerd-target}"
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk from Debian's packages" >&2
-  [ "$(id -u)" -eq 0 ] || { echo "need root: sudo apt-get install -y wrk" >&2; exit 1; }
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
-fi
+command -v wrk >/dev/null || install_packages wrk
 if [ -z "${PLACERD:-}" ]; then
   cargo build --release -p placerd >&2
   PLACERD="$CARGO_TARGET_DIR/release/placerd"
