@@ -31,6 +31,8 @@
 //! - [`state`]: `state_dir`, where admin-API changes survive a restart.
 //! - [`proxy`]: the client-facing HTTP server: request → call → placement → response.
 //! - [`workers`]: the threads that serve the proxy port, each with its own runtime.
+//! - [`tls`]: TLS on the proxy port (certificates by SNI, reloaded whole) and the socket
+//!   both sides read and write, plain or TLS.
 //! - [`plan`]: a config checked against the world (`--check-config`, start-up) and
 //!   applied to a running placerd (reload on `SIGHUP` or `POST /admin/reload`).
 //! - [`admin`]: the admin API (placers, routes, runners, metrics, health) and its dashboard.
@@ -62,6 +64,7 @@ mod shard;
 pub mod simulate;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod watch;
 pub mod workers;
 
@@ -130,6 +133,8 @@ pub async fn serve_with_admin(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let token = plan::read_token(&config).map_err(anyhow::Error::msg)?;
+    // Certificates first: a file that does not load stops the start before anything else.
+    let tls = config.tls.as_ref().map(tls::ServerTls::load).transpose()?.map(Arc::new);
     let metrics = Arc::new(Metrics::new());
     let mut runtime =
         PlacerRuntime::with_observer(config.sandbox, metrics.clone()).context("starting the placer engine")?;
@@ -192,10 +197,10 @@ pub async fn serve_with_admin(
         Proxy::new(config.clone(), pool.clone(), registry, routes, metrics.clone())
             .with_context(|| format!("--record-trace: cannot create {:?}", config.record_trace))?,
     );
-    let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics.clone()));
+    let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics.clone(), tls.clone()));
     let hangup = reload_on_hangup(live.clone());
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok()).map_or("-".to_string(), |a| a.to_string());
-    tracing::info!(listen = %listener.local_addr()?, admin = %admin_addr, workers = config.workers, runners = pool.membership().set.len(), default_placer = %config.default_placer, "placerd serving");
+    tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), admin = %admin_addr, workers = config.workers, runners = pool.membership().set.len(), default_placer = %config.default_placer, "placerd serving");
 
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace;
@@ -208,8 +213,9 @@ pub async fn serve_with_admin(
         }))
     });
     let listener = listener.into_std().context("listen: cannot hand the listener to the workers")?;
-    let workers = Workers::start(listener, config.workers, config.max_connections, &proxy, &metrics, &stop)
-        .context("starting the workers")?;
+    let workers =
+        Workers::start(listener, config.workers, config.max_connections, &proxy, tls.as_ref(), &metrics, &stop)
+            .context("starting the workers")?;
     shutdown.await;
     let grace = proxy.config().shutdown_grace;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing calls in flight");

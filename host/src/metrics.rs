@@ -50,6 +50,7 @@ pub struct Metrics {
     recycles: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
+    tls_handshakes: Family<Labels, Counter>,
     shadow_calls: Family<Labels, Counter>,
     shadow_agreement: Family<Labels, Counter>,
     shadow_faults: Family<Labels, Counter>,
@@ -143,6 +144,7 @@ impl Metrics {
             recycles: Family::default(),
             reloads: Family::default(),
             config_reloads: Family::default(),
+            tls_handshakes: Family::default(),
             shadow_calls: Family::default(),
             shadow_agreement: Family::default(),
             shadow_faults: Family::default(),
@@ -201,6 +203,11 @@ impl Metrics {
             "placerd_config_reloads",
             "Config reloads (SIGHUP, POST /admin/reload) by result",
             m.config_reloads.clone(),
+        );
+        r.register(
+            "placerd_tls_handshakes",
+            "TLS handshakes on the proxy port by result (ok, failed, timeout, plain_http: an HTTP request sent to the TLS port)",
+            m.tls_handshakes.clone(),
         );
         r.register(
             "placerd_log_lines_dropped",
@@ -342,6 +349,12 @@ impl Metrics {
     /// One config reload (`SIGHUP`, `POST /admin/reload`), applied or refused.
     pub fn record_config_reload(&self, ok: bool) {
         self.config_reloads.get_or_create(&labels(&[("result", if ok { "ok" } else { "error" })])).inc();
+    }
+
+    /// A TLS handshake on the proxy port ended with `result` (`ok`, `failed`, `timeout`,
+    /// `plain_http`).
+    pub fn record_tls_handshake(&self, result: &str) {
+        self.tls_handshakes.get_or_create(&labels(&[("result", result)])).inc();
     }
 
     /// Records one finished placement, as Fn's placer tracker does.

@@ -28,6 +28,7 @@ use crate::reload::{Registry, valid_name};
 use crate::runner::discovery::{self, DnsSource, OnError};
 use crate::runner::{Discovery, DynamicPool};
 use crate::state::StateDir;
+use crate::tls::ServerTls;
 use crate::watch::FolderWatch;
 
 /// Reads `admin_token_file`: `None` when none is configured.
@@ -119,6 +120,16 @@ pub fn dry_run(config: &Config) -> DryRun {
     let mut run = DryRun::default();
     if let Err(e) = read_token(config) {
         run.problems.push(e);
+    }
+    if let Some(files) = &config.tls {
+        match ServerTls::load(files) {
+            Ok(_) => run.summary.push(format!(
+                "TLS on {}: {} certificate(s)",
+                config.listen,
+                usize::from(files.default.is_some()) + files.named.len()
+            )),
+            Err(e) => run.problems.push(e.to_string()),
+        }
     }
     match &config.discovery {
         RunnerSource::Static if config.runners.is_empty() => run.warnings.push(
@@ -338,6 +349,9 @@ pub struct Live {
     /// Where admin-API changes are kept, if anywhere.
     pub state: Option<StateDir>,
     metrics: Arc<Metrics>,
+    /// The proxy port's TLS (certificates re-read on reload), and the watch of the
+    /// folders its files are in.
+    tls: Option<(Arc<ServerTls>, std::sync::Mutex<Vec<FolderWatch>>)>,
 }
 
 impl Live {
@@ -348,8 +362,20 @@ impl Live {
         runners: RunnerFeed,
         state: Option<StateDir>,
         metrics: Arc<Metrics>,
+        tls: Option<Arc<ServerTls>>,
     ) -> Self {
-        Live { proxy, token: ArcSwap::from_pointee(token), runners: tokio::sync::Mutex::new(runners), state, metrics }
+        let tls = tls.map(|tls| {
+            let watch = tls.watch();
+            (tls, std::sync::Mutex::new(watch))
+        });
+        Live {
+            proxy,
+            token: ArcSwap::from_pointee(token),
+            runners: tokio::sync::Mutex::new(runners),
+            state,
+            metrics,
+            tls,
+        }
     }
 
     /// The admin token in force.
@@ -455,6 +481,14 @@ impl Live {
             );
         }
         report.restart_needed = restart_needed(&running, &next);
+        // Certificates are read again whether or not their paths changed (the files may
+        // have); TLS turned on or off waits for a restart.
+        let certificates = match (&self.tls, &next.tls) {
+            (Some((tls, _)), Some(files)) => {
+                tls.prepare(files).map_err(|e| problems.push(e.to_string())).ok().map(|c| (tls, files, c))
+            }
+            _ => None,
+        };
         let kind = |s: &RunnerSource| std::mem::discriminant(s);
         if !problems.is_empty() {
             return Err(problems);
@@ -464,6 +498,15 @@ impl Live {
         report.changed.extend(changed_keys(&running, &next, table.file != next.routes));
         if **self.token.load() != token {
             report.changed.push("admin_token_file".into());
+        }
+        if let Some((tls, files, certificates)) = certificates {
+            let moved = tls.files() != *files;
+            if tls.install(files, certificates) {
+                report.changed.push("tls".into());
+            }
+            if moved && let Some((_, watch)) = &self.tls {
+                *watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tls.watch();
+            }
         }
         registry.publish_config(next.placer_config.clone(), versions);
         self.proxy.routes.set_file(next.routes.clone(), next.default_placer.clone());
@@ -552,6 +595,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     differs("cache_dir", format!("{:?}", old.cache_dir), format!("{:?}", new.cache_dir));
     differs("max_connections", old.max_connections.to_string(), new.max_connections.to_string());
     differs("workers", old.workers.to_string(), new.workers.to_string());
+    let tls = |c: &Config| if c.tls.is_some() { "on" } else { "off" };
+    differs("tls", tls(old).into(), tls(new).into());
     differs("placer_budget_ms", format!("{:?}", old.sandbox.budget), format!("{:?}", new.sandbox.budget));
     differs(
         "placer_memory_limit_bytes",

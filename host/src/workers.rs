@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
+use crate::tls::{ServerTls, Socket};
 
 /// The running workers.
 #[derive(Debug)]
@@ -78,8 +79,8 @@ impl Drop for Slot {
 
 impl Workers {
     /// Starts `count` workers serving client connections from `listener` with `proxy`,
-    /// at most `max_connections` open at once, until `stop` is cancelled. Their open
-    /// connections are gauged in `metrics`.
+    /// at most `max_connections` open at once, until `stop` is cancelled, over TLS when
+    /// `tls` is given. Their open connections are gauged in `metrics`.
     ///
     /// # Errors
     /// A worker's runtime or thread could not be made, or the listener not shared.
@@ -88,7 +89,8 @@ impl Workers {
         count: usize,
         max_connections: usize,
         proxy: &Arc<Proxy>,
-        metrics: &Metrics,
+        tls: Option<&Arc<ServerTls>>,
+        metrics: &Arc<Metrics>,
         stop: &CancellationToken,
     ) -> io::Result<Workers> {
         let count = count.max(1);
@@ -114,6 +116,8 @@ impl Workers {
                 me,
                 shared: shared.clone(),
                 proxy: proxy.clone(),
+                tls: tls.cloned(),
+                metrics: metrics.clone(),
                 stop: stop.clone(),
                 tracker: TaskTracker::new(),
                 stopping: CancellationToken::new(),
@@ -151,6 +155,9 @@ struct Worker {
     me: usize,
     shared: Arc<Shared>,
     proxy: Arc<Proxy>,
+    /// The proxy port's TLS, if it has any.
+    tls: Option<Arc<ServerTls>>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
     /// Its connections, waited for at shutdown.
     tracker: TaskTracker,
@@ -251,9 +258,21 @@ impl Worker {
     }
 
     fn serve(&self, stream: TcpStream, slot: Slot) {
-        let connection = proxy::serve_connection(self.proxy.clone(), stream, self.stopping.clone());
+        let Some(tls) = &self.tls else {
+            let connection = proxy::serve_connection(self.proxy.clone(), Socket::plain(stream), self.stopping.clone());
+            self.tracker.spawn(async move {
+                connection.await;
+                drop(slot);
+            });
+            return;
+        };
+        let (tls, proxy, metrics, stopping) =
+            (tls.clone(), self.proxy.clone(), self.metrics.clone(), self.stopping.clone());
         self.tracker.spawn(async move {
-            connection.await;
+            let (_, header_timeout) = proxy.client_timeouts();
+            if let Some(socket) = crate::tls::handshake(&tls, stream, header_timeout, &metrics).await {
+                proxy::serve_connection(proxy, socket, stopping).await;
+            }
             drop(slot);
         });
     }

@@ -148,6 +148,86 @@ pub struct FileConfig {
     pub placers: BTreeMap<String, FilePlacer>,
     /// `[[routes]]`, first match wins.
     pub routes: Vec<FileRoute>,
+    /// `[tls]`: TLS on the proxy port (none by default).
+    #[serde(skip_serializing_if = "FileTls::is_off")]
+    pub tls: FileTls,
+}
+
+/// `[tls]`: the proxy port speaks TLS when a certificate is given.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTls {
+    /// `cert_file = ""`: PEM, the certificate first, then its chain.
+    pub cert_file: String,
+    /// `key_file = ""`: PEM, the certificate's private key.
+    pub key_file: String,
+    /// `[[tls.certificates]]`: certificates for the server names a client asks for (SNI).
+    pub certificates: Vec<FileCertificate>,
+}
+
+/// `[[tls.certificates]]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileCertificate {
+    /// `server_names = ["api.example.com", "*.example.com"]`.
+    pub server_names: Vec<String>,
+    /// `cert_file = ""`.
+    pub cert_file: String,
+    /// `key_file = ""`.
+    pub key_file: String,
+}
+
+impl FileTls {
+    fn is_off(&self) -> bool {
+        self.cert_file.is_empty() && self.key_file.is_empty() && self.certificates.is_empty()
+    }
+
+    /// The files, checked for completeness (the files are read when placerd starts or
+    /// reloads, not here); `None` when TLS is off.
+    fn validate(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+        if self.is_off() {
+            return Ok(None);
+        }
+        let pair = |key: &str, cert: &str, key_file: &str| match (cert.is_empty(), key_file.is_empty()) {
+            (false, false) => Ok(crate::tls::CertFiles { cert_file: cert.into(), key_file: key_file.into() }),
+            (true, _) => Err(invalid(&format!("{key}.cert_file"), "missing: key_file is set, name its certificate")),
+            (_, true) => Err(invalid(&format!("{key}.key_file"), "missing: cert_file is set, name its private key")),
+        };
+        let default = if self.cert_file.is_empty() && self.key_file.is_empty() {
+            None
+        } else {
+            Some(pair("tls", &self.cert_file, &self.key_file)?)
+        };
+        let mut named = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, certificate) in self.certificates.iter().enumerate() {
+            let key = format!("tls.certificates[{i}]");
+            if certificate.server_names.is_empty() {
+                return Err(invalid(&format!("{key}.server_names"), "missing: the names this certificate answers for"));
+            }
+            let mut names = Vec::new();
+            for name in &certificate.server_names {
+                let lower = name.to_ascii_lowercase();
+                let bare = lower.strip_prefix("*.").unwrap_or(&lower);
+                let valid = !bare.is_empty()
+                    && bare.split('.').all(|label| {
+                        !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !valid {
+                    return Err(invalid(
+                        &format!("{key}.server_names"),
+                        format!("{name:?} is not a DNS name (or *. and one): example.com, *.example.com"),
+                    ));
+                }
+                if !seen.insert(lower.clone()) {
+                    return Err(invalid(&format!("{key}.server_names"), format!("{name:?} is listed twice")));
+                }
+                names.push(lower);
+            }
+            named.push((names, pair(&key, &certificate.cert_file, &certificate.key_file)?));
+        }
+        Ok(Some(crate::tls::TlsFiles { default, named }))
+    }
 }
 
 impl Default for FileConfig {
@@ -184,6 +264,7 @@ impl Default for FileConfig {
             runners: FileRunners::default(),
             placers: BTreeMap::new(),
             routes: Vec::new(),
+            tls: FileTls::default(),
         }
     }
 }
@@ -580,6 +661,8 @@ pub struct Config {
     /// Where this config was read from, so `SIGHUP` and `POST /admin/reload` can read it
     /// again the same way; `None` for a config built in code (nothing to re-read).
     pub source: Option<ConfigSource>,
+    /// `[tls]`: the proxy port's certificates, if it speaks TLS.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// How often the admin dashboard samples calls per runner (5 s; it keeps 120 samples).
     /// Not a TOML key: tests shorten it.
     pub history_interval: Duration,
@@ -847,6 +930,7 @@ impl FileConfig {
         let client_idle_timeout = p.take(ms("client_idle_timeout_ms", self.client_idle_timeout_ms, 1));
         let client_header_timeout = p.take(ms("client_header_timeout_ms", self.client_header_timeout_ms, 1));
         let budget = p.take(ms("placer_budget_ms", self.placer_budget_ms, 1));
+        let tls = p.take(self.tls.validate());
         let config = (|| {
             Some(Config {
                 listen: listen?,
@@ -897,6 +981,7 @@ impl FileConfig {
                 record_trace: None,
                 native_placement: false,
                 source: None,
+                tls: tls?,
                 history_interval: Duration::from_secs(5),
             })
         })();

@@ -32,16 +32,14 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::header::{ALLOW, CONNECTION, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode, Version};
-use tokio::io::ReadBuf;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::{Proxy, ProxyBody, json_error};
 use crate::http1::{
-    self, BodyFraming, Chunked, Decoded, Keep, MAX_HEAD_BYTES, Refusal, RequestHead, Sized, WHOLE_BODY_BYTES, poll_read,
+    self, BodyFraming, Chunked, Decoded, Keep, MAX_HEAD_BYTES, Refusal, RequestHead, Sized, WHOLE_BODY_BYTES,
 };
-use crate::server::SEND_TIMEOUT;
+use crate::tls::Socket;
 
 /// How many headers a call adds to the client's before forwarding them (`Fn-Call-Id`,
 /// `Fn-App-Id`, `Fn-Fn-Id`, `Fn-Call-Type`, `Fn-Deadline`).
@@ -49,17 +47,24 @@ const FN_HEADERS_ADDED: usize = 5;
 /// What a connection's buffers start with.
 const BUFFER: usize = 8 * 1024;
 
-/// Serves one client connection until it closes, fails, idles out, or `stop` is
-/// cancelled while no request is in flight.
-pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: CancellationToken) {
-    let (idle, mut header) = proxy.client_timeouts();
+/// Serves one client connection (plain, or TLS past its handshake) until it closes,
+/// fails, idles out, or `stop` is cancelled while no request is in flight. A TLS
+/// connection is closed with `close_notify`.
+pub async fn serve_connection(proxy: Arc<Proxy>, stream: Socket, stop: CancellationToken) {
+    let (idle, header) = proxy.client_timeouts();
     let mut conn = Conn {
-        stream: Arc::new(stream),
+        stream,
         buf: BytesMut::with_capacity(BUFFER),
         out: BytesMut::with_capacity(BUFFER),
         timer: Box::pin(tokio::time::sleep(idle)),
         deadline: Instant::now() + idle,
     };
+    serve_requests(&proxy, &mut conn, header, &stop).await;
+    conn.stream.close_notify();
+}
+
+/// The requests of one connection, in order, until one ends it.
+async fn serve_requests(proxy: &Arc<Proxy>, conn: &mut Conn, mut header: Duration, stop: &CancellationToken) {
     let stopping = stop.cancelled();
     tokio::pin!(stopping);
     loop {
@@ -73,7 +78,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
                         .headers_mut()
                         .insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
                 }
-                let _ = conn.write_response(response, &Method::GET, Version::HTTP_11, Keep::Close, &proxy).await;
+                let _ = conn.write_response(response, &Method::GET, Version::HTTP_11, Keep::Close, proxy).await;
                 return;
             }
         };
@@ -95,7 +100,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
             (true, Version::HTTP_10) => Keep::Announced,
             (true, _) => Keep::Open,
         };
-        match conn.write_response(response, &method, version, keep, &proxy).await {
+        match conn.write_response(response, &method, version, keep, proxy).await {
             Ok(true) => {
                 let (idle, next_header) = proxy.client_timeouts();
                 conn.rearm(idle);
@@ -112,8 +117,9 @@ pub async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, stop: Cancel
 
 /// One client connection's socket, buffers and idle timer.
 struct Conn {
-    /// Shared with a write queued at the end of the scheduler's pass, which keeps it open.
-    stream: Arc<TcpStream>,
+    /// Plain or TLS; its TCP socket is shared with a write queued at the end of the
+    /// scheduler's pass, which keeps it open.
+    stream: Socket,
     /// Bytes read and not yet parsed: the next head, a body, pipelined requests.
     buf: BytesMut,
     /// The response being written; its allocation comes back once the write is done.
@@ -159,7 +165,7 @@ impl Conn {
             }
             let idle = self.buf.is_empty();
             let read = poll_fn(|cx| {
-                if let Poll::Ready(read) = poll_read(&self.stream, &mut self.buf, cx) {
+                if let Poll::Ready(read) = self.stream.poll_read(&mut self.buf, cx) {
                     return Poll::Ready(Wait::Read(read));
                 }
                 if idle && stopping.as_mut().poll(cx).is_ready() {
@@ -223,7 +229,7 @@ impl Conn {
         // An answer written in one piece is sent at the end of the scheduler's pass, so the
         // answers of one pass reach the client together (see `pass`).
         if bodiless {
-            return write_at_pass_end(&self.stream, self.out.split().freeze()).await.map(|()| keep_alive);
+            return self.stream.write_at_pass_end(self.out.split().freeze()).await.map(|()| keep_alive);
         }
         let mut sent: u64 = 0;
         let next = |frame: Option<Result<http_body::Frame<Bytes>, super::BodyError>>| match frame {
@@ -242,9 +248,9 @@ impl Conn {
                 sent += data.len() as u64;
                 self.out.put_slice(&data);
             }
-            write_at_pass_end(&self.stream, self.out.split().freeze()).await?;
+            self.stream.write_at_pass_end(self.out.split().freeze()).await?;
         } else {
-            write_all(&self.stream, &self.out).await?;
+            self.stream.write_all(&self.out).await?;
             while let Some(data) = next(body.frame().await)? {
                 if data.is_empty() {
                     continue;
@@ -257,18 +263,18 @@ impl Conn {
                         // One write per chunk: its size line, data and end together.
                         self.out.put_slice(&data);
                         self.out.put_slice(b"\r\n");
-                        write_all(&self.stream, &self.out).await?;
+                        self.stream.write_all(&self.out).await?;
                     } else {
-                        write_all(&self.stream, &self.out).await?;
-                        write_all(&self.stream, &data).await?;
-                        write_all(&self.stream, b"\r\n").await?;
+                        self.stream.write_all(&self.out).await?;
+                        self.stream.write_all(&data).await?;
+                        self.stream.write_all(b"\r\n").await?;
                     }
                 } else {
-                    write_all(&self.stream, &data).await?;
+                    self.stream.write_all(&data).await?;
                 }
             }
             if chunked {
-                write_all(&self.stream, b"0\r\n\r\n").await?;
+                self.stream.write_all(b"0\r\n\r\n").await?;
             }
         }
         if length.is_some_and(|n| n != sent) {
@@ -287,35 +293,10 @@ enum Wait {
     Timeout,
 }
 
-/// Writes all of `bytes`, trying the socket before waiting on it. Fails with `TimedOut`
-/// when the socket stays full for [`SEND_TIMEOUT`]: the client stopped reading.
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(SEND_TIMEOUT, stream.writable()).await.map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "the client took none of its response in time")
-                })??;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `bytes`, the first send at the end of the scheduler's pass
-/// ([`crate::pass::write_some`]) and the rest, if the socket took only part, as [`write_all`].
-async fn write_at_pass_end(stream: &Arc<TcpStream>, bytes: Bytes) -> io::Result<()> {
-    let (sent, bytes) = crate::pass::write_some(stream, bytes).await;
-    write_all(stream, &bytes[sent?..]).await
-}
-
 /// Resolves when the client closes its side of the connection (or it fails) after the
 /// request's body was read; pending forever once the client sends more (a pipelined
 /// request: it is read after this response).
-async fn client_gone(stream: &TcpStream, body_done: &AtomicBool) {
+async fn client_gone(stream: &Socket, body_done: &AtomicBool) {
     let mut pipelined = false;
     poll_fn(|cx| {
         // The call reads the body on the same socket; until then its bytes are not news.
@@ -323,9 +304,7 @@ async fn client_gone(stream: &TcpStream, body_done: &AtomicBool) {
         if pipelined || !body_done.load(Ordering::Relaxed) {
             return Poll::Pending;
         }
-        let mut byte = [0u8; 1];
-        let mut peek = ReadBuf::new(&mut byte);
-        match stream.poll_peek(cx, &mut peek) {
+        match stream.poll_peek(cx) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(()),
             Poll::Ready(Ok(_)) => {
                 pipelined = true;
@@ -347,7 +326,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A request body read from the client connection as the call asks for it.
 #[derive(Debug)]
 pub(crate) struct RequestBody<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Socket,
     buf: &'a mut BytesMut,
     framing: Framing,
     /// Bytes of `100 Continue` still to send before waiting for the body.
@@ -368,7 +347,7 @@ impl<'a> RequestBody<'a> {
     /// holds; `done` is set once it is read to its end (at once when there is none). `continue_expected`: send
     /// `100 Continue` before the first wait for bytes.
     pub(crate) fn new(
-        stream: &'a TcpStream,
+        stream: &'a Socket,
         buf: &'a mut BytesMut,
         framing: BodyFraming,
         continue_expected: bool,
@@ -424,16 +403,12 @@ impl<'a> RequestBody<'a> {
             }
             // Nothing buffered: the client may be waiting to be told to send.
             while self.to_continue > 0 {
-                if let Err(e) = std::task::ready!(self.stream.poll_write_ready(cx)) {
-                    return Poll::Ready(Some(Err(e)));
-                }
-                match self.stream.try_write(&CONTINUE[CONTINUE.len() - self.to_continue..]) {
+                match std::task::ready!(self.stream.poll_send(&CONTINUE[CONTINUE.len() - self.to_continue..], cx)) {
                     Ok(n) => self.to_continue -= n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             }
-            match std::task::ready!(poll_read(self.stream, self.buf, cx)) {
+            match std::task::ready!(self.stream.poll_read(self.buf, cx)) {
                 Ok(0) => {
                     return Poll::Ready(Some(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -450,47 +425,5 @@ impl<'a> RequestBody<'a> {
         self.framing = Framing::Done;
         self.to_continue = 0;
         self.done.store(true, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A connected pair on loopback: (the client's end, the server's end).
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        (client, server)
-    }
-
-    /// More than loopback's send and receive buffers hold together.
-    const LARGE: usize = 64 << 20;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
-        let (_client, server) = pair().await;
-        let started = Instant::now();
-        let response = vec![b'x'; LARGE];
-        let e = tokio::time::timeout(2 * SEND_TIMEOUT, write_all(&server, &response))
-            .await
-            .expect("the write gives up on its own")
-            .expect_err("the client never reads");
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
-        assert!(started.elapsed() >= SEND_TIMEOUT, "{:?}", started.elapsed());
-    }
-
-    #[tokio::test]
-    async fn a_client_that_reads_gets_the_whole_response() {
-        use tokio::io::AsyncReadExt;
-        let (mut client, server) = pair().await;
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).await.map(|_| got.len())
-        });
-        write_all(&server, &vec![b'x'; LARGE]).await.expect("written");
-        drop(server);
-        assert_eq!(reader.await.expect("joined").expect("read"), LARGE);
     }
 }

@@ -149,7 +149,7 @@ impl Proxy {
 
     /// How long a client connection may idle between requests, and take over a request
     /// head (`client_idle_timeout_ms`, `client_header_timeout_ms`), as now configured.
-    fn client_timeouts(&self) -> (Duration, Duration) {
+    pub(crate) fn client_timeouts(&self) -> (Duration, Duration) {
         let config = self.config.load();
         (config.client_idle_timeout, config.client_header_timeout)
     }

@@ -435,6 +435,7 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut client, sent).await.expect("sent");
         drop(client);
         let (mut buf, done) = (BytesMut::new(), std::sync::atomic::AtomicBool::new(false));
+        let server = crate::tls::Socket::plain(server);
         let mut body = RequestBody::new(&server, &mut buf, framing, false, &done);
         read_body(&mut body, limit, held).await
     }

@@ -1,0 +1,284 @@
+//! A connection's socket, plain or TLS, read and written through shared references (the
+//! proxy port's connection, its request body and its watch for a closing client all hold
+//! one), without a task or a copy beyond the cipher's own.
+//!
+//! Plain sockets go straight to the kernel as before. A TLS socket keeps its rustls state
+//! behind a lock that is only ever held inside one poll, never across an await: reads feed
+//! the ciphertext the socket has to rustls and hand out the plaintext; writes encrypt,
+//! then send the records as a plain socket sends bytes (the end-of-pass write included).
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
+
+/// What one read of plaintext takes at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connection's socket.
+#[derive(Debug)]
+pub struct Socket {
+    tcp: Arc<TcpStream>,
+    tls: Option<Mutex<Tls>>,
+}
+
+#[derive(Debug)]
+struct Tls {
+    conn: rustls::Connection,
+    /// Records encrypted but not yet taken by the socket.
+    pending: BytesMut,
+    /// The peer closed its side of the TCP connection.
+    eof: bool,
+}
+
+/// `Read` over a non-blocking socket: `WouldBlock` clears its readiness.
+struct TryRead<'a>(&'a TcpStream);
+
+impl Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Socket {
+    /// A plain socket.
+    pub fn plain(tcp: TcpStream) -> Socket {
+        Socket { tcp: Arc::new(tcp), tls: None }
+    }
+
+    /// A socket whose TLS handshake is done (`conn` holds what it read past it).
+    pub(crate) fn tls(tcp: TcpStream, conn: impl Into<rustls::Connection>) -> Socket {
+        Socket {
+            tcp: Arc::new(tcp),
+            tls: Some(Mutex::new(Tls { conn: conn.into(), pending: BytesMut::new(), eof: false })),
+        }
+    }
+
+    fn lock(tls: &Mutex<Tls>) -> MutexGuard<'_, Tls> {
+        tls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads what the connection has into `buf`; pending until it has something. `Ok(0)`:
+    /// the peer closed its side (for TLS, with or without `close_notify`: a message cut
+    /// short is found by its framing).
+    pub(crate) fn poll_read(&self, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(tls) = &self.tls else {
+            return crate::http1::poll_read(&self.tcp, buf, cx);
+        };
+        let mut tls = Self::lock(tls);
+        // Records left over from a write (the reader may be the one waiting for them).
+        if !tls.pending.is_empty() {
+            match self.poll_flush_locked(&mut tls, cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+        }
+        loop {
+            let start = buf.len();
+            buf.resize(start + READ_CHUNK, 0);
+            let read = tls.conn.reader().read(&mut buf[start..]);
+            buf.truncate(start + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(0)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if tls.eof {
+                return Poll::Ready(Ok(0));
+            }
+            ready!(self.tcp.poll_read_ready(cx))?;
+            match tls.conn.read_tls(&mut TryRead(&self.tcp)) {
+                Ok(0) => tls.eof = true,
+                Ok(_) => {
+                    if let Err(e) = tls.conn.process_new_packets() {
+                        // The alert rustls queued tells the peer why; best effort.
+                        let _ = self.send_records(&mut tls);
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                    if tls.conn.wants_write() {
+                        // A key update's or a ticket's records: sent with the next write.
+                        let _ = self.send_records(&mut tls);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Moves what rustls has to send into `pending` and sends what the socket takes now.
+    fn send_records(&self, tls: &mut Tls) -> io::Result<()> {
+        while tls.conn.wants_write() {
+            let mut out = Vec::new();
+            tls.conn.write_tls(&mut out)?;
+            tls.pending.extend_from_slice(&out);
+        }
+        while !tls.pending.is_empty() {
+            match self.tcp.try_write(&tls.pending) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => drop(tls.pending.split_to(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `pending` until the socket has taken all of it.
+    fn poll_flush_locked(&self, tls: &mut Tls, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            self.send_records(tls)?;
+            if tls.pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.tcp.poll_write_ready(cx))?;
+        }
+    }
+
+    /// Sends `bytes` (a short message: `100 Continue`) as far as the socket takes it:
+    /// returns how many it took. A TLS socket takes all of them at once, encrypted, and
+    /// sends the records as the socket allows (the rest with the next read or write).
+    pub(crate) fn poll_send(&self, bytes: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(tls) = &self.tls else {
+            loop {
+                ready!(self.tcp.poll_write_ready(cx))?;
+                match self.tcp.try_write(bytes) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    written => return Poll::Ready(written),
+                }
+            }
+        };
+        let mut tls = Self::lock(tls);
+        ready!(self.poll_flush_locked(&mut tls, cx))?;
+        tls.conn.writer().write_all(bytes)?;
+        self.send_records(&mut tls)?;
+        Poll::Ready(Ok(bytes.len()))
+    }
+
+    /// Encrypts all of `bytes` into records (plaintext for a plain socket), with any
+    /// records still pending first.
+    fn seal(&self, tls: &Mutex<Tls>, bytes: &[u8]) -> io::Result<Bytes> {
+        let mut tls = Self::lock(tls);
+        tls.conn.writer().write_all(bytes)?;
+        while tls.conn.wants_write() {
+            let mut out = Vec::new();
+            tls.conn.write_tls(&mut out)?;
+            tls.pending.extend_from_slice(&out);
+        }
+        Ok(tls.pending.split().freeze())
+    }
+
+    /// Writes all of `bytes`, failing with `TimedOut` when the socket takes none of them
+    /// for [`crate::server::SEND_TIMEOUT`].
+    pub(crate) async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match &self.tls {
+            None => write_all(&self.tcp, bytes).await,
+            Some(tls) => {
+                // In pieces, so a large body is not encrypted whole before the first send.
+                for piece in bytes.chunks(SEAL_PIECE) {
+                    let sealed = self.seal(tls, piece)?;
+                    write_all(&self.tcp, &sealed).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes all of `bytes`, the first send at the end of the scheduler's pass
+    /// ([`crate::pass::write_some`]) and the rest, if the socket took only part, as
+    /// [`Socket::write_all`].
+    pub(crate) async fn write_at_pass_end(&self, bytes: Bytes) -> io::Result<()> {
+        let bytes = match &self.tls {
+            None => bytes,
+            Some(tls) => self.seal(tls, &bytes)?,
+        };
+        let (sent, bytes) = crate::pass::write_some(&self.tcp, bytes).await;
+        write_all(&self.tcp, &bytes[sent?..]).await
+    }
+
+    /// Peeks at the socket: `Ok(0)` when the peer has closed its side, else how many
+    /// bytes (plaintext or records) are waiting.
+    pub(crate) fn poll_peek(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut byte = [0u8; 1];
+        let mut peek = ReadBuf::new(&mut byte);
+        self.tcp.poll_peek(cx, &mut peek)
+    }
+
+    /// Sends TLS's `close_notify` (nothing for a plain socket), best effort.
+    pub(crate) fn close_notify(&self) {
+        if let Some(tls) = &self.tls {
+            let mut tls = Self::lock(tls);
+            tls.conn.send_close_notify();
+            let _ = self.send_records(&mut tls);
+        }
+    }
+}
+
+/// Plaintext encrypted per piece by [`Socket::write_all`]: one TLS record's worth.
+const SEAL_PIECE: usize = 16 * 1024;
+
+/// Writes all of `bytes` to `stream`, trying the socket before waiting on it. Fails with
+/// `TimedOut` when the socket stays full for [`crate::server::SEND_TIMEOUT`]: the peer
+/// stopped reading.
+pub(crate) async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(crate::server::SEND_TIMEOUT, stream.writable()).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "the peer took none of what was sent in time")
+                })??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    /// A connected pair on loopback: (the client's end, the server's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    /// More than loopback's send and receive buffers hold together.
+    const LARGE: usize = 64 << 20;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_dropped_after_the_send_timeout() {
+        let (_client, server) = pair().await;
+        let started = Instant::now();
+        let response = vec![b'x'; LARGE];
+        let e = tokio::time::timeout(2 * crate::server::SEND_TIMEOUT, write_all(&server, &response))
+            .await
+            .expect("the write gives up on its own")
+            .expect_err("the client never reads");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(started.elapsed() >= crate::server::SEND_TIMEOUT, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_gets_all_of_a_write() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, server) = pair().await;
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.map(|_| got.len())
+        });
+        write_all(&server, &vec![b'x'; LARGE]).await.expect("written");
+        drop(server);
+        assert_eq!(reader.await.expect("joined").expect("read"), LARGE);
+    }
+}
