@@ -367,3 +367,100 @@ async fn certificates_rotated_on_disk_under_load_drop_no_call_and_a_bad_rotation
     assert_eq!(failed.load(Ordering::Relaxed), 0, "calls failed during rotation");
     assert!(answered.load(Ordering::Relaxed) > 20, "{} calls", answered.load(Ordering::Relaxed));
 }
+
+/// A reference runner on loopback serving TLS with `pair` (written to `dir` as `name`),
+/// requiring client certificates from `client_ca` when given.
+async fn tls_runner(
+    dir: &Path,
+    name: &str,
+    pair: &(String, String),
+    client_ca: Option<&Ca>,
+) -> placerd::runner::reference::RunnerHandle {
+    let files = write_pair(dir, name, pair);
+    let ca_file = client_ca.map(|ca| {
+        let path = dir.join(format!("{name}-client-ca.pem"));
+        std::fs::write(&path, ca.issuer.pem()).expect("write");
+        path
+    });
+    let acceptor = placerd::runner::reference::tls_acceptor(&files, ca_file.as_deref()).expect("runner TLS");
+    let options = placerd::runner::reference::RunnerOptions { max_concurrency: 8, name: name.into() };
+    placerd::runner::reference::RunnerHandle::spawn_with(SocketAddr::from(([127, 0, 0, 1], 0)), options, Some(acceptor))
+        .await
+        .expect("runner")
+}
+
+/// `[runners.tls]` trusting `ca`, with `client` as placerd's certificate if given.
+fn runner_tls(dir: &Path, ca: &Ca, client: Option<&(String, String)>) -> placerd::tls::RunnerTlsFiles {
+    let ca_file = dir.join("runner-ca.pem");
+    std::fs::write(&ca_file, ca.issuer.pem()).expect("write");
+    placerd::tls::RunnerTlsFiles {
+        ca_file,
+        client: client.map(|pair| write_pair(dir, "placerd-client", pair)),
+        server_name: None,
+    }
+}
+
+#[tokio::test]
+async fn calls_reach_a_runner_over_mutual_tls_both_ends_encrypted() {
+    let (runner_ca, placerd_ca, client_ca) = (Ca::new("runner CA"), Ca::new("placerd CA"), Ca::new("client CA"));
+    let dir = tempfile::tempdir().expect("dir");
+    let r = tls_runner(dir.path(), "r", &runner_ca.leaf(&["localhost"]), Some(&placerd_ca)).await;
+    let runners = runner_tls(dir.path(), &runner_ca, Some(&placerd_ca.leaf(&["placerd"])));
+    let proxy_files = one(write_pair(dir.path(), "proxy", &client_ca.leaf(&["localhost"])));
+    let address = r.addr.to_string();
+    let p = start(vec![address], "naive", |c| {
+        c.tls = Some(proxy_files);
+        c.runner_tls = Some(runners);
+        c.status_interval = Duration::from_millis(50);
+    })
+    .await;
+    let mut client = Client::open(p.addr, &client_config(&client_ca)).await.expect("TLS connection");
+    for i in 0..30 {
+        let reply = client.send("POST", &format!("/t/app/f{i}"), &vec![b'x'; 10 + i * 3000]).await.expect("answer");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    assert_eq!(r.stats.received(), 30);
+    // The status polls went over mutual TLS too: the runner stays healthy.
+    let runners = common::send(p.admin, "GET", "/admin/runners", &[], b"").await;
+    assert!(!String::from_utf8_lossy(&runners.body).contains("\"healthy\":false"), "{:?}", runners.body);
+}
+
+#[tokio::test]
+async fn a_runner_whose_certificate_does_not_verify_is_a_connect_failure_and_the_call_goes_on() {
+    let (ca, other_ca) = (Ca::new("runner CA"), Ca::new("someone else's CA"));
+    let dir = tempfile::tempdir().expect("dir");
+    let past = |p: &mut CertificateParams| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    };
+    let elsewhere = |p: &mut CertificateParams| {
+        p.subject_alt_names = vec![SanType::DnsName("elsewhere.test".try_into().expect("name"))]
+    };
+    let expired = tls_runner(dir.path(), "expired", &ca.leaf_with(&["localhost"], past), None).await;
+    let wrong_ca = tls_runner(dir.path(), "wrong-ca", &other_ca.leaf(&["localhost"]), None).await;
+    let wrong_name = tls_runner(dir.path(), "wrong-name", &ca.leaf_with(&["elsewhere.test"], elsewhere), None).await;
+    // Wants a client certificate; placerd has none here.
+    let mutual = tls_runner(dir.path(), "mutual", &ca.leaf(&["localhost"]), Some(&other_ca)).await;
+    let good = tls_runner(dir.path(), "good", &ca.leaf(&["localhost"]), None).await;
+    let bad = [&expired, &wrong_ca, &wrong_name, &mutual];
+    let mut runners: Vec<String> = bad.iter().map(|r| r.addr.to_string()).collect();
+    runners.push(good.addr.to_string());
+    let files = runner_tls(dir.path(), &ca, None);
+    let p = start(runners, "naive", |c| c.runner_tls = Some(files)).await;
+    for i in 0..25 {
+        let reply = common::send(p.addr, "POST", &format!("/t/app/f{i}"), &[], b"x").await;
+        assert_eq!(reply.status, StatusCode::OK, "call {i}: {:?}", reply.body);
+    }
+    assert_eq!(good.stats.received(), 25, "every call ran once, on the good runner");
+    for r in bad {
+        assert_eq!(r.stats.received(), 0, "a runner that failed the handshake never got a request");
+    }
+
+    // Each failure names its reason (what the "runner connect failed" log line carries).
+    let tls = placerd::tls::ClientTls::load(&runner_tls(dir.path(), &ca, None)).expect("client TLS");
+    for (runner, says) in [(&expired, "expired"), (&wrong_ca, "issuer"), (&wrong_name, "name")] {
+        let tcp = TcpStream::connect(runner.addr).await.expect("connect");
+        let e = tls.connect(tcp, &runner.addr.to_string()).await.expect_err("does not verify").to_string();
+        assert!(e.to_lowercase().contains(says), "{says}: {e}");
+    }
+}

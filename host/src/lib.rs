@@ -135,6 +135,7 @@ pub async fn serve_with_admin(
     let token = plan::read_token(&config).map_err(anyhow::Error::msg)?;
     // Certificates first: a file that does not load stops the start before anything else.
     let tls = config.tls.as_ref().map(tls::ServerTls::load).transpose()?.map(Arc::new);
+    let runner_tls = config.runner_tls.as_ref().map(tls::ClientTls::load).transpose()?.map(Arc::new);
     let metrics = Arc::new(Metrics::new());
     let mut runtime =
         PlacerRuntime::with_observer(config.sandbox, metrics.clone()).context("starting the placer engine")?;
@@ -191,12 +192,13 @@ pub async fn serve_with_admin(
         tracing::warn!("{warning}");
     }
     let (pool, runner_feed) = plan::start_runners(&config, &metrics).await?;
-    let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval));
     let config = Arc::new(config);
     let proxy = Arc::new(
         Proxy::new(config.clone(), pool.clone(), registry, routes, metrics.clone())
             .with_context(|| format!("--record-trace: cannot create {:?}", config.record_trace))?,
     );
+    proxy.set_runner_tls(runner_tls);
+    let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval, proxy.runner_tls()));
     let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics.clone(), tls.clone()));
     let hangup = reload_on_hangup(live.clone());
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok()).map_or("-".to_string(), |a| a.to_string());
@@ -208,9 +210,14 @@ pub async fn serve_with_admin(
     let sampler = tokio::spawn(admin::dashboard::sample(history.clone(), pool.clone()));
     let admin_task = admin.map(|admin| {
         let admin_state = Arc::new(Admin { proxy: proxy.clone(), live: live.clone(), history });
-        tokio::spawn(serve_http(admin, stop.clone().cancelled_owned(), grace, config.max_connections, move |req| {
-            admin_state.clone().handle(req)
-        }))
+        tokio::spawn(serve_http(
+            admin,
+            stop.clone().cancelled_owned(),
+            grace,
+            config.max_connections,
+            None,
+            move |req| admin_state.clone().handle(req),
+        ))
     });
     let listener = listener.into_std().context("listen: cannot hand the listener to the workers")?;
     let workers =

@@ -137,6 +137,16 @@ enum Command {
         /// Name sent in the `Fn-Runner` header (defaults to the listen address).
         #[arg(long)]
         name: Option<String>,
+        /// Serve over TLS with this certificate (PEM, then its chain); needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require a client certificate signed by this CA bundle (PEM): mutual TLS, so
+        /// only placerd (holding such a certificate) can call. Needs --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
     },
     /// Compare placers offline: the real Wasm components over a synthetic or recorded
     /// workload; prints balance (max/avg, CV), peak in-flight, warm-hit ratio and keys
@@ -383,12 +393,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { listen, default_placer, admin_listen } => {
             control_runtime()?.block_on(demo(listen, default_placer, admin_listen))
         }
-        Command::Runner { listen, max_concurrency, name } => tokio_runtime()?.block_on(async move {
+        Command::Runner { listen, max_concurrency, name, tls_cert, tls_key, client_ca } => tokio_runtime()?.block_on(async move {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert_file), Some(key_file)) => {
+                    let files = placerd::tls::CertFiles { cert_file, key_file };
+                    Some(reference::tls_acceptor(&files, client_ca.as_deref())?)
+                }
+                _ => None,
+            };
             let listener = TcpListener::bind(&listen).await.with_context(|| format!("listen on {listen}"))?;
             let options = RunnerOptions { max_concurrency, name: name.unwrap_or_else(|| listen.clone()) };
             let shutdown = shutdown_signal();
-            tracing::info!(%listen, max_concurrency, "reference runner serving");
-            reference::serve(listener, options, Arc::new(RunnerStats::default()), shutdown).await;
+            tracing::info!(%listen, max_concurrency, tls = tls.is_some(), mutual_tls = client_ca.is_some(), "reference runner serving");
+            reference::serve(listener, options, Arc::new(RunnerStats::default()), tls, shutdown).await;
             Ok(())
         }),
         Command::Simulate {

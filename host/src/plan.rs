@@ -131,6 +131,15 @@ pub fn dry_run(config: &Config) -> DryRun {
             Err(e) => run.problems.push(e.to_string()),
         }
     }
+    if let Some(files) = &config.runner_tls {
+        match crate::tls::ClientTls::load(files) {
+            Ok(_) => run.summary.push(format!(
+                "runners over TLS{}",
+                if files.client.is_some() { ", with a client certificate" } else { "" }
+            )),
+            Err(e) => run.problems.push(e.to_string()),
+        }
+    }
     match &config.discovery {
         RunnerSource::Static if config.runners.is_empty() => run.warnings.push(
             "no runners: set [runners] static, file or dns (or --runner); calls get 503 until there are some".into(),
@@ -489,6 +498,12 @@ impl Live {
             }
             _ => None,
         };
+        let runner_tls = match (&running.runner_tls, &next.runner_tls) {
+            (Some(_), Some(files)) => {
+                crate::tls::ClientTls::load(files).map_err(|e| problems.push(e.to_string())).ok().map(Arc::new)
+            }
+            _ => None,
+        };
         let kind = |s: &RunnerSource| std::mem::discriminant(s);
         if !problems.is_empty() {
             return Err(problems);
@@ -506,6 +521,14 @@ impl Live {
             }
             if moved && let Some((_, watch)) = &self.tls {
                 *watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tls.watch();
+            }
+        }
+        if runner_tls.is_some() {
+            // Read again whatever changed (the files may have): new runner connections
+            // use it; open ones keep theirs.
+            self.proxy.set_runner_tls(runner_tls);
+            if running.runner_tls != next.runner_tls {
+                report.changed.push("runners.tls".into());
             }
         }
         registry.publish_config(next.placer_config.clone(), versions);
@@ -597,6 +620,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     differs("workers", old.workers.to_string(), new.workers.to_string());
     let tls = |c: &Config| if c.tls.is_some() { "on" } else { "off" };
     differs("tls", tls(old).into(), tls(new).into());
+    let runner_tls = |c: &Config| if c.runner_tls.is_some() { "on" } else { "off" };
+    differs("runners.tls", runner_tls(old).into(), runner_tls(new).into());
     differs("placer_budget_ms", format!("{:?}", old.sandbox.budget), format!("{:?}", new.sandbox.budget));
     differs(
         "placer_memory_limit_bytes",

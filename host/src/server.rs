@@ -88,12 +88,15 @@ where
     tokio::time::timeout(grace, open.acquire_many(slots)).await.is_ok()
 }
 
-/// [`serve_connections`] with hyper's HTTP/1.1 server and `handle` for each request.
+/// [`serve_connections`] with hyper's HTTP/1.1 server and `handle` for each request, over
+/// TLS when `tls` is given (a handshake must end within [`HEADER_READ_TIMEOUT`]; one that
+/// fails is logged with its reason).
 pub async fn serve_http<H, F, B, E>(
     listener: TcpListener,
     stop: impl Future<Output = ()>,
     grace: Duration,
     max_connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handle: H,
 ) -> bool
 where
@@ -105,25 +108,51 @@ where
     E: Into<Box<dyn StdError + Send + Sync>>,
 {
     serve_connections(listener, stop, grace, max_connections, move |stream, stopping| {
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(crate::http1::MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), service_fn(handle.clone()));
+        let (handle, tls) = (handle.clone(), tls.clone());
         async move {
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = stopping.cancelled() => {
-                    // Idle: closes now; busy: answers the request in flight, then closes.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                None => serve_hyper(TokioIo::new(stream), handle, stopping).await,
+                Some(acceptor) => {
+                    let peer = stream.peer_addr().ok();
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_hyper(TokioIo::new(stream), handle, stopping).await,
+                        Ok(Err(e)) => tracing::info!(peer = ?peer, reason = %e, "tls: handshake failed"),
+                        Err(_) => tracing::info!(peer = ?peer, "tls: no handshake in time"),
+                    }
                 }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "connection ended with an error");
             }
         }
     })
     .await
+}
+
+/// Serves one connection with hyper's HTTP/1.1 server until it closes, or, once
+/// `stopping` is cancelled, until its request in flight is answered.
+async fn serve_hyper<I, H, F, B, E>(io: I, handle: H, stopping: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    E: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(crate::http1::MAX_HEAD_BYTES)
+        .serve_connection(io, service_fn(handle));
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stopping.cancelled() => {
+            // Idle: closes now; busy: answers the request in flight, then closes.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }

@@ -287,6 +287,57 @@ pub struct FileRunners {
     pub dns_server: String,
     /// `[runners.outlier_detection]`: passive ejection after connect failures.
     pub outlier_detection: FileOutlierDetection,
+    /// `[runners.tls]`: TLS to the runners (none by default).
+    #[serde(skip_serializing_if = "FileRunnerTls::is_off")]
+    pub tls: FileRunnerTls,
+}
+
+/// `[runners.tls]`: runners speak TLS when `ca_file` is given.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileRunnerTls {
+    /// `ca_file = ""`: PEM, the CA certificates that sign runners' certificates.
+    pub ca_file: String,
+    /// `cert_file = ""`: PEM, placerd's client certificate and chain (mutual TLS).
+    pub cert_file: String,
+    /// `key_file = ""`: PEM, its private key.
+    pub key_file: String,
+    /// `server_name = ""`: the name runners' certificates must hold; empty: each
+    /// runner's host.
+    pub server_name: String,
+}
+
+impl FileRunnerTls {
+    fn is_off(&self) -> bool {
+        self.ca_file.is_empty() && self.cert_file.is_empty() && self.key_file.is_empty() && self.server_name.is_empty()
+    }
+
+    fn validate(&self) -> Result<Option<crate::tls::RunnerTlsFiles>, ConfigError> {
+        if self.is_off() {
+            return Ok(None);
+        }
+        if self.ca_file.is_empty() {
+            return Err(invalid("runners.tls.ca_file", "missing: the CA bundle that signs the runners' certificates"));
+        }
+        let client = match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(crate::tls::CertFiles {
+                cert_file: self.cert_file.clone().into(),
+                key_file: self.key_file.clone().into(),
+            }),
+            (true, false) => {
+                return Err(invalid("runners.tls.cert_file", "missing: key_file is set, name its certificate"));
+            }
+            (false, true) => {
+                return Err(invalid("runners.tls.key_file", "missing: cert_file is set, name its private key"));
+            }
+        };
+        Ok(Some(crate::tls::RunnerTlsFiles {
+            ca_file: self.ca_file.clone().into(),
+            client,
+            server_name: (!self.server_name.is_empty()).then(|| self.server_name.clone()),
+        }))
+    }
 }
 
 /// `[runners.outlier_detection]`, named after Envoy's outlier detection.
@@ -368,6 +419,7 @@ impl Default for FileRunners {
             dns_interval_ms: 5_000,
             dns_server: String::new(),
             outlier_detection: FileOutlierDetection::default(),
+            tls: FileRunnerTls::default(),
         }
     }
 }
@@ -663,6 +715,8 @@ pub struct Config {
     pub source: Option<ConfigSource>,
     /// `[tls]`: the proxy port's certificates, if it speaks TLS.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `[runners.tls]`: how placerd speaks TLS to runners, if it does.
+    pub runner_tls: Option<crate::tls::RunnerTlsFiles>,
     /// How often the admin dashboard samples calls per runner (5 s; it keeps 120 samples).
     /// Not a TOML key: tests shorten it.
     pub history_interval: Duration,
@@ -931,6 +985,7 @@ impl FileConfig {
         let client_header_timeout = p.take(ms("client_header_timeout_ms", self.client_header_timeout_ms, 1));
         let budget = p.take(ms("placer_budget_ms", self.placer_budget_ms, 1));
         let tls = p.take(self.tls.validate());
+        let runner_tls = p.take(self.runners.tls.validate());
         let config = (|| {
             Some(Config {
                 listen: listen?,
@@ -982,6 +1037,7 @@ impl FileConfig {
                 native_placement: false,
                 source: None,
                 tls: tls?,
+                runner_tls: runner_tls?,
                 history_interval: Duration::from_secs(5),
             })
         })();

@@ -149,6 +149,16 @@ impl Proxy {
 
     /// How long a client connection may idle between requests, and take over a request
     /// head (`client_idle_timeout_ms`, `client_header_timeout_ms`), as now configured.
+    /// New runner connections (and status polls) speak TLS with `tls` (plain with `None`).
+    pub fn set_runner_tls(&self, tls: Option<Arc<crate::tls::ClientTls>>) {
+        self.client.set_tls(tls);
+    }
+
+    /// The TLS of new runner connections, as the status poller reads it.
+    pub fn runner_tls(&self) -> Arc<arc_swap::ArcSwapOption<crate::tls::ClientTls>> {
+        self.client.tls()
+    }
+
     pub(crate) fn client_timeouts(&self) -> (Duration, Duration) {
         let config = self.config.load();
         (config.client_idle_timeout, config.client_header_timeout)

@@ -30,6 +30,7 @@ use super::idle::IdleConns;
 use super::pool::{DynamicPool, InFlight, RunnerState};
 use super::{Attempt, NotPlaced, RunnerFailed, TryExec};
 use crate::http1::{self, Chunked, Decoded, Framing, Joined, MAX_HEAD_BYTES, ResponseHead, Silence, WHOLE_BODY_BYTES};
+use crate::tls::{ClientTls, Socket};
 
 /// The header a runner sets on a `503` to say "busy, did not start it".
 pub const BUSY_HEADER: &str = "fn-runner-busy";
@@ -75,11 +76,14 @@ impl Default for RunnerTimeouts {
 /// used.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    /// Shared with a send queued at the end of the scheduler's pass, which keeps it open.
-    stream: Arc<TcpStream>,
+    /// Plain or TLS; its TCP socket is shared with a send queued at the end of the
+    /// scheduler's pass, which keeps it open.
+    stream: Socket,
     buf: BytesMut,
     /// The read deadline of the call in progress.
     silence: Silence,
+    /// No response has been read on it yet.
+    fresh: bool,
 }
 
 fn timed_out(what: String) -> io::Error {
@@ -90,17 +94,7 @@ impl Conn {
     /// True unless the runner closed this idle connection or sent bytes nobody asked for.
     /// Costs no system call while the socket has not become readable since the last read.
     pub(crate) fn still_open(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        self.buf.is_empty() && self.stream.still_open()
     }
 
     /// Writes `head` then `body`, each wait for room at most `timeout`, and gives `head`
@@ -112,51 +106,13 @@ impl Conn {
         body: &[u8],
         timeout: Duration,
     ) -> (Result<(), (usize, io::Error)>, Bytes) {
-        let total = head.len() + body.len();
-        let (mut written, head) = (0, head);
-        // The runner requests of one scheduler pass go out together, at its end (see
-        // `pass`): the other calls woken by the same events place theirs first, and a
-        // runner woken by the first request finds the rest queued instead of being woken
-        // again for each. A request in one buffer is sent by the pass itself.
-        let head = if body.is_empty() {
-            let (sent, head) = crate::pass::write_some(&self.stream, head).await;
-            match sent {
-                Ok(n) => written = n,
-                // A send the ring may have made counts as written: never sent again.
-                Err(e) => return (Err((usize::from(e.maybe_sent), e.error)), head),
-            }
-            head
-        } else {
-            crate::pass::end().await;
-            head
-        };
-        while written < total {
-            // One buffer left (the usual case: a small body travels in the head's buffer)
-            // is a plain `send`; `writev` costs the kernel more per call.
-            let result = if written >= head.len() {
-                self.stream.try_write(&body[written - head.len()..])
-            } else if body.is_empty() {
-                self.stream.try_write(&head[written..])
-            } else {
-                self.stream.try_write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)])
-            };
-            match result {
-                Ok(0) => return (Err((written, io::ErrorKind::WriteZero.into())), head),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout(timeout, self.stream.writable()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return (Err((written, e)), head),
-                        Err(_) => {
-                            let e = timed_out(format!("the runner took none of the request for {timeout:?}"));
-                            return (Err((written, e)), head);
-                        }
-                    }
-                }
-                Err(e) => return (Err((written, e)), head),
-            }
+        match self.stream.seal_parts(&[&head, body]) {
+            None => write_raw(self.stream.tcp(), head, body, timeout).await,
+            // TLS: the request's records, sent as a request in one buffer is; a byte of
+            // them written counts as the request written.
+            Some(Ok(sealed)) => (write_raw(self.stream.tcp(), sealed, &[], timeout).await.0, head),
+            Some(Err(e)) => (Err((0, e)), head),
         }
-        (Ok(()), head)
     }
 
     /// Reads more of the response into the buffer; `UnexpectedEof` if the runner closed.
@@ -191,7 +147,7 @@ impl Conn {
     /// Reads what the socket has into the buffer once it is readable; `Ok(0)` at the end,
     /// `TimedOut` when the runner kept silent for the read timeout.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        match http1::poll_read(&self.stream, &mut self.buf, cx) {
+        match self.stream.poll_read(&mut self.buf, cx) {
             Poll::Ready(read) => {
                 self.silence.heard();
                 Poll::Ready(read)
@@ -372,6 +328,9 @@ pub struct RunnerClient {
     /// TCP connect timeout for runner connections (`connect_timeout_ms`), in µs; a reload
     /// may change it.
     connect_timeout_us: Arc<AtomicU64>,
+    /// `[runners.tls]`: new connections speak TLS with this while it is set (a reload
+    /// may replace it; connections already open keep theirs).
+    tls: Arc<arc_swap::ArcSwapOption<ClientTls>>,
 }
 
 /// How sending a request on one connection went.
@@ -387,7 +346,8 @@ enum Sent {
 impl RunnerClient {
     /// A client for the runners of `pool`.
     pub fn new(pool: Arc<DynamicPool>, connect_timeout: Duration) -> Self {
-        let client = RunnerClient { pool, idle: Arc::default(), connect_timeout_us: Arc::default() };
+        let client =
+            RunnerClient { pool, idle: Arc::default(), connect_timeout_us: Arc::default(), tls: Arc::default() };
         client.set_connect_timeout(connect_timeout);
         client
     }
@@ -398,16 +358,38 @@ impl RunnerClient {
         self.connect_timeout_us.store(us, Ordering::Relaxed);
     }
 
-    /// Opens a new connection to `runner` within the connect timeout.
+    /// New connections to runners speak TLS with `tls` (plain with `None`).
+    pub fn set_tls(&self, tls: Option<Arc<ClientTls>>) {
+        self.tls.store(tls);
+    }
+
+    /// Where the TLS of new runner connections is kept, for others that connect to
+    /// runners (the status poller).
+    pub fn tls(&self) -> Arc<arc_swap::ArcSwapOption<ClientTls>> {
+        self.tls.clone()
+    }
+
+    /// Opens a new connection to `runner`, with its TLS handshake if runners speak TLS,
+    /// within the connect timeout. A handshake that fails (the runner's certificate does
+    /// not verify, it wants a client certificate) is a connect failure: nothing of the
+    /// call was written.
     async fn connect(&self, runner: &RunnerState) -> Result<Conn, NotPlaced> {
         let address = &runner.address;
         let timeout = Duration::from_micros(self.connect_timeout_us.load(Ordering::Relaxed));
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(address.as_str()))
+        let tls = self.tls.load_full();
+        let connect = async {
+            let tcp = TcpStream::connect(address.as_str()).await?;
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                None => Ok(Socket::plain(tcp)),
+                Some(tls) => tls.connect(tcp, address).await.map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}"))),
+            }
+        };
+        let stream = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| NotPlaced::ConnectTimeout { runner: address.clone() })?
             .map_err(|source| NotPlaced::Connect { runner: address.clone(), source })?;
-        let _ = stream.set_nodelay(true);
-        Ok(Conn { stream: Arc::new(stream), buf: BytesMut::new(), silence: Silence::new(Duration::ZERO) })
+        Ok(Conn { stream, buf: BytesMut::new(), silence: Silence::new(Duration::ZERO), fresh: true })
     }
 
     /// Writes the request on an idle connection, or on a fresh one when there is none or
@@ -450,6 +432,84 @@ async fn write(mut conn: Conn, head: Bytes, body: &[u8], timeout: Duration) -> (
     (sent, head)
 }
 
+/// Writes `head` then `body` to `stream` (a request, or its TLS records), each wait for
+/// room at most `timeout`, and gives `head` back; on failure, also how many bytes were
+/// written before it.
+async fn write_raw(
+    stream: &Arc<TcpStream>,
+    head: Bytes,
+    body: &[u8],
+    timeout: Duration,
+) -> (Result<(), (usize, io::Error)>, Bytes) {
+    let total = head.len() + body.len();
+    let (mut written, head) = (0, head);
+    // The runner requests of one scheduler pass go out together, at its end (see
+    // `pass`): the other calls woken by the same events place theirs first, and a
+    // runner woken by the first request finds the rest queued instead of being woken
+    // again for each. A request in one buffer is sent by the pass itself.
+    let head = if body.is_empty() {
+        let (sent, head) = crate::pass::write_some(stream, head).await;
+        match sent {
+            Ok(n) => written = n,
+            // A send the ring may have made counts as written: never sent again.
+            Err(e) => return (Err((usize::from(e.maybe_sent), e.error)), head),
+        }
+        head
+    } else {
+        crate::pass::end().await;
+        head
+    };
+    while written < total {
+        // One buffer left (the usual case: a small body travels in the head's buffer)
+        // is a plain `send`; `writev` costs the kernel more per call.
+        let result = if written >= head.len() {
+            stream.try_write(&body[written - head.len()..])
+        } else if body.is_empty() {
+            stream.try_write(&head[written..])
+        } else {
+            stream.try_write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)])
+        };
+        match result {
+            Ok(0) => return (Err((written, io::ErrorKind::WriteZero.into())), head),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(timeout, stream.writable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return (Err((written, e)), head),
+                    Err(_) => {
+                        let e = timed_out(format!("the runner took none of the request for {timeout:?}"));
+                        return (Err((written, e)), head);
+                    }
+                }
+            }
+            Err(e) => return (Err((written, e)), head),
+        }
+    }
+    (Ok(()), head)
+}
+
+/// Whether `error` is a TLS alert by which a runner refused the connection's handshake
+/// (placerd's certificate missing or not trusted): sent before it reads any request.
+fn refused_by_tls(error: &io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let Some(rustls::Error::AlertReceived(alert)) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    matches!(
+        alert,
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::HandshakeFailure
+    )
+}
+
 /// A failure after the call was committed (`commit`: the first news of it): never sent
 /// anywhere else, a 502.
 fn failed(runner: &RunnerState, commit: bool, error: io::Error) -> Attempt<Response<RunnerBody>> {
@@ -480,8 +540,17 @@ impl TryExec<Forward, Arc<RunnerState>> for RunnerClient {
         conn.silence.restart(call.timeouts.read);
         let response = match conn.read_head(&call.method).await {
             Ok(head) => head,
+            Err(e) if conn.fresh && refused_by_tls(&e) => {
+                // TLS 1.3 ends the client's handshake before the runner checks its
+                // certificate: a runner that refuses it says so with an alert instead of
+                // an answer, and never read the request. A connect failure.
+                let e = NotPlaced::Connect { runner: runner.address.clone(), source: e };
+                self.pool.record_connect_failure(runner, &e);
+                return Attempt::NotPlaced(e);
+            }
             Err(e) => return failed(runner, true, e),
         };
+        conn.fresh = false;
         let busy = response.status == StatusCode::SERVICE_UNAVAILABLE
             && response.headers.get(BUSY_HEADER).is_some_and(|v| v.as_bytes() == b"1");
         if busy {

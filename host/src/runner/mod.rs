@@ -72,7 +72,8 @@ pub trait RunnerPool: Send + Sync {
 /// did not start it: only these allow trying another runner.
 #[derive(Debug, thiserror::Error)]
 pub enum NotPlaced {
-    /// The TCP connect was refused or failed: nothing was written.
+    /// The TCP connect was refused or failed, or its TLS handshake did: nothing of the
+    /// call was written.
     #[error("connect to {runner}")]
     Connect {
         /// The runner's address.

@@ -64,18 +64,44 @@ impl RunnerStats {
 /// How long calls in flight may finish when a reference runner stops.
 const GRACE: Duration = Duration::from_secs(1);
 
-/// Serves the reference runner on `listener` until `shutdown` resolves.
+/// Serves the reference runner on `listener` until `shutdown` resolves, over TLS when `tls`
+/// is given ([`tls_acceptor`]).
 pub async fn serve(
     listener: TcpListener,
     options: RunnerOptions,
     stats: Arc<RunnerStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let options = Arc::new(options);
-    serve_http(listener, shutdown, GRACE, crate::server::MAX_CONNECTIONS, move |req| {
+    serve_http(listener, shutdown, GRACE, crate::server::MAX_CONNECTIONS, tls, move |req| {
         handle(req, options.clone(), stats.clone())
     })
     .await;
+}
+
+/// TLS for a reference runner: its certificate and key (PEM files), and, with
+/// `client_ca`, client certificates required and verified against that CA bundle (mutual
+/// TLS, as a runner that accepts calls only from placerd).
+///
+/// # Errors
+/// A file that does not load, named.
+pub fn tls_acceptor(
+    cert: &crate::tls::CertFiles,
+    client_ca: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsAcceptor, crate::tls::TlsError> {
+    let provider = crate::tls::provider();
+    let certified = crate::tls::certified_key("runner tls", cert, &provider)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| crate::tls::TlsError::new("runner tls", "", e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => builder.with_client_cert_verifier(crate::tls::client_verifier(ca)?),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A reference runner on 127.0.0.1 port 0, for tests and the demo. Stops when dropped.
@@ -103,11 +129,23 @@ impl RunnerHandle {
     /// # Errors
     /// The bind error.
     pub async fn spawn_on(addr: SocketAddr, options: RunnerOptions) -> std::io::Result<Self> {
+        Self::spawn_with(addr, options, None).await
+    }
+
+    /// Binds `addr` and serves over TLS with `tls` ([`tls_acceptor`]) in a background task.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn spawn_with(
+        addr: SocketAddr,
+        options: RunnerOptions,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(RunnerStats::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(serve(listener, options, stats.clone(), async move {
+        tokio::spawn(serve(listener, options, stats.clone(), tls, async move {
             let _ = stopped.await;
         }));
         Ok(RunnerHandle { addr, stats, stop: Some(stop) })

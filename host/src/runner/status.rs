@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Request;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use super::pool::{DynamicPool, RunnerState};
+use crate::tls::ClientTls;
 
 /// The part of Fn's `RunnerStatus` placerd reads.
 #[derive(Debug, Deserialize)]
@@ -23,17 +25,20 @@ struct Status {
 /// Largest status document accepted.
 const MAX_STATUS_BYTES: usize = 64 * 1024;
 
-/// Polls every runner of `pool` each `interval` until the task is aborted.
-pub async fn poll_status(pool: Arc<DynamicPool>, interval: Duration) {
+/// Polls every runner of `pool` each `interval` until the task is aborted, over TLS while
+/// `tls` holds a configuration (`[runners.tls]`, as the calls).
+pub async fn poll_status(pool: Arc<DynamicPool>, interval: Duration, tls: Arc<ArcSwapOption<ClientTls>>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let mut polls = tokio::task::JoinSet::new();
+        let tls = tls.load_full();
         for state in pool.membership().handles.iter() {
-            let state = state.clone();
+            let (state, tls) = (state.clone(), tls.clone());
             polls.spawn(async move {
-                let result = tokio::time::timeout(interval.min(Duration::from_secs(2)), fetch(&state.address)).await;
+                let fetched = fetch(&state.address, tls.as_deref());
+                let result = tokio::time::timeout(interval.min(Duration::from_secs(2)), fetched).await;
                 match result {
                     Ok(Ok(active)) => state.set_status(true, active),
                     Ok(Err(e)) => fail(&state, &e),
@@ -50,10 +55,22 @@ fn fail(state: &RunnerState, why: &str) {
     state.set_status(false, 0);
 }
 
-async fn fetch(address: &str) -> Result<u32, String> {
+async fn fetch(address: &str, tls: Option<&ClientTls>) -> Result<u32, String> {
     let stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    match tls {
+        None => fetch_on(TokioIo::new(stream), address).await,
+        Some(tls) => {
+            let stream = tls.connect_stream(stream, address).await.map_err(|e| format!("TLS: {e}"))?;
+            fetch_on(TokioIo::new(stream), address).await
+        }
+    }
+}
+
+async fn fetch_on<I>(io: I, address: &str) -> Result<u32, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let request = Request::get("/v1/status")
         .header(hyper::header::HOST, address)

@@ -12,6 +12,7 @@
 //! TLS 1.2 and 1.3 only, ALPN `http/1.1`, the ring provider, stateless session tickets
 //! and a session cache so returning clients resume.
 
+mod client;
 pub(crate) mod socket;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 use crate::watch::{FolderWatch, watch};
 
+pub use client::{ClientTls, RunnerTlsFiles, client_verifier};
 pub use socket::Socket;
 
 /// A certificate chain and its private key, as PEM files.
@@ -69,9 +71,15 @@ impl TlsFiles {
 #[derive(Debug, thiserror::Error)]
 #[error("{key} {path}: {problem}")]
 pub struct TlsError {
-    key: String,
-    path: String,
-    problem: String,
+    pub(crate) key: String,
+    pub(crate) path: String,
+    pub(crate) problem: String,
+}
+
+impl TlsError {
+    pub(crate) fn new(key: &str, path: &str, problem: String) -> TlsError {
+        TlsError { key: key.into(), path: path.into(), problem }
+    }
 }
 
 /// The certificates answering handshakes, swapped whole: read by [`ServerTls::prepare`],
@@ -128,12 +136,7 @@ impl ServerTls {
     /// # Errors
     /// The first file that does not load, named with its key.
     pub fn load(files: &TlsFiles) -> Result<ServerTls, TlsError> {
-        // ring offers X25519 and the NIST curves but no post-quantum key exchange
-        // (X25519MLKEM768, which aws-lc-rs has; rustls marks ring's provider deprecated for
-        // that). ring builds from `cc` alone on a fresh machine; aws-lc-rs is the next to
-        // measure against it.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let certificates = read_certificates(files, &provider)?;
         let resolver = Arc::new(Resolver { current: ArcSwap::from_pointee(certificates) });
         let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -288,6 +291,17 @@ impl std::fmt::Debug for ServerTls {
     }
 }
 
+/// The crypto provider of every TLS configuration.
+///
+/// ring offers X25519 and the NIST curves but no post-quantum key exchange
+/// (X25519MLKEM768, which aws-lc-rs has; rustls marks ring's provider deprecated for that).
+/// ring builds from `cc` alone on a fresh machine; aws-lc-rs is the next to measure
+/// against it.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// Sessions a returning TLS 1.2 client (or a TLS 1.3 one without tickets) can resume.
 const SESSION_CACHE: usize = 16 * 1024;
 
@@ -324,7 +338,7 @@ fn read_certificates(files: &TlsFiles, provider: &CryptoProvider) -> Result<Cert
 }
 
 /// Reads one certificate chain and its key, and checks that they belong together.
-fn certified_key(key: &str, files: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn certified_key(key: &str, files: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let fail = |which: &str, path: &Path, problem: String| TlsError {
         key: format!("{key}.{which}"),
         path: path.display().to_string(),

@@ -22,7 +22,8 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Socket {
     tcp: Arc<TcpStream>,
-    tls: Option<Mutex<Tls>>,
+    /// Boxed: a plain socket stays small (rustls' state is over a kilobyte).
+    tls: Option<Box<Mutex<Tls>>>,
 }
 
 #[derive(Debug)]
@@ -32,6 +33,22 @@ struct Tls {
     pending: BytesMut,
     /// The peer closed its side of the TCP connection.
     eof: bool,
+}
+
+impl Tls {
+    /// Encrypts `bytes` onto `pending`, a record's worth at a time (rustls holds at most
+    /// 64 KiB of records unsent, so each is taken out before the next).
+    fn seal(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for piece in bytes.chunks(SEAL_PIECE) {
+            self.conn.writer().write_all(piece)?;
+            while self.conn.wants_write() {
+                let mut out = Vec::new();
+                self.conn.write_tls(&mut out)?;
+                self.pending.extend_from_slice(&out);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `Read` over a non-blocking socket: `WouldBlock` clears its readiness.
@@ -53,8 +70,55 @@ impl Socket {
     pub(crate) fn tls(tcp: TcpStream, conn: impl Into<rustls::Connection>) -> Socket {
         Socket {
             tcp: Arc::new(tcp),
-            tls: Some(Mutex::new(Tls { conn: conn.into(), pending: BytesMut::new(), eof: false })),
+            tls: Some(Box::new(Mutex::new(Tls { conn: conn.into(), pending: BytesMut::new(), eof: false }))),
         }
+    }
+
+    /// The TCP socket beneath (TLS records go through it as bytes).
+    pub(crate) fn tcp(&self) -> &Arc<TcpStream> {
+        &self.tcp
+    }
+
+    /// True unless the peer closed this idle connection (TLS: or sent `close_notify`) or
+    /// sent bytes nobody asked for. Costs no system call while the socket has not become
+    /// readable since the last read; a TLS peer's session tickets are taken in.
+    pub(crate) fn still_open(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Some(tls) = &self.tls else {
+            return match self.tcp.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => {
+                    matches!(self.tcp.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+            };
+        };
+        let mut tls = Self::lock(tls);
+        loop {
+            match self.tcp.poll_read_ready(&mut cx) {
+                Poll::Pending => return !tls.eof,
+                Poll::Ready(Err(_)) => return false,
+                Poll::Ready(Ok(())) => {}
+            }
+            match tls.conn.read_tls(&mut TryRead(&self.tcp)) {
+                Ok(0) => return false,
+                Ok(_) => match tls.conn.process_new_packets() {
+                    Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+                    _ => return false,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return !tls.eof,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The TLS records carrying `parts`, in order (with any records still pending
+    /// first); `None` for a plain socket.
+    pub(crate) fn seal_parts(&self, parts: &[&[u8]]) -> Option<io::Result<Bytes>> {
+        let tls = self.tls.as_ref()?;
+        let mut tls = Self::lock(tls);
+        let sealed = parts.iter().try_for_each(|part| tls.seal(part));
+        Some(sealed.map(|()| tls.pending.split().freeze()))
     }
 
     fn lock(tls: &Mutex<Tls>) -> MutexGuard<'_, Tls> {
@@ -154,7 +218,7 @@ impl Socket {
         };
         let mut tls = Self::lock(tls);
         ready!(self.poll_flush_locked(&mut tls, cx))?;
-        tls.conn.writer().write_all(bytes)?;
+        tls.seal(bytes)?;
         self.send_records(&mut tls)?;
         Poll::Ready(Ok(bytes.len()))
     }
@@ -163,12 +227,7 @@ impl Socket {
     /// records still pending first.
     fn seal(&self, tls: &Mutex<Tls>, bytes: &[u8]) -> io::Result<Bytes> {
         let mut tls = Self::lock(tls);
-        tls.conn.writer().write_all(bytes)?;
-        while tls.conn.wants_write() {
-            let mut out = Vec::new();
-            tls.conn.write_tls(&mut out)?;
-            tls.pending.extend_from_slice(&out);
-        }
+        tls.seal(bytes)?;
         Ok(tls.pending.split().freeze())
     }
 
