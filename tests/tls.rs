@@ -464,3 +464,72 @@ async fn a_runner_whose_certificate_does_not_verify_is_a_connect_failure_and_the
         assert!(e.to_lowercase().contains(says), "{says}: {e}");
     }
 }
+
+#[tokio::test]
+async fn the_admin_port_over_tls_answers_over_tls_only() {
+    let ca = Ca::new("admin CA");
+    let dir = tempfile::tempdir().expect("dir");
+    let files = one(write_pair(dir.path(), "admin", &ca.leaf(&["localhost"])));
+    let r = runner(8, "r").await;
+    let p = start(vec![r.addr.to_string()], "naive", |c| c.admin_tls = Some(files)).await;
+    let mut client = Client::open(p.admin, &client_config(&ca)).await.expect("TLS connection");
+    let reply = client.send("GET", "/healthz", b"").await.expect("answer");
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = client.send("GET", "/admin/config", b"").await.expect("answer");
+    assert_eq!(reply.status, StatusCode::OK);
+    // In clear: no answer, the connection closes.
+    let mut tcp = TcpStream::connect(p.admin).await.expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("sent");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await.expect("closed");
+    assert!(!String::from_utf8_lossy(&answer).contains("alive"), "{}", String::from_utf8_lossy(&answer));
+    // The proxy port stays plain.
+    assert_eq!(common::send(p.addr, "POST", "/t/app/f", &[], b"x").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_admin_reload_reads_certificates_again_and_refuses_ones_that_do_not_load() {
+    let ca = Ca::new("test CA");
+    let dir = tempfile::tempdir().expect("dir");
+    let r = runner(8, "r").await;
+    let first = write_pair(dir.path(), "first", &ca.leaf(&["localhost"]));
+    let config = |files: &CertFiles| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nplacers_dir = {:?}\ncache_dir = \"off\"\n\
+             [runners]\nstatic = [\"{}\"]\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            dir.path().join("placers"),
+            r.addr,
+            files.cert_file,
+            files.key_file,
+        )
+    };
+    let path = dir.path().join("placerd.toml");
+    std::fs::write(&path, config(&first)).expect("config");
+    let (logged, addr, admin) = common::serve_config(&path);
+    let client = client_config(&ca);
+    let before = served_certificate(addr, &client, "localhost").await;
+
+    // Other files: applied by the reload, reported as changed.
+    let second = write_pair(dir.path(), "second", &ca.leaf(&["localhost"]));
+    std::fs::write(&path, config(&second)).expect("config");
+    let reply = common::send(admin, "POST", "/admin/reload", &[], b"").await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert!(reply.json()["changed"].to_string().contains("\"tls\""), "{}", reply.json());
+    let after = served_certificate(addr, &client, "localhost").await;
+    assert_ne!(before, after, "new connections get the new certificate");
+
+    // A key that is not the certificate's: refused, naming the file; the running
+    // certificate stays and calls go on.
+    let (cert, _) = ca.leaf(&["localhost"]);
+    let (_, key) = ca.leaf(&["localhost"]);
+    let third = write_pair(dir.path(), "third", &(cert, key));
+    std::fs::write(&path, config(&third)).expect("config");
+    let reply = common::send(admin, "POST", "/admin/reload", &[], b"").await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", reply.body);
+    let problems = reply.json()["problems"].to_string();
+    assert!(problems.contains("third.key"), "{problems}");
+    assert_eq!(served_certificate(addr, &client, "localhost").await, after);
+    let mut calls = Client::open(addr, &client).await.expect("connection");
+    assert_eq!(calls.send("POST", "/t/app/f", b"x").await.expect("answer").status, StatusCode::OK);
+    drop(logged);
+}

@@ -136,6 +136,8 @@ pub async fn serve_with_admin(
     // Certificates first: a file that does not load stops the start before anything else.
     let tls = config.tls.as_ref().map(tls::ServerTls::load).transpose()?.map(Arc::new);
     let runner_tls = config.runner_tls.as_ref().map(tls::ClientTls::load).transpose()?.map(Arc::new);
+    let admin_tls =
+        config.admin_tls.as_ref().map(|f| tls::ServerTls::load_as("admin.tls", f)).transpose()?.map(Arc::new);
     let metrics = Arc::new(Metrics::new());
     let mut runtime =
         PlacerRuntime::with_observer(config.sandbox, metrics.clone()).context("starting the placer engine")?;
@@ -199,7 +201,11 @@ pub async fn serve_with_admin(
     );
     proxy.set_runner_tls(runner_tls);
     let poller = tokio::spawn(runner::status::poll_status(pool.clone(), config.status_interval, proxy.runner_tls()));
-    let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics.clone(), tls.clone()));
+    let reloaded_tls = [("tls", &tls), ("admin.tls", &admin_tls)]
+        .into_iter()
+        .filter_map(|(key, tls)| Some((key, tls.clone()?)))
+        .collect();
+    let live = Arc::new(Live::new(proxy.clone(), token, runner_feed, state, metrics.clone(), reloaded_tls));
     let hangup = reload_on_hangup(live.clone());
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok()).map_or("-".to_string(), |a| a.to_string());
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), admin = %admin_addr, workers = config.workers, runners = pool.membership().set.len(), default_placer = %config.default_placer, "placerd serving");
@@ -215,7 +221,7 @@ pub async fn serve_with_admin(
             stop.clone().cancelled_owned(),
             grace,
             config.max_connections,
-            None,
+            admin_tls.as_ref().map(|tls| tls.acceptor()),
             move |req| admin_state.clone().handle(req),
         ))
     });

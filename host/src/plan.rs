@@ -121,6 +121,11 @@ pub fn dry_run(config: &Config) -> DryRun {
     if let Err(e) = read_token(config) {
         run.problems.push(e);
     }
+    if let Some(files) = &config.admin_tls
+        && let Err(e) = ServerTls::load_as("admin.tls", files)
+    {
+        run.problems.push(e.to_string());
+    }
     if let Some(files) = &config.tls {
         match ServerTls::load(files) {
             Ok(_) => run.summary.push(format!(
@@ -346,6 +351,15 @@ pub struct ReloadReport {
     pub warnings: Vec<String>,
 }
 
+/// A listener's TLS that reloads: the config table it comes from (`tls`, `admin.tls`),
+/// its certificates, and the watch of the folders holding their files.
+#[derive(Debug)]
+struct ReloadedTls {
+    key: &'static str,
+    tls: Arc<ServerTls>,
+    watch: std::sync::Mutex<Vec<FolderWatch>>,
+}
+
 /// A running placerd's configuration, changed whole by [`Live::reload`].
 #[derive(Debug)]
 pub struct Live {
@@ -358,9 +372,9 @@ pub struct Live {
     /// Where admin-API changes are kept, if anywhere.
     pub state: Option<StateDir>,
     metrics: Arc<Metrics>,
-    /// The proxy port's TLS (certificates re-read on reload), and the watch of the
-    /// folders its files are in.
-    tls: Option<(Arc<ServerTls>, std::sync::Mutex<Vec<FolderWatch>>)>,
+    /// The proxy port's TLS (`tls`) and the admin port's (`admin.tls`), certificates
+    /// re-read on reload, each with the watch of the folders its files are in.
+    tls: Vec<ReloadedTls>,
 }
 
 impl Live {
@@ -371,12 +385,15 @@ impl Live {
         runners: RunnerFeed,
         state: Option<StateDir>,
         metrics: Arc<Metrics>,
-        tls: Option<Arc<ServerTls>>,
+        tls: Vec<(&'static str, Arc<ServerTls>)>,
     ) -> Self {
-        let tls = tls.map(|tls| {
-            let watch = tls.watch();
-            (tls, std::sync::Mutex::new(watch))
-        });
+        let tls = tls
+            .into_iter()
+            .map(|(key, tls)| {
+                let watch = std::sync::Mutex::new(tls.watch());
+                ReloadedTls { key, tls, watch }
+            })
+            .collect();
         Live {
             proxy,
             token: ArcSwap::from_pointee(token),
@@ -492,12 +509,16 @@ impl Live {
         report.restart_needed = restart_needed(&running, &next);
         // Certificates are read again whether or not their paths changed (the files may
         // have); TLS turned on or off waits for a restart.
-        let certificates = match (&self.tls, &next.tls) {
-            (Some((tls, _)), Some(files)) => {
-                tls.prepare(files).map_err(|e| problems.push(e.to_string())).ok().map(|c| (tls, files, c))
+        let mut certificates = Vec::new();
+        for reloaded in &self.tls {
+            let files = if reloaded.key == "admin.tls" { &next.admin_tls } else { &next.tls };
+            if let Some(files) = files {
+                match reloaded.tls.prepare(files) {
+                    Ok(read) => certificates.push((reloaded, files, read)),
+                    Err(e) => problems.push(e.to_string()),
+                }
             }
-            _ => None,
-        };
+        }
         let runner_tls = match (&running.runner_tls, &next.runner_tls) {
             (Some(_), Some(files)) => {
                 crate::tls::ClientTls::load(files).map_err(|e| problems.push(e.to_string())).ok().map(Arc::new)
@@ -514,13 +535,13 @@ impl Live {
         if **self.token.load() != token {
             report.changed.push("admin_token_file".into());
         }
-        if let Some((tls, files, certificates)) = certificates {
-            let moved = tls.files() != *files;
-            if tls.install(files, certificates) {
-                report.changed.push("tls".into());
+        for (reloaded, files, read) in certificates {
+            let moved = reloaded.tls.files() != *files;
+            if reloaded.tls.install(files, read) {
+                report.changed.push(reloaded.key.into());
             }
-            if moved && let Some((_, watch)) = &self.tls {
-                *watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tls.watch();
+            if moved {
+                *reloaded.watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = reloaded.tls.watch();
             }
         }
         if runner_tls.is_some() {
@@ -622,6 +643,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     differs("tls", tls(old).into(), tls(new).into());
     let runner_tls = |c: &Config| if c.runner_tls.is_some() { "on" } else { "off" };
     differs("runners.tls", runner_tls(old).into(), runner_tls(new).into());
+    let admin_tls = |c: &Config| if c.admin_tls.is_some() { "on" } else { "off" };
+    differs("admin.tls", admin_tls(old).into(), admin_tls(new).into());
     differs("placer_budget_ms", format!("{:?}", old.sandbox.budget), format!("{:?}", new.sandbox.budget));
     differs(
         "placer_memory_limit_bytes",

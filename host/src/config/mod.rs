@@ -151,6 +151,23 @@ pub struct FileConfig {
     /// `[tls]`: TLS on the proxy port (none by default).
     #[serde(skip_serializing_if = "FileTls::is_off")]
     pub tls: FileTls,
+    /// `[admin]`: the admin port's TLS (`[admin.tls]`).
+    #[serde(skip_serializing_if = "FileAdmin::is_off")]
+    pub admin: FileAdmin,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileAdmin {
+    /// `[admin.tls]`: the admin port speaks TLS, with the same keys as `[tls]`.
+    pub tls: FileTls,
+}
+
+impl FileAdmin {
+    fn is_off(&self) -> bool {
+        self.tls.is_off()
+    }
 }
 
 /// `[tls]`: the proxy port speaks TLS when a certificate is given.
@@ -184,7 +201,7 @@ impl FileTls {
 
     /// The files, checked for completeness (the files are read when placerd starts or
     /// reloads, not here); `None` when TLS is off.
-    fn validate(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    fn validate(&self, table: &str) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
         if self.is_off() {
             return Ok(None);
         }
@@ -196,12 +213,12 @@ impl FileTls {
         let default = if self.cert_file.is_empty() && self.key_file.is_empty() {
             None
         } else {
-            Some(pair("tls", &self.cert_file, &self.key_file)?)
+            Some(pair(table, &self.cert_file, &self.key_file)?)
         };
         let mut named = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (i, certificate) in self.certificates.iter().enumerate() {
-            let key = format!("tls.certificates[{i}]");
+            let key = format!("{table}.certificates[{i}]");
             if certificate.server_names.is_empty() {
                 return Err(invalid(&format!("{key}.server_names"), "missing: the names this certificate answers for"));
             }
@@ -265,6 +282,7 @@ impl Default for FileConfig {
             placers: BTreeMap::new(),
             routes: Vec::new(),
             tls: FileTls::default(),
+            admin: FileAdmin::default(),
         }
     }
 }
@@ -717,6 +735,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// `[runners.tls]`: how placerd speaks TLS to runners, if it does.
     pub runner_tls: Option<crate::tls::RunnerTlsFiles>,
+    /// `[admin.tls]`: the admin port's certificates, if it speaks TLS.
+    pub admin_tls: Option<crate::tls::TlsFiles>,
     /// How often the admin dashboard samples calls per runner (5 s; it keeps 120 samples).
     /// Not a TOML key: tests shorten it.
     pub history_interval: Duration,
@@ -984,7 +1004,8 @@ impl FileConfig {
         let client_idle_timeout = p.take(ms("client_idle_timeout_ms", self.client_idle_timeout_ms, 1));
         let client_header_timeout = p.take(ms("client_header_timeout_ms", self.client_header_timeout_ms, 1));
         let budget = p.take(ms("placer_budget_ms", self.placer_budget_ms, 1));
-        let tls = p.take(self.tls.validate());
+        let tls = p.take(self.tls.validate("tls"));
+        let admin_tls = p.take(self.admin.tls.validate("admin.tls"));
         let runner_tls = p.take(self.runners.tls.validate());
         let config = (|| {
             Some(Config {
@@ -1038,6 +1059,7 @@ impl FileConfig {
                 source: None,
                 tls: tls?,
                 runner_tls: runner_tls?,
+                admin_tls: admin_tls?,
                 history_interval: Duration::from_secs(5),
             })
         })();
@@ -1067,6 +1089,51 @@ mod tests {
         assert_eq!(c.sandbox.memory_limit_bytes, 16 << 20);
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         assert_eq!(c.workers, cores, "one worker per core the process may use");
+    }
+
+    #[test]
+    fn tls_tables_name_their_files_and_refuse_half_pairs() {
+        let c = Config::from_toml("").expect("valid");
+        assert!(c.tls.is_none() && c.runner_tls.is_none() && c.admin_tls.is_none(), "plain by default");
+        let c = Config::from_toml(
+            r#"
+            [tls]
+            cert_file = "a.crt"
+            key_file = "a.key"
+            [[tls.certificates]]
+            server_names = ["API.example.com", "*.b.example.com"]
+            cert_file = "b.crt"
+            key_file = "b.key"
+            [runners.tls]
+            ca_file = "ca.pem"
+            server_name = "runners.internal"
+            [admin.tls]
+            cert_file = "admin.crt"
+            key_file = "admin.key"
+            "#,
+        )
+        .expect("valid");
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.default.expect("default").cert_file, PathBuf::from("a.crt"));
+        assert_eq!(tls.named[0].0, ["api.example.com", "*.b.example.com"], "names in lower case");
+        let runners = c.runner_tls.expect("runners.tls");
+        assert_eq!((runners.client, runners.server_name.as_deref()), (None, Some("runners.internal")));
+        assert!(c.admin_tls.is_some());
+        for (toml, key) in [
+            ("[tls]\ncert_file = \"a\"", "tls.key_file"),
+            ("[tls]\nkey_file = \"a\"", "tls.cert_file"),
+            ("[[tls.certificates]]\ncert_file = \"a\"\nkey_file = \"b\"", "tls.certificates[0].server_names"),
+            (
+                "[[tls.certificates]]\nserver_names = [\"a b\"]\ncert_file = \"a\"\nkey_file = \"b\"",
+                "tls.certificates[0].server_names",
+            ),
+            ("[runners.tls]\ncert_file = \"a\"\nkey_file = \"b\"", "runners.tls.ca_file"),
+            ("[runners.tls]\nca_file = \"a\"\ncert_file = \"b\"", "runners.tls.key_file"),
+            ("[admin.tls]\ncert_file = \"a\"", "admin.tls.key_file"),
+        ] {
+            let e = Config::from_toml(toml).expect_err(toml).to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -54,16 +54,9 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Every file named, with the key it was given under, for errors and watching.
-    fn files(&self) -> Vec<(String, &CertFiles)> {
-        let mut files = Vec::new();
-        if let Some(default) = &self.default {
-            files.push(("tls".to_string(), default));
-        }
-        for (i, (_, named)) in self.named.iter().enumerate() {
-            files.push((format!("tls.certificates[{i}]"), named));
-        }
-        files
+    /// Every file named.
+    fn files(&self) -> impl Iterator<Item = &CertFiles> {
+        self.default.iter().chain(self.named.iter().map(|(_, files)| files))
     }
 }
 
@@ -128,6 +121,8 @@ pub struct ServerTls {
     failure_log: Throttle,
     /// The files the certificates in force were read from.
     files: std::sync::Mutex<TlsFiles>,
+    /// The config table they come from (`tls`, `admin.tls`), for errors and logs.
+    key: &'static str,
 }
 
 impl ServerTls {
@@ -136,8 +131,16 @@ impl ServerTls {
     /// # Errors
     /// The first file that does not load, named with its key.
     pub fn load(files: &TlsFiles) -> Result<ServerTls, TlsError> {
+        Self::load_as("tls", files)
+    }
+
+    /// [`ServerTls::load`] for the config table `key` (`admin.tls`).
+    ///
+    /// # Errors
+    /// The first file that does not load, named with its key.
+    pub fn load_as(key: &'static str, files: &TlsFiles) -> Result<ServerTls, TlsError> {
         let provider = provider();
-        let certificates = read_certificates(files, &provider)?;
+        let certificates = read_certificates(key, files, &provider)?;
         let resolver = Arc::new(Resolver { current: ArcSwap::from_pointee(certificates) });
         let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -156,6 +159,7 @@ impl ServerTls {
             provider,
             failure_log: Throttle::new(10, std::time::Duration::from_secs(10)),
             files: std::sync::Mutex::new(files.clone()),
+            key,
         })
     }
 
@@ -164,7 +168,12 @@ impl ServerTls {
     /// # Errors
     /// The first file that does not load.
     pub fn prepare(&self, files: &TlsFiles) -> Result<Certificates, TlsError> {
-        read_certificates(files, &self.provider)
+        read_certificates(self.key, files, &self.provider)
+    }
+
+    /// The acceptor a server using these certificates hands its connections to.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.clone()
     }
 
     /// Answers new handshakes with `certificates`, read from `files`. Returns whether any
@@ -200,7 +209,7 @@ impl ServerTls {
     /// handles; a reload that names other files needs a new watch.
     pub fn watch(self: &Arc<Self>) -> Vec<FolderWatch> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for (_, pair) in self.files().files() {
+        for pair in self.files().files() {
             for path in [&pair.cert_file, &pair.key_file] {
                 let dir = folder_of(path);
                 if !dirs.contains(&dir) {
@@ -313,24 +322,24 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-fn read_certificates(files: &TlsFiles, provider: &CryptoProvider) -> Result<Certificates, TlsError> {
+fn read_certificates(key: &str, files: &TlsFiles, provider: &CryptoProvider) -> Result<Certificates, TlsError> {
     let mut certificates =
         Certificates { default: None, exact: HashMap::new(), wildcard: HashMap::new(), fingerprint: Vec::new() };
     if let Some(default) = &files.default {
-        let key = certified_key("tls", default, provider)?;
-        certificates.fingerprint.extend(key.cert.iter().map(|c| c.to_vec()));
-        certificates.default = Some(Arc::new(key));
+        let certified = certified_key(key, default, provider)?;
+        certificates.fingerprint.extend(certified.cert.iter().map(|c| c.to_vec()));
+        certificates.default = Some(Arc::new(certified));
     }
     for (i, (names, pair)) in files.named.iter().enumerate() {
-        let key = Arc::new(certified_key(&format!("tls.certificates[{i}]"), pair, provider)?);
-        certificates.fingerprint.extend(key.cert.iter().map(|c| c.to_vec()));
+        let certified = Arc::new(certified_key(&format!("{key}.certificates[{i}]"), pair, provider)?);
+        certificates.fingerprint.extend(certified.cert.iter().map(|c| c.to_vec()));
         if certificates.default.is_none() {
-            certificates.default = Some(key.clone());
+            certificates.default = Some(certified.clone());
         }
         for name in names {
             match name.strip_prefix("*.") {
-                Some(parent) => certificates.wildcard.entry(parent.to_string()).or_insert_with(|| key.clone()),
-                None => certificates.exact.entry(name.clone()).or_insert_with(|| key.clone()),
+                Some(parent) => certificates.wildcard.entry(parent.to_string()).or_insert_with(|| certified.clone()),
+                None => certificates.exact.entry(name.clone()).or_insert_with(|| certified.clone()),
             };
         }
     }
