@@ -218,6 +218,15 @@ fn the_example_config_is_valid_and_documents_every_key() {
         "hash",
         "[placers.",
         "[[routes]]",
+        "[tls]",
+        "[[tls.certificates]]",
+        "server_names =",
+        "cert_file =",
+        "key_file =",
+        "[runners.tls]",
+        "ca_file =",
+        "server_name =",
+        "[admin.tls]",
     ];
     for key in keys {
         assert!(example.contains(key), "examples/placerd.toml does not mention {key}");

@@ -270,8 +270,17 @@ impl Worker {
             (tls.clone(), self.proxy.clone(), self.metrics.clone(), self.stopping.clone());
         self.tracker.spawn(async move {
             let (_, header_timeout) = proxy.client_timeouts();
-            if let Some(socket) = crate::tls::handshake(&tls, stream, header_timeout, &metrics).await {
-                proxy::serve_connection(proxy, socket, stopping).await;
+            let peer = stream.peer_addr().ok();
+            match tls.accept(stream, header_timeout).await {
+                Ok(Some(socket)) => {
+                    metrics.record_tls_handshake("ok");
+                    proxy::serve_connection(proxy, socket, stopping).await;
+                }
+                Ok(None) => {}
+                Err((result, reason)) => {
+                    metrics.record_tls_handshake(result);
+                    tls.log_failure(peer, &reason);
+                }
             }
             drop(slot);
         });

@@ -26,7 +26,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 
-use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 use crate::watch::{FolderWatch, watch};
 
@@ -243,52 +242,54 @@ impl ServerTls {
     }
 }
 
-/// Runs the TLS handshake of a client connection on the proxy port: it must end within
-/// `timeout` (the time a request head may take: a client that stalls mid-handshake is
-/// closed as one that stalls mid-head). A client that sends HTTP in clear instead gets a
-/// `400` in clear, saying so, and a close. A failure is logged with its reason (rate
-/// limited) and counted in `placerd_tls_handshakes_total{result}`.
-pub(crate) async fn handshake(
-    tls: &ServerTls,
-    tcp: tokio::net::TcpStream,
-    timeout: std::time::Duration,
-    metrics: &Metrics,
-) -> Option<Socket> {
-    let peer = tcp.peer_addr().ok();
-    let attempt = async {
-        let mut first = [0u8; 1];
-        if tcp.peek(&mut first).await? == 0 {
-            return Ok(None); // closed before a byte: not a handshake
+impl ServerTls {
+    /// Runs the TLS handshake of a client connection on the proxy port: it must end
+    /// within `timeout` (the time a request head may take: a client that stalls
+    /// mid-handshake is closed as one that stalls mid-head). A client that sends HTTP in
+    /// clear instead gets a `400` in clear, saying so, and a close. `Ok(None)`: the client
+    /// closed before its first byte.
+    ///
+    /// # Errors
+    /// What to count it as (`failed`, `timeout`, `plain_http`) and the reason.
+    pub(crate) async fn accept(
+        &self,
+        tcp: tokio::net::TcpStream,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Socket>, (&'static str, String)> {
+        let attempt = async {
+            let mut first = [0u8; 1];
+            if tcp.peek(&mut first).await? == 0 {
+                return Ok(None); // closed before a byte: not a handshake
+            }
+            // Every TLS connection starts with a handshake record (content type 22).
+            if first[0] != 22 && first[0].is_ascii_uppercase() {
+                socket::write_all(&tcp, PLAIN_HTTP_ANSWER).await?;
+                // Closing with the request unread would reset the connection, and the
+                // reset can overtake the answer: read what came, and close the sending
+                // side first.
+                let mut sink = [0u8; 4096];
+                while matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {}
+                let _ = tcp.into_std().map(|s| s.shutdown(std::net::Shutdown::Write));
+                return Err(std::io::Error::other(PLAIN_HTTP));
+            }
+            let stream = self.acceptor.accept(tcp).await?;
+            let (tcp, conn) = stream.into_inner();
+            Ok(Some(Socket::tls(tcp, conn)))
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(socket)) => Ok(socket),
+            Ok(Err(e)) if e.to_string() == PLAIN_HTTP => Err(("plain_http", e.to_string())),
+            Ok(Err(e)) => Err(("failed", e.to_string())),
+            Err(_) => Err(("timeout", format!("no handshake within {} ms", timeout.as_millis()))),
         }
-        // Every TLS connection starts with a handshake record (content type 22).
-        if first[0] != 22 && first[0].is_ascii_uppercase() {
-            socket::write_all(&tcp, PLAIN_HTTP_ANSWER).await?;
-            // Closing with the request unread would reset the connection, and the reset
-            // can overtake the answer: read what came, and close the sending side first.
-            let mut sink = [0u8; 4096];
-            while matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {}
-            let _ = tcp.into_std().map(|s| s.shutdown(std::net::Shutdown::Write));
-            return Err(std::io::Error::other(PLAIN_HTTP));
-        }
-        let stream = tls.acceptor.accept(tcp).await?;
-        let (tcp, conn) = stream.into_inner();
-        Ok(Some(Socket::tls(tcp, conn)))
-    };
-    let (result, error) = match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(Some(socket))) => {
-            metrics.record_tls_handshake("ok");
-            return Some(socket);
-        }
-        Ok(Ok(None)) => return None,
-        Ok(Err(e)) if e.to_string() == PLAIN_HTTP => ("plain_http", e.to_string()),
-        Ok(Err(e)) => ("failed", e.to_string()),
-        Err(_) => ("timeout", format!("no handshake within {} ms", timeout.as_millis())),
-    };
-    metrics.record_tls_handshake(result);
-    if let Some(dropped) = tls.failure_log.admit() {
-        tracing::info!(peer = ?peer, reason = %error, dropped, "tls: handshake failed");
     }
-    None
+
+    /// Logs a failed handshake from `peer` (rate limited: any client can fail one).
+    pub(crate) fn log_failure(&self, peer: Option<std::net::SocketAddr>, reason: &str) {
+        if let Some(dropped) = self.failure_log.admit() {
+            tracing::info!(key = self.key, peer = ?peer, reason, dropped, "tls: handshake failed");
+        }
+    }
 }
 
 const PLAIN_HTTP: &str = "an HTTP request in clear on the TLS port";

@@ -31,7 +31,9 @@ struct Tls {
     conn: rustls::Connection,
     /// Records encrypted but not yet taken by the socket.
     pending: BytesMut,
-    /// The peer closed its side of the TCP connection.
+    /// Plaintext rustls holds, ready to read.
+    readable: usize,
+    /// The peer sent `close_notify`, or closed its side of the TCP connection.
     eof: bool,
 }
 
@@ -68,9 +70,16 @@ impl Socket {
 
     /// A socket whose TLS handshake is done (`conn` holds what it read past it).
     pub(crate) fn tls(tcp: TcpStream, conn: impl Into<rustls::Connection>) -> Socket {
+        let mut conn = conn.into();
+        // What came with the handshake's last flight (a request sent at once) is held
+        // already: no socket event will announce it.
+        let (readable, eof) = match conn.process_new_packets() {
+            Ok(state) => (state.plaintext_bytes_to_read(), state.peer_has_closed()),
+            Err(_) => (0, true),
+        };
         Socket {
             tcp: Arc::new(tcp),
-            tls: Some(Box::new(Mutex::new(Tls { conn: conn.into(), pending: BytesMut::new(), eof: false }))),
+            tls: Some(Box::new(Mutex::new(Tls { conn, pending: BytesMut::new(), readable, eof }))),
         }
     }
 
@@ -141,15 +150,19 @@ impl Socket {
             }
         }
         loop {
-            let start = buf.len();
-            buf.resize(start + READ_CHUNK, 0);
-            let read = tls.conn.reader().read(&mut buf[start..]);
-            buf.truncate(start + *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(0)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+            if tls.readable > 0 {
+                let start = buf.len();
+                buf.resize(start + tls.readable.min(READ_CHUNK), 0);
+                let read = tls.conn.reader().read(&mut buf[start..]);
+                let n = *read.as_ref().unwrap_or(&0);
+                buf.truncate(start + n);
+                tls.readable -= n.min(tls.readable);
+                match read {
+                    Ok(0) => tls.readable = 0, // nothing after all: ask rustls again
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => tls.readable = 0,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
             }
             if tls.eof {
                 return Poll::Ready(Ok(0));
@@ -158,10 +171,17 @@ impl Socket {
             match tls.conn.read_tls(&mut TryRead(&self.tcp)) {
                 Ok(0) => tls.eof = true,
                 Ok(_) => {
-                    if let Err(e) = tls.conn.process_new_packets() {
-                        // The alert rustls queued tells the peer why; best effort.
-                        let _ = self.send_records(&mut tls);
-                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    match tls.conn.process_new_packets() {
+                        Ok(state) => {
+                            tls.readable = state.plaintext_bytes_to_read();
+                            // After `close_notify` nothing more comes: what is left is read first.
+                            tls.eof = state.peer_has_closed();
+                        }
+                        Err(e) => {
+                            // The alert rustls queued tells the peer why; best effort.
+                            let _ = self.send_records(&mut tls);
+                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                        }
                     }
                     if tls.conn.wants_write() {
                         // A key update's or a ticket's records: sent with the next write.
