@@ -22,6 +22,18 @@
 #   ONLY="placerd-consistent-hash placerd-ch-native nginx" ROUNDS=10 bench/proxy.sh
 #                                          # just these targets (nginx is the reference): Wasm
 #                                          # against native in more rounds, paired round by round
+#   TLS=1 WORKERS="1 2" bench/proxy.sh     # every proxy terminates TLS (1.2/1.3) on its port,
+#                                          # all with one self-signed ECDSA P-256 certificate
+#                                          # made per run (placerd reads it from a --config
+#                                          # TOML file's [tls]; so must PLACERD_BASELINE's);
+#                                          # wrk sends to https:// URLs. The backends stay plain
+#                                          # HTTP, so does "direct"; LEAN's lean-proxy is skipped
+#   TLS=1 NEW_CONNECTIONS=1 bench/proxy.sh # wrk sends Connection: close on every request: each
+#                                          # is a new (TLS) connection, the figure is new
+#                                          # connections/s (works without TLS=1 too). wrk keeps
+#                                          # the TLS session of each of its -c connections: after
+#                                          # its first, full, handshake each new one resumes it
+#                                          # (TLS 1.3 ticket, with a new key exchange)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -32,12 +44,18 @@ WORKERS=${WORKERS:-1}
 read -ra WORKER_COUNTS <<< "$WORKERS"
 MAX_WORKERS=$(printf '%s\n' "${WORKER_COUNTS[@]}" | sort -n | tail -1)
 KEYS=${KEYS:-1000}
+TLS=${TLS:-}
+NEW_CONNECTIONS=${NEW_CONNECTIONS:-}
+# What wrk's figure counts: with Connection: close, every request is a new connection.
+RATE="req/s"
+if [ -n "$NEW_CONNECTIONS" ]; then RATE="new connections/s"; fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/placerd-target}"
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ -n "$TLS" ]; then command -v openssl >/dev/null || missing+=(openssl); fi
 install_packages "${missing[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
@@ -51,6 +69,10 @@ fi
 PLACERD_BASELINE=${PLACERD_BASELINE:-}
 # LEAN=1 also runs bench/lean-proxy: the same hyper and tokio doing nothing but forwarding.
 LEAN=${LEAN:-}
+if [ -n "$LEAN" ] && [ -n "$TLS" ]; then
+  echo "TLS=1: lean-proxy has no TLS; it is skipped" >&2
+  LEAN=
+fi
 if [ -n "$LEAN" ]; then
   cargo build --release --manifest-path bench/lean-proxy/Cargo.toml >&2
   LEAN_PROXY="$CARGO_TARGET_DIR/release/lean-proxy"
@@ -68,6 +90,23 @@ trap cleanup EXIT
 
 BACKENDS=(18101 18102 18103 18104)
 mkdir -p "$work/tmp"
+# TLS=1: one certificate for every proxy, self-signed ECDSA P-256 for localhost and 127.0.0.1;
+# HAProxy takes it and its key in one file, placerd from a config file's [tls] (the rest of
+# its options stay flags, which win over the file).
+placerd_config=()
+if [ -n "$TLS" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2> "$work/openssl.err" || { cat "$work/openssl.err" >&2; exit 1; }
+  cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
+  printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$work/cert.pem" "$work/key.pem" > "$work/placerd-tls.toml"
+  placerd_config=(--config "$work/placerd-tls.toml")
+fi
+# A target's URL: TLS=1 gives https to every proxy; "direct" is a backend, plain HTTP.
+url() {
+  if [ -n "$TLS" ] && [ "$1" != direct ]; then echo "https://127.0.0.1:${TARGETS[$1]}"
+  else echo "http://127.0.0.1:${TARGETS[$1]}"; fi
+}
 nginx_common="pid PIDFILE; error_log $work/PIDNAME.err warn; daemon on; worker_processes NWORKERS;
 events { worker_connections 4096; }"
 {
@@ -90,7 +129,11 @@ for k in "${!WORKER_COUNTS[@]}"; do
     echo "  upstream backends { hash \$request_uri consistent;"
     for port in "${BACKENDS[@]}"; do echo "    server 127.0.0.1:$port;"; done
     echo "    keepalive 64; }"
-    echo "  server { listen 127.0.0.1:$((18301 + off)); keepalive_requests 1000000;"
+    echo "  server { listen 127.0.0.1:$((18301 + off))${TLS:+ ssl}; keepalive_requests 1000000;"
+    if [ -n "$TLS" ]; then
+      echo "    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;"
+      echo "    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m;"
+    fi
     echo "    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
     echo "}"
   } > "$work/proxy$w.conf"
@@ -98,7 +141,9 @@ for k in "${!WORKER_COUNTS[@]}"; do
     echo "global"; echo "  nbthread $w"; echo "  maxconn 4096"
     echo "defaults"; echo "  mode http"; echo "  timeout connect 1s"; echo "  timeout client 30s"; echo "  timeout server 30s"
     echo "  option http-keep-alive"; echo "  http-reuse always"
-    echo "frontend fe"; echo "  bind 127.0.0.1:$((18401 + off))"; echo "  default_backend be"
+    # TLS=1: HAProxy's session cache is on by default (tune.ssl.cachesize 20000).
+    echo "frontend fe"; echo "  bind 127.0.0.1:$((18401 + off))${TLS:+ ssl crt $work/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2}"
+    echo "  default_backend be"
     echo "backend be"; echo "  balance uri"; echo "  hash-type consistent"
     for port in "${BACKENDS[@]}"; do echo "  server b$port 127.0.0.1:$port"; done
   } > "$work/haproxy$w.cfg"
@@ -113,7 +158,7 @@ start_placerd() { # name port placer workers [extra args]
   shift 4
   if [[ "$name" == placerd-ch-baseline* ]]; then bin=$PLACERD_BASELINE; fi
   # TOKIO_WORKER_THREADS too: builds from before `workers` read only that.
-  RUST_LOG=warn PLACERD_WORKERS=$w TOKIO_WORKER_THREADS=$w "$bin" serve --listen "127.0.0.1:$port" \
+  RUST_LOG=warn PLACERD_WORKERS=$w TOKIO_WORKER_THREADS=$w "$bin" serve "${placerd_config[@]}" --listen "127.0.0.1:$port" \
     --admin-listen "127.0.0.1:$((port + 90))" --default-placer "$placer" --placers-dir "$work/placers-$name" \
     "${runner_args[@]}" "$@" 2> "$work/$name.log" &
   pids+=($!)
@@ -177,11 +222,22 @@ if [ -n "${ONLY:-}" ]; then
     done
   done
 fi
-for port in "${TARGETS[@]}"; do
-  # Up to a minute: a placer from PLACER_FILES compiles first (seconds for a Python or
-  # JavaScript runtime, unless cache_dir has it).
-  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$port/t/bench/hello" && break; sleep 0.1; done
+# The targets that run (ONLY may leave some out), each up to a minute: a placer from
+# PLACER_FILES compiles first (seconds for a Python or JavaScript runtime, unless cache_dir
+# has it).
+declare -A CLOSE_NOTE=()
+for name in "${ORDER[@]}"; do
+  for _ in $(seq 600); do curl -sk -o /dev/null "$(url "$name")/t/bench/hello" && break; sleep 0.1; done
+  # NEW_CONNECTIONS=1 counts new connections only if the target closes after its answer and
+  # says so: wrk keeps a connection whose answer lacks Connection: close.
+  if [ -n "$NEW_CONNECTIONS" ] && ! curl -sk -o /dev/null -D - -H "Connection: close" -d x \
+       "$(url "$name")/t/bench/fn-0" | grep -qi '^connection: *close'; then
+    echo "$name: no Connection: close in its answer to one: wrk keeps its connections open" >&2
+    CLOSE_NOTE[$name]="answers without Connection: close"
+  fi
 done
+wrk_headers=()
+if [ -n "$NEW_CONNECTIONS" ]; then wrk_headers=(-H "Connection: close"); fi
 
 # CPU time of a target's processes, "user system" in clock ticks: placerd and HAProxy are
 # one process each; nginx is its master and workers. "direct" has no proxy.
@@ -235,7 +291,7 @@ for round in $(seq "$ROUNDS"); do
          awk '/^placerd_worker_connections/ {printf "%s%s", sep, $2; sep = "/"}' > "$work/spread") &
       scrape=$!
     fi
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/calls.lua" "http://127.0.0.1:${TARGETS[$name]}")
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${wrk_headers[@]}" -s "$work/calls.lua" "$(url "$name")")
     if [ -n "$scrape" ]; then wait "$scrape" || true; fi
     spread=$(cat "$work/spread" 2>/dev/null || true)
     child_seconds
@@ -254,9 +310,9 @@ print(f'{u + s:.2f}\t{u:.2f}\t{s:.2f}\t{b:.2f}\t{w:.2f}\t{i:.2f}')")
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')${CLOSE_NOTE[$name]:-}
     echo -e "$name\t$round\t$rps\t$p50\t$p99\t$cpu_us\t${spread:--}\t$errors" >> "$results"
-    echo "round $round $name: $rps req/s, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)), backends $(echo "$cpu_us" | cut -f4) us, wrk $(echo "$cpu_us" | cut -f5) us, idle $(echo "$cpu_us" | cut -f6) us${spread:+, connections per worker $spread} $errors" >&2
+    echo "round $round $name: $rps $RATE, p50 $p50, p99 $p99, $(echo "$cpu_us" | cut -f1) us CPU/request (user $(echo "$cpu_us" | cut -f2)), backends $(echo "$cpu_us" | cut -f4) us, wrk $(echo "$cpu_us" | cut -f5) us, idle $(echo "$cpu_us" | cut -f6) us${spread:+, connections per worker $spread} $errors" >&2
   done
 done
 
@@ -272,10 +328,14 @@ for name in "${ORDER[@]}"; do
   echo "$name: placer $placer faults $(sum placerd_placer_faults_total), recycles $(sum placerd_placer_recycles_total), calls placed by it $(curl -s "http://127.0.0.1:$((${TARGETS[$name]} + 90))/admin/placers" | python3 -c "import json, sys; print(sum(p['calls'] for p in json.load(sys.stdin) if p['name'] == '$placer'))")" >> "$work/placer-faults"
 done
 
-python3 - "$results" "$DURATION" "$ROUNDS" "$CONNECTIONS" "$WORKERS" "$KEYS" <<'PY'
+python3 - "$results" "$DURATION" "$ROUNDS" "$CONNECTIONS" "$WORKERS" "$KEYS" "$TLS" "$NEW_CONNECTIONS" <<'PY'
 import sys, statistics
-path, duration, rounds, conns, workers, keys = sys.argv[1:]
+path, duration, rounds, conns, workers, keys, tls, new_conns = sys.argv[1:]
 counts = workers.split()
+# NEW_CONNECTIONS=1: Connection: close on every request, so wrk's requests/s is new connections/s.
+rate = "new connections/s" if new_conns else "req/s"
+mode = (", TLS on every proxy (one ECDSA P-256 certificate; direct is plain HTTP)" if tls else "") + (
+    ", Connection: close on every request (a new connection each)" if new_conns else "")
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit):
@@ -302,7 +362,7 @@ def paired(a, b, label, key="cpu"):
     if a not in rows or b not in rows:
         return
     pairs = sorted(x / y - 1 for x, y in zip(rows[a][key], rows[b][key]))
-    unit = " req/s" if key == "rps" else " us"
+    unit = f" {rate}" if key == "rps" else " us"
     print(f"{label}: medians {med[a][key]:.1f}{unit} vs {med[b][key]:.1f}{unit} = {(med[a][key] / med[b][key] - 1) * 100:+.1f}%; "
           f"paired by round: median {statistics.median(pairs) * 100:+.1f}% "
           f"(min {pairs[0] * 100:+.1f}%, max {pairs[-1] * 100:+.1f}%, {len(pairs)} rounds)")
@@ -311,13 +371,13 @@ for w in counts:
     base = med.get("nginx" + s)
     if base is None:
         continue
-    print(f"wrk -t1 -c{conns} -d{duration}s, POST over {keys} functions, {rounds} rounds alternating, {w} worker(s) per proxy; medians")
+    print(f"wrk -t1 -c{conns} -d{duration}s, POST over {keys} functions, {rounds} rounds alternating, {w} worker(s) per proxy{mode}; medians")
     print()
     # The backends' CPU per request behind each target: a proxy that wakes its runners once per
     # request costs them more than one whose requests arrive together. With wrk's own CPU and
     # the machine's idle time they make up its whole budget: the CPUs' time divided by req/s.
-    print("| target | req/s | p50 | p99 | proxy CPU/request | user | kernel | backends CPU/request | wrk CPU/request "
-          "| idle/request | req/s vs nginx | p99 vs nginx | CPU/request vs nginx | connections per worker |")
+    print(f"| target | {rate} | p50 | p99 | proxy CPU/request | user | kernel | backends CPU/request | wrk CPU/request "
+          f"| idle/request | {rate} vs nginx | p99 vs nginx | CPU/request vs nginx | connections per worker |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for plain in NAMES:
         name = plain if plain in ("direct", "lean-proxy") else plain + s
@@ -336,15 +396,15 @@ for w in counts:
     # The guest call is user-space work: user time alone is less exposed to the kernel's noise.
     paired("placerd-consistent-hash" + s, "placerd-ch-native" + s, "  user time only", key="user")
     paired("placerd-consistent-hash" + s, "placerd-ch-baseline" + s, "CPU per request vs the baseline build (consistent-hash)")
-    paired("placerd-consistent-hash" + s, "placerd-ch-baseline" + s, "req/s vs the baseline build (consistent-hash)", key="rps")
-    paired("placerd-consistent-hash" + s, "nginx" + s, "req/s vs nginx (consistent-hash)", key="rps")
-    paired("placerd-consistent-hash" + s, "haproxy" + s, "req/s vs HAProxy (consistent-hash)", key="rps")
+    paired("placerd-consistent-hash" + s, "placerd-ch-baseline" + s, f"{rate} vs the baseline build (consistent-hash)", key="rps")
+    paired("placerd-consistent-hash" + s, "nginx" + s, f"{rate} vs nginx (consistent-hash)", key="rps")
+    paired("placerd-consistent-hash" + s, "haproxy" + s, f"{rate} vs HAProxy (consistent-hash)", key="rps")
     print()
 if len(counts) > 1:
     lo, hi = counts[0], counts[-1]
-    print(f"Scaling: req/s at {hi} workers / req/s at {lo}, medians (and the median of round-by-round ratios)")
+    print(f"Scaling: {rate} at {hi} workers / {rate} at {lo}, medians (and the median of round-by-round ratios)")
     print()
-    print(f"| target | req/s at {lo} | req/s at {hi} | ratio | paired |")
+    print(f"| target | {rate} at {lo} | {rate} at {hi} | ratio | paired |")
     print("|---|---:|---:|---:|---:|")
     for plain in NAMES:
         a, b = f"{plain}@{hi}", f"{plain}@{lo}"
