@@ -533,3 +533,38 @@ async fn post_admin_reload_reads_certificates_again_and_refuses_ones_that_do_not
     assert_eq!(calls.send("POST", "/t/app/f", b"x").await.expect("answer").status, StatusCode::OK);
     drop(logged);
 }
+
+#[tokio::test]
+async fn clients_that_refuse_the_proxy_ports_certificate_fail_cleanly_and_are_counted() {
+    let (ca, other_ca) = (Ca::new("test CA"), Ca::new("another CA"));
+    let dir = tempfile::tempdir().expect("dir");
+    let expired = |p: &mut CertificateParams| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    };
+    let files = TlsFiles {
+        default: Some(write_pair(dir.path(), "good", &ca.leaf(&["localhost"]))),
+        named: vec![(vec!["old.test".into()], write_pair(dir.path(), "old", &ca.leaf_with(&["old.test"], expired)))],
+    };
+    let p = placerd_with(files, |_| {}).await;
+    // A client that trusts another CA, one that asks for the expired certificate's name,
+    // and one that asks for a name no certificate holds: each refuses, with its reason.
+    for (config, name, says) in [
+        (client_config(&other_ca), "localhost", "issuer"),
+        (client_config(&ca), "old.test", "expired"),
+        (client_config(&ca), "nobody.test", "name"),
+    ] {
+        let e = connect(p.addr, &config, name).await.expect_err("refused").to_string();
+        assert!(e.to_lowercase().contains(says), "{name}: {e}");
+    }
+    // placerd hears each refusal as an alert: counted as a failed handshake, and the
+    // proxy port goes on serving.
+    let config = client_config(&ca);
+    let metrics = async || {
+        let text = common::send(p.admin, "GET", "/metrics", &[], b"").await.body;
+        String::from_utf8_lossy(&text).contains("placerd_tls_handshakes_total{result=\"failed\"} 3")
+    };
+    assert!(eventually(Duration::from_secs(5), metrics).await, "three failed handshakes counted");
+    let mut client = Client::open(p.addr, &config).await.expect("TLS connection");
+    assert_eq!(client.send("POST", "/t/app/f", b"x").await.expect("answer").status, StatusCode::OK);
+}

@@ -114,10 +114,14 @@ where
                 None => serve_hyper(TokioIo::new(stream), handle, stopping).await,
                 Some(acceptor) => {
                     let peer = stream.peer_addr().ok();
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_hyper(TokioIo::new(stream), handle, stopping).await,
-                        Ok(Err(e)) => tracing::info!(peer = ?peer, reason = %e, "tls: handshake failed"),
-                        Err(_) => tracing::info!(peer = ?peer, "tls: no handshake in time"),
+                    let reason = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => return serve_hyper(TokioIo::new(stream), handle, stopping).await,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "no handshake in time".to_string(),
+                    };
+                    // Any client can fail a handshake: rate limited, as the proxy port's.
+                    if let Some(dropped) = HANDSHAKE_LOG.admit() {
+                        tracing::info!(peer = ?peer, reason, dropped, "tls: handshake failed");
                     }
                 }
             }
@@ -125,6 +129,9 @@ where
     })
     .await
 }
+
+/// Rate limit of the "handshake failed" lines of the admin port and the reference runner.
+static HANDSHAKE_LOG: crate::throttle::Throttle = crate::throttle::Throttle::new(10, Duration::from_secs(10));
 
 /// Serves one connection with hyper's HTTP/1.1 server until it closes, or, once
 /// `stopping` is cancelled, until its request in flight is answered.
