@@ -17,6 +17,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to send request headers, from their first byte: the admin
@@ -110,20 +111,43 @@ where
     serve_connections(listener, stop, grace, max_connections, move |stream, stopping| {
         let (handle, tls) = (handle.clone(), tls.clone());
         async move {
-            match tls {
-                None => serve_hyper(TokioIo::new(stream), handle, stopping).await,
+            let io = match tls {
+                None => Either::Left(stream),
                 Some(acceptor) => {
                     let peer = stream.peer_addr().ok();
-                    let reason = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => return serve_hyper(TokioIo::new(stream), handle, stopping).await,
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => "no handshake in time".to_string(),
+                    let accepted = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Ok(stream),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("no handshake in time".to_string()),
                     };
-                    // Any client can fail a handshake: rate limited, as the proxy port's.
-                    if let Some(dropped) = HANDSHAKE_LOG.admit() {
-                        tracing::info!(peer = ?peer, reason, dropped, "tls: handshake failed");
+                    match accepted {
+                        Ok(stream) => Either::Right(stream),
+                        Err(reason) => {
+                            // Any client can fail a handshake: rate limited, as the proxy port's.
+                            if let Some(dropped) = HANDSHAKE_LOG.admit() {
+                                tracing::info!(peer = ?peer, reason, dropped, "tls: handshake failed");
+                            }
+                            return;
+                        }
                     }
                 }
+            };
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(crate::http1::MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(io), service_fn(handle));
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    // Idle: closes now; busy: answers the request in flight, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
         }
     })
@@ -132,34 +156,3 @@ where
 
 /// Rate limit of the "handshake failed" lines of the admin port and the reference runner.
 static HANDSHAKE_LOG: crate::throttle::Throttle = crate::throttle::Throttle::new(10, Duration::from_secs(10));
-
-/// Serves one connection with hyper's HTTP/1.1 server until it closes, or, once
-/// `stopping` is cancelled, until its request in flight is answered.
-async fn serve_hyper<I, H, F, B, E>(io: I, handle: H, stopping: CancellationToken)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-    E: Into<Box<dyn StdError + Send + Sync>>,
-{
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(crate::http1::MAX_HEAD_BYTES)
-        .serve_connection(io, service_fn(handle));
-    tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        () = stopping.cancelled() => {
-            // Idle: closes now; busy: answers the request in flight, then closes.
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
-}

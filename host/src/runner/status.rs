@@ -12,6 +12,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::pool::{DynamicPool, RunnerState};
 use crate::tls::ClientTls;
@@ -57,20 +58,12 @@ fn fail(state: &RunnerState, why: &str) {
 
 async fn fetch(address: &str, tls: Option<&ClientTls>) -> Result<u32, String> {
     let stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
-    match tls {
-        None => fetch_on(TokioIo::new(stream), address).await,
-        Some(tls) => {
-            let stream = tls.connect_stream(stream, address).await.map_err(|e| format!("TLS: {e}"))?;
-            fetch_on(TokioIo::new(stream), address).await
-        }
-    }
-}
-
-async fn fetch_on<I>(io: I, address: &str) -> Result<u32, String>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let io = match tls {
+        None => Either::Left(stream),
+        Some(tls) => Either::Right(tls.connect_stream(stream, address).await.map_err(|e| format!("TLS: {e}"))?),
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let request = Request::get("/v1/status")
         .header(hyper::header::HOST, address)

@@ -256,32 +256,29 @@ impl ServerTls {
         tcp: tokio::net::TcpStream,
         timeout: std::time::Duration,
     ) -> Result<Option<Socket>, (&'static str, String)> {
+        let failed = |e: std::io::Error| ("failed", e.to_string());
         let attempt = async {
             let mut first = [0u8; 1];
-            if tcp.peek(&mut first).await? == 0 {
+            if tcp.peek(&mut first).await.map_err(failed)? == 0 {
                 return Ok(None); // closed before a byte: not a handshake
             }
             // Every TLS connection starts with a handshake record (content type 22).
             if first[0] != 22 && first[0].is_ascii_uppercase() {
-                socket::write_all(&tcp, PLAIN_HTTP_ANSWER).await?;
+                socket::write_all(&tcp, PLAIN_HTTP_ANSWER).await.map_err(failed)?;
                 // Closing with the request unread would reset the connection, and the
                 // reset can overtake the answer: read what came, and close the sending
                 // side first.
                 let mut sink = [0u8; 4096];
                 while matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {}
                 let _ = tcp.into_std().map(|s| s.shutdown(std::net::Shutdown::Write));
-                return Err(std::io::Error::other(PLAIN_HTTP));
+                return Err(("plain_http", PLAIN_HTTP.to_string()));
             }
-            let stream = self.acceptor.accept(tcp).await?;
-            let (tcp, conn) = stream.into_inner();
+            let (tcp, conn) = self.acceptor.accept(tcp).await.map_err(failed)?.into_inner();
             Ok(Some(Socket::tls(tcp, conn)))
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(socket)) => Ok(socket),
-            Ok(Err(e)) if e.to_string() == PLAIN_HTTP => Err(("plain_http", e.to_string())),
-            Ok(Err(e)) => Err(("failed", e.to_string())),
-            Err(_) => Err(("timeout", format!("no handshake within {} ms", timeout.as_millis()))),
-        }
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(("timeout", format!("no handshake within {} ms", timeout.as_millis()))))
     }
 
     /// Logs a failed handshake from `peer` (rate limited: any client can fail one).

@@ -43,11 +43,15 @@ impl Tls {
     fn seal(&mut self, bytes: &[u8]) -> io::Result<()> {
         for piece in bytes.chunks(SEAL_PIECE) {
             self.conn.writer().write_all(piece)?;
-            while self.conn.wants_write() {
-                let mut out = Vec::new();
-                self.conn.write_tls(&mut out)?;
-                self.pending.extend_from_slice(&out);
-            }
+            self.take_records()?;
+        }
+        Ok(())
+    }
+
+    /// Moves every record rustls has to send onto `pending`.
+    fn take_records(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut bytes::BufMut::writer(&mut self.pending))?;
         }
         Ok(())
     }
@@ -196,11 +200,7 @@ impl Socket {
 
     /// Moves what rustls has to send into `pending` and sends what the socket takes now.
     fn send_records(&self, tls: &mut Tls) -> io::Result<()> {
-        while tls.conn.wants_write() {
-            let mut out = Vec::new();
-            tls.conn.write_tls(&mut out)?;
-            tls.pending.extend_from_slice(&out);
-        }
+        tls.take_records()?;
         while !tls.pending.is_empty() {
             match self.tcp.try_write(&tls.pending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -243,37 +243,28 @@ impl Socket {
         Poll::Ready(Ok(bytes.len()))
     }
 
-    /// Encrypts all of `bytes` into records (plaintext for a plain socket), with any
-    /// records still pending first.
-    fn seal(&self, tls: &Mutex<Tls>, bytes: &[u8]) -> io::Result<Bytes> {
-        let mut tls = Self::lock(tls);
-        tls.seal(bytes)?;
-        Ok(tls.pending.split().freeze())
-    }
-
     /// Writes all of `bytes`, failing with `TimedOut` when the socket takes none of them
     /// for [`crate::server::SEND_TIMEOUT`].
     pub(crate) async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        match &self.tls {
-            None => write_all(&self.tcp, bytes).await,
-            Some(tls) => {
-                // In pieces, so a large body is not encrypted whole before the first send.
-                for piece in bytes.chunks(SEAL_PIECE) {
-                    let sealed = self.seal(tls, piece)?;
-                    write_all(&self.tcp, &sealed).await?;
-                }
-                Ok(())
+        if self.tls.is_none() {
+            return write_all(&self.tcp, bytes).await;
+        }
+        // In pieces, so a large body is not encrypted whole before the first send.
+        for piece in bytes.chunks(SEAL_PIECE) {
+            if let Some(sealed) = self.seal_parts(&[piece]) {
+                write_all(&self.tcp, &sealed?).await?;
             }
         }
+        Ok(())
     }
 
     /// Writes all of `bytes`, the first send at the end of the scheduler's pass
     /// ([`crate::pass::write_some`]) and the rest, if the socket took only part, as
     /// [`Socket::write_all`].
     pub(crate) async fn write_at_pass_end(&self, bytes: Bytes) -> io::Result<()> {
-        let bytes = match &self.tls {
+        let bytes = match self.seal_parts(&[&bytes]) {
             None => bytes,
-            Some(tls) => self.seal(tls, &bytes)?,
+            Some(sealed) => sealed?,
         };
         let (sent, bytes) = crate::pass::write_some(&self.tcp, bytes).await;
         write_all(&self.tcp, &bytes[sent?..]).await
