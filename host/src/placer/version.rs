@@ -144,6 +144,9 @@ pub struct PlacerVersion {
 /// The average guest time per call from which a version's calls read their thread's CPU
 /// clock at their start ([`PlacerVersion::costly`]).
 const COSTLY_CALL: Duration = Duration::from_micros(4);
+/// Served calls before a version is judged costly: its first calls (instances warming,
+/// caches cold) cost far more than its usual ones, and would mark a built-in costly.
+const COSTLY_AFTER: u64 = 1024;
 
 impl std::fmt::Debug for PlacerVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -388,7 +391,8 @@ impl PlacerVersion {
                     timer(elapsed.as_secs_f64());
                 }
                 self.served_nanos.add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
-                if elapsed >= COSTLY_CALL && !self.costly.load(Ordering::Relaxed) {
+                if elapsed >= COSTLY_CALL && !self.costly.load(Ordering::Relaxed) && self.served_calls() >= COSTLY_AFTER
+                {
                     let average = Duration::from_nanos(self.place_nanos_avg());
                     self.costly.store(average >= COSTLY_CALL, Ordering::Relaxed);
                 }
